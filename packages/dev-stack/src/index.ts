@@ -1,0 +1,2 @@
+export { startEmbeddedPostgres, ensureDatabase, type EmbeddedPostgresOptions, type RunningPostgres } from "./embedded-postgres.js";
+export { resolveDatabase, type ResolvedDatabase } from "./database.js";

@@ -1,0 +1,115 @@
+#!/usr/bin/env node
+// `npm start`: the whole stack in one command. Database (embedded unless
+// DATABASE_URL is set), migrations, then both services as child processes.
+// Ctrl-C stops the services first (they drain), then the database.
+import { spawn, type ChildProcess } from "node:child_process";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+import { prettyFactory } from "pino-pretty";
+import { ConfigError, createLogger } from "@holdfast/runtime";
+import { createKnex, migrateLatest } from "@holdfast/schema";
+import { resolveDatabase } from "./database.js";
+
+const logger = createLogger("dev-stack", "info");
+const pretty = process.stdout.isTTY ? prettyFactory({ colorize: true, translateTime: "HH:MM:ss.l", ignore: "pid,hostname" }) : undefined;
+
+interface ServiceProcess {
+  name: string;
+  child: ChildProcess;
+  ready: Promise<Record<string, unknown>>;
+}
+
+const SERVICES = [
+  { name: "reservation-service", entry: "@holdfast/reservation-service/main" },
+  { name: "expiry-worker", entry: "@holdfast/expiry-worker/main" },
+];
+
+function launch(name: string, entry: string, env: NodeJS.ProcessEnv): ServiceProcess {
+  const child = spawn(process.execPath, ["--enable-source-maps", fileURLToPath(import.meta.resolve(entry))], {
+    env,
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  const ready = new Promise<Record<string, unknown>>((resolve, reject) => {
+    // Each service logs one "ready" line with its addresses once it listens.
+    createInterface({ input: child.stdout! }).on("line", (line) => {
+      let entryLog: Record<string, unknown> | undefined;
+      try {
+        entryLog = JSON.parse(line) as Record<string, unknown>;
+      } catch {
+        entryLog = undefined;
+      }
+      if (entryLog?.msg === "ready") resolve(entryLog);
+      process.stdout.write(pretty && entryLog ? pretty(entryLog) : `${line}\n`);
+    });
+    child.once("exit", (code, signal) => reject(new Error(`${name} exited during start-up (code ${code}, signal ${signal})`)));
+  });
+  return { name, child, ready };
+}
+
+function waitForExit(child: ChildProcess, timeoutMs: number): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      logger.warn({ pid: child.pid }, "child did not stop in time: killing it");
+      child.kill("SIGKILL");
+    }, timeoutMs);
+    child.once("exit", () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}
+
+function banner(database: string, reservation: Record<string, unknown>, worker: Record<string, unknown>): string {
+  return [
+    "",
+    "Holdfast is running",
+    `  reservation-service  gRPC           ${reservation.grpc}   (grpcurl -plaintext ${reservation.grpc} list)`,
+    `                       Connect/Web    ${reservation.http}   (/healthz, /metrics)`,
+    `  expiry-worker        gRPC           ${worker.grpc}`,
+    `                       metrics        ${worker.http}/metrics`,
+    `  database             ${database}`,
+    "Press Ctrl-C to stop.",
+    "",
+  ].join("\n");
+}
+
+async function main(): Promise<void> {
+  const database = await resolveDatabase(logger);
+  const knex = createKnex({ url: database.url, poolMax: 1, applicationName: "holdfast-migrate" });
+  try {
+    const { migrations } = await migrateLatest(knex);
+    logger.info({ migrations }, migrations.length > 0 ? "migrations applied" : "schema is up to date");
+  } finally {
+    await knex.destroy();
+  }
+
+  const env = { ...process.env, DATABASE_URL: database.url };
+  const services = SERVICES.map((s) => launch(s.name, s.entry, env));
+  let stopping = false;
+  const stopAll = async (exitCode: number) => {
+    if (stopping) return;
+    stopping = true;
+    for (const s of services) s.child.kill("SIGTERM");
+    await Promise.all(services.map((s) => waitForExit(s.child, 20_000)));
+    await database.stop();
+    logger.info("everything stopped");
+    process.exit(exitCode);
+  };
+  for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(signal, () => void stopAll(0));
+  for (const s of services) {
+    s.child.once("exit", (code, signal) => {
+      if (stopping) return;
+      logger.error({ service: s.name, code, signal }, "a service exited unexpectedly: stopping the stack");
+      void stopAll(1);
+    });
+  }
+  const [reservation, worker] = await Promise.all(services.map((s) => s.ready));
+  process.stdout.write(banner(database.description, reservation, worker));
+}
+
+main().catch((err: unknown) => {
+  if (err instanceof ConfigError) process.stderr.write(`${err.message}\n`);
+  else logger.fatal({ err }, "could not start the stack");
+  process.exit(1);
+});

@@ -1,0 +1,136 @@
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { DescMessage, MessageInitShape } from "@bufbuild/protobuf";
+import { ErrorReason } from "@holdfast/contracts";
+import { BadRequestSchema, ErrorInfoSchema, RetryInfoSchema } from "@holdfast/contracts/rpc";
+
+/** `google.rpc.ErrorInfo.domain` of every error Holdfast raises. */
+export const ERROR_DOMAIN = "holdfast.inventory.v1";
+
+type Detail = { desc: DescMessage; value: MessageInitShape<DescMessage> };
+
+export interface FieldViolation {
+  /** Path of the field in the request, e.g. `lines[2].quantity`. */
+  field: string;
+  description: string;
+  /** Machine-readable reason of this violation, e.g. `OUT_OF_RANGE`. */
+  reason?: string;
+}
+
+/**
+ * The one way Holdfast raises an RPC error: a gRPC status code, a machine
+ * readable reason (a value of `holdfast.inventory.v1.ErrorReason`, sent as its
+ * name in `google.rpc.ErrorInfo.reason`), a message for humans, and optional
+ * further details (see proto/holdfast/inventory/v1/errors.proto).
+ * Both transports encode it the same way (`grpc-status-details-bin` on gRPC,
+ * the `details` array on Connect).
+ */
+export function rpcError(
+  code: Code,
+  reason: ErrorReason,
+  message: string,
+  options: { metadata?: Record<string, string>; details?: Detail[]; cause?: unknown } = {},
+): ConnectError {
+  const errorInfo: Detail = {
+    desc: ErrorInfoSchema,
+    value: { reason: ErrorReason[reason], domain: ERROR_DOMAIN, metadata: options.metadata ?? {} },
+  };
+  return new ConnectError(message, code, undefined, [errorInfo, ...(options.details ?? [])], options.cause);
+}
+
+/** INVALID_ARGUMENT with `google.rpc.BadRequest` naming every bad field. */
+export function invalidArgument(violations: FieldViolation[], message?: string): ConnectError {
+  const summary = message ?? violations.map((v) => `${v.field}: ${v.description}`).join("; ");
+  return rpcError(Code.InvalidArgument, ErrorReason.BAD_REQUEST, summary, {
+    details: [
+      {
+        desc: BadRequestSchema,
+        value: {
+          fieldViolations: violations.map((v) => ({ field: v.field, description: v.description, reason: v.reason ?? "" })),
+        },
+      },
+    ],
+  });
+}
+
+/** UNIMPLEMENTED for an RPC whose behaviour has not landed yet. */
+export function unimplemented(methodName: string): ConnectError {
+  return rpcError(Code.Unimplemented, ErrorReason.NOT_IMPLEMENTED, `${methodName} is not implemented yet`);
+}
+
+// SQLSTATE classes and codes that are the database telling us "try again",
+// not "you made a mistake" and not "we have a bug".
+const SQLSTATE_LOCK_NOT_AVAILABLE = "55P03";
+const SQLSTATE_SERIALIZATION_FAILURE = "40001";
+const SQLSTATE_DEADLOCK_DETECTED = "40P01";
+const SQLSTATE_QUERY_CANCELED = "57014";
+const SQLSTATE_ADMIN_SHUTDOWN = "57P01";
+const SQLSTATE_CRASH_SHUTDOWN = "57P02";
+const SQLSTATE_CANNOT_CONNECT_NOW = "57P03";
+const SQLSTATE_TOO_MANY_CONNECTIONS = "53300";
+const NODE_CONNECTION_ERRORS = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "ENOTFOUND", "EHOSTUNREACH"]);
+
+function errorCodeOf(err: unknown): string | undefined {
+  if (typeof err === "object" && err !== null && "code" in err && typeof err.code === "string") return err.code;
+  return undefined;
+}
+
+function isPoolTimeout(err: unknown): boolean {
+  return err instanceof Error && err.name === "KnexTimeoutError";
+}
+
+function isConnectionLoss(err: unknown): boolean {
+  const code = errorCodeOf(err);
+  if (code !== undefined && (NODE_CONNECTION_ERRORS.has(code) || code.startsWith("08"))) return true;
+  return err instanceof Error && /Connection terminated|connection is closed|Client was closed/i.test(err.message);
+}
+
+/**
+ * Maps anything thrown by an RPC implementation to a ConnectError. Errors that
+ * are already ConnectErrors pass through; transient database conditions become
+ * ABORTED / UNAVAILABLE with a reason so clients know to retry; everything else
+ * is INTERNAL with a generic message (the cause is kept for the log, never sent).
+ */
+export function toConnectError(err: unknown): ConnectError {
+  if (err instanceof ConnectError) return err;
+  const code = errorCodeOf(err);
+  const retryAfter = (ms: number): Detail => ({
+    desc: RetryInfoSchema,
+    value: { retryDelay: { seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 } },
+  });
+  switch (code) {
+    case SQLSTATE_LOCK_NOT_AVAILABLE:
+      return rpcError(Code.Aborted, ErrorReason.LOCK_TIMEOUT, "timed out waiting for a row lock; retry with the same request id", {
+        cause: err,
+        details: [retryAfter(50)],
+      });
+    case SQLSTATE_SERIALIZATION_FAILURE:
+    case SQLSTATE_DEADLOCK_DETECTED:
+      return rpcError(Code.Aborted, ErrorReason.TRANSACTION_ABORTED, "the transaction conflicted with another; retry with the same request id", {
+        cause: err,
+        details: [retryAfter(50)],
+      });
+    case SQLSTATE_QUERY_CANCELED:
+      // statement_timeout or a cancel on behalf of a caller whose deadline passed.
+      return rpcError(Code.DeadlineExceeded, ErrorReason.TRANSACTION_ABORTED, "the statement was cancelled before it finished", { cause: err });
+    case SQLSTATE_ADMIN_SHUTDOWN:
+    case SQLSTATE_CRASH_SHUTDOWN:
+    case SQLSTATE_CANNOT_CONNECT_NOW:
+    case SQLSTATE_TOO_MANY_CONNECTIONS:
+      return rpcError(Code.Unavailable, ErrorReason.DATABASE_UNAVAILABLE, "the database is unavailable; retry shortly", {
+        cause: err,
+        details: [retryAfter(500)],
+      });
+  }
+  if (isConnectionLoss(err) || isPoolTimeout(err)) {
+    return rpcError(Code.Unavailable, ErrorReason.DATABASE_UNAVAILABLE, "the database is unavailable; retry shortly", {
+      cause: err,
+      details: [retryAfter(500)],
+    });
+  }
+  return rpcError(Code.Internal, ErrorReason.INTERNAL_ERROR, "internal error", { cause: err });
+}
+
+/** True for codes that mean "the server failed", as opposed to "the caller asked for something refused". */
+export function isServerFault(code: Code): boolean {
+  return code === Code.Internal || code === Code.Unknown || code === Code.DataLoss;
+}

@@ -1,0 +1,123 @@
+import * as grpc from "@grpc/grpc-js";
+import { once } from "node:events";
+import { create, fromBinary, toBinary, type DescMessage, type DescMethod, type DescService, type MessageInitShape } from "@bufbuild/protobuf";
+import { ConnectError, createHandlerContext, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import { grpcStatusFromConnectError } from "./grpc-status.js";
+import { toConnectError } from "./errors.js";
+
+/**
+ * A grpc-js service definition built from a protobuf-es service descriptor:
+ * the wire paths are the standard `/package.Service/Method`, and messages are
+ * (de)serialized by protobuf-es. Used by the server adapter and by clients.
+ */
+export function grpcServiceDefinition(service: DescService): grpc.ServiceDefinition {
+  const definition: Record<string, grpc.MethodDefinition<object, object>> = {};
+  for (const method of service.methods) {
+    definition[method.localName] = {
+      path: `/${service.typeName}/${method.name}`,
+      originalName: method.name,
+      requestStream: method.methodKind === "client_streaming" || method.methodKind === "bidi_streaming",
+      responseStream: method.methodKind === "server_streaming" || method.methodKind === "bidi_streaming",
+      requestSerialize: (value: object) => Buffer.from(toBinary(method.input, create(method.input, value as MessageInitShape<DescMessage>))),
+      requestDeserialize: (bytes: Buffer) => fromBinary(method.input, bytes),
+      responseSerialize: (value: object) => Buffer.from(toBinary(method.output, create(method.output, value as MessageInitShape<DescMessage>))),
+      responseDeserialize: (bytes: Buffer) => fromBinary(method.output, bytes),
+    };
+  }
+  return definition;
+}
+
+/** What every grpc-js server call has (grpc-js does not export this type). */
+type ServerCall = grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>;
+
+function headersFromMetadata(metadata: grpc.Metadata): Headers {
+  const headers = new Headers();
+  for (const [key, value] of Object.entries(metadata.toHttp2Headers())) {
+    if (key.endsWith("-bin")) continue;
+    for (const v of Array.isArray(value) ? value : [value]) if (v !== undefined) headers.append(key, String(v));
+  }
+  return headers;
+}
+
+function timeoutOf(call: ServerCall): number | undefined {
+  const deadline = call.getDeadline();
+  const at = deadline instanceof Date ? deadline.getTime() : deadline;
+  return Number.isFinite(at) ? Math.max(0, at - Date.now()) : undefined;
+}
+
+function contextFor(service: DescService, method: DescMethod, call: ServerCall) {
+  const requestAbort = new AbortController();
+  call.once("cancelled", () => requestAbort.abort(new ConnectError("the client cancelled the call", 1)));
+  return createHandlerContext({
+    service,
+    method,
+    protocolName: "grpc",
+    requestMethod: "POST",
+    url: `/${service.typeName}/${method.name}`,
+    timeoutMs: timeoutOf(call),
+    requestSignal: requestAbort.signal,
+    requestHeader: headersFromMetadata(call.metadata),
+  });
+}
+
+function responseMetadata(context: HandlerContext): grpc.Metadata {
+  const metadata = new grpc.Metadata();
+  context.responseHeader.forEach((value, key) => metadata.set(key, value));
+  return metadata;
+}
+
+/**
+ * Serves a Connect `ServiceImpl` on a grpc-js server. This is the only place
+ * that knows grpc-js call objects: the implementation receives the same typed
+ * request and HandlerContext (deadline, cancellation signal, headers) as under
+ * connect-node, so one implementation serves both ports.
+ */
+export function addServiceImpl<S extends DescService>(
+  server: grpc.Server,
+  service: S,
+  impl: ServiceImpl<S>,
+): void {
+  const handlers: grpc.UntypedServiceImplementation = {};
+  const methods = impl as unknown as Record<string, (req: unknown, ctx: HandlerContext) => unknown>;
+  for (const method of service.methods) {
+    const fn = methods[method.localName];
+    if (method.methodKind === "unary") {
+      handlers[method.localName] = (call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
+        const context = contextFor(service, method, call);
+        Promise.resolve()
+          .then(() => fn.call(impl, call.request, context))
+          .then(
+            (response) => {
+              call.sendMetadata(responseMetadata(context));
+              callback(null, response);
+            },
+            (err: unknown) => callback(grpcStatusFromConnectError(toConnectError(err))),
+          )
+          .finally(() => context.abort());
+      };
+    } else if (method.methodKind === "server_streaming") {
+      handlers[method.localName] = (call: grpc.ServerWritableStream<unknown, unknown>) => {
+        const context = contextFor(service, method, call);
+        (async () => {
+          let headersSent = false;
+          for await (const message of fn.call(impl, call.request, context) as AsyncIterable<unknown>) {
+            if (call.cancelled) break;
+            if (!headersSent) {
+              call.sendMetadata(responseMetadata(context));
+              headersSent = true;
+            }
+            if (!call.write(message)) await once(call, "drain", { signal: context.signal });
+          }
+          if (!call.cancelled) call.end();
+        })()
+          .catch((err: unknown) => {
+            if (!call.cancelled) call.emit("error", grpcStatusFromConnectError(toConnectError(err)));
+          })
+          .finally(() => context.abort());
+      };
+    } else {
+      throw new Error(`${service.typeName}.${method.name}: ${method.methodKind} methods are not supported by the gRPC adapter`);
+    }
+  }
+  server.addService(grpcServiceDefinition(service), handlers);
+}

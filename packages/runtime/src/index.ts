@@ -1,0 +1,13 @@
+export { ConfigError, loadConfig, envVar, commonEnv } from "./config.js";
+export { createLogger, knexLog, type Logger } from "./logger.js";
+export { exitOnShutdownSignal } from "./shutdown.js";
+export { ERROR_DOMAIN, rpcError, invalidArgument, unimplemented, toConnectError, isServerFault, type FieldViolation } from "./errors.js";
+export { grpcStatusFromConnectError, connectErrorFromGrpc, STATUS_DETAILS_KEY } from "./grpc-status.js";
+export { grpcServiceDefinition, addServiceImpl } from "./grpc-service.js";
+export { createGrpcJsClient, type GrpcJsClient, type GrpcCallOptions } from "./grpc-client.js";
+export { startGrpcServer, bind, type ServiceBinding, type GrpcServerOptions, type RunningGrpcServer } from "./grpc-server.js";
+export { startHttpServer, type HttpServerOptions, type RunningHttpServer } from "./http-server.js";
+export { createMetrics, type Metrics } from "./metrics.js";
+export { instrumentService, statusName, REQUEST_ID_HEADER } from "./instrument.js";
+export { unimplementedService } from "./unimplemented.js";
+export { runService, EXIT_CONFIG } from "./run-service.js";

@@ -1,0 +1,37 @@
+/**
+ * @holdfast/schema: the shared PostgreSQL schema of Holdfast.
+ *
+ * - `createKnex`: the database connection both services use (pg driver, int8/numeric as
+ *   numbers, application_name, statement_timeout).
+ * - `migrateLatest` and friends: run the migrations (explicit list, `holdfast_migrations`).
+ * - Row types for every table, status value sets, and Knex table typing
+ *   (`knex('inventory')` is typed once this package is imported).
+ */
+export {
+  createKnex,
+  parseDatabaseUrl,
+  redactDatabaseUrl,
+  parseInt8,
+  parseNumeric,
+  holdfastTypeParsers,
+  DatabaseUrlError,
+  type CreateKnexOptions,
+} from './database.js';
+export {
+  migrateLatest,
+  migrateUp,
+  migrateDown,
+  migrateRollbackAll,
+  migrationStatus,
+  migratorConfig,
+  MIGRATIONS_TABLE,
+  MIGRATIONS_LOCK_TABLE,
+  type MigrationRunResult,
+  type MigrationStatus,
+  type AppliedMigration,
+} from './migrate.js';
+export { migrations, migrationSource, HoldfastMigrationSource, type HoldfastMigration } from './migrations/index.js';
+export * from './rows.js';
+export * from './limits.js';
+export { MIGRATION_COMMANDS, MIGRATION_USAGE, isMigrationCommand, runMigrationCommand, type MigrationCommand } from './commands.js';
+export { assertDatabaseReady } from './readiness.js';

@@ -1,0 +1,52 @@
+import { ExpiryWorkerService } from "@holdfast/contracts";
+import { bind, createMetrics, knexLog, instrumentService, startGrpcServer, startHttpServer, type Logger } from "@holdfast/runtime";
+import { createKnex, assertDatabaseReady } from "@holdfast/schema";
+import type { ExpiryWorkerConfig } from "./config.js";
+import { createExpiryWorkerService } from "./service.js";
+
+export interface RunningExpiryWorker {
+  grpcPort: number;
+  httpPort: number;
+  stop(): Promise<void>;
+}
+
+/**
+ * The worker process: its operator API on gRPC (with health and reflection)
+ * and Prometheus metrics on a small HTTP port. Any number may run at once:
+ * all coordination goes through the database.
+ */
+export async function startExpiryWorker(config: ExpiryWorkerConfig, logger: Logger): Promise<RunningExpiryWorker> {
+  const db = createKnex({ url: config.database.url, poolMax: config.database.poolMax, applicationName: `holdfast-expiry-worker:${config.workerId}`, log: knexLog(logger) });
+  await assertDatabaseReady(db, { timeoutMs: config.database.connectTimeoutMs, logger });
+
+  const metrics = createMetrics("expiry-worker");
+  const stopping = new AbortController();
+  const impl = instrumentService(ExpiryWorkerService, createExpiryWorkerService({ db, workerId: config.workerId }), {
+    logger,
+    metrics,
+    stopping: stopping.signal,
+  });
+  const grpc = await startGrpcServer({
+    ...config.grpc,
+    services: [bind(ExpiryWorkerService, impl)],
+    maxMessageBytes: 4 * 1024 * 1024,
+    logger,
+  });
+  const http = await startHttpServer({
+    ...config.http,
+    logger,
+    registry: metrics.registry,
+    isServing: () => !stopping.signal.aborted,
+  });
+  logger.info({ grpc: `${config.grpc.host}:${grpc.port}`, http: `http://${config.http.host}:${http.port}`, workerId: config.workerId }, "ready");
+
+  return {
+    grpcPort: grpc.port,
+    httpPort: http.port,
+    async stop() {
+      stopping.abort();
+      await Promise.all([grpc.stop(config.shutdownGraceMs), http.stop(config.shutdownGraceMs)]);
+      await db.destroy();
+    },
+  };
+}

@@ -1,0 +1,3 @@
+export { loadReservationServiceConfig, type ReservationServiceConfig } from "./config.js";
+export { startReservationService, type RunningReservationService } from "./server.js";
+export { createInventoryReservationService, type ReservationDeps } from "./service.js";

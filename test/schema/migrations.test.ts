@@ -1,0 +1,115 @@
+import { expect } from "chai";
+import type { Knex } from "knex";
+import { createKnex, migrateDown, migrateLatest, migrateRollbackAll, migrationStatus } from "@holdfast/schema";
+import { createTestDatabase, type TestDatabase } from "../support/database.js";
+import { rejectionOf, sqlStateOf } from "../support/assertions.js";
+
+const CORE_TABLES = [
+  "audit_events",
+  "idempotency_records",
+  "inventory",
+  "inventory_snapshots",
+  "reconciliation_runs",
+  "reservation_items",
+  "reservations",
+  "skus",
+  "waitlist_entries",
+];
+
+describe("shared schema: migrations", () => {
+  let db: TestDatabase;
+  let knex: Knex;
+
+  before(async () => {
+    db = await createTestDatabase("migrations", { migrate: false });
+    knex = createKnex({ url: db.url, poolMax: 2 });
+  });
+  after(async () => {
+    await knex?.destroy();
+    await db?.drop();
+  });
+
+  async function userTables(): Promise<string[]> {
+    const rows = await knex("information_schema.tables")
+      .select("table_name")
+      .where({ table_schema: "public", table_type: "BASE TABLE" })
+      .whereNotIn("table_name", ["holdfast_migrations", "holdfast_migrations_lock"]);
+    return rows.map((r: { table_name: string }) => r.table_name).sort();
+  }
+
+  async function userFunctions(): Promise<string[]> {
+    const { rows } = await knex.raw<{ rows: { proname: string }[] }>(
+      "SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'public'",
+    );
+    return rows.map((r) => r.proname);
+  }
+
+  it("migrates an empty database up to the latest schema", async () => {
+    expect(await userTables()).to.deep.equal([]);
+    await migrateLatest(knex);
+    expect(await userTables()).to.include.members(CORE_TABLES);
+    const status = await migrationStatus(knex);
+    expect(status.pending).to.deep.equal([]);
+    expect(status.applied.length).to.be.greaterThan(0);
+  });
+
+  it("refuses an oversold or negative counter in the database itself", async () => {
+    await knex("skus").insert({ code: "MIG-1", name: "Migration test" });
+    await knex("inventory").insert({ sku_code: "MIG-1", on_hand: 10, reserved: 0, allocated: 0 });
+    const oversell = knex("inventory").where({ sku_code: "MIG-1" }).update({ reserved: 8, allocated: 3 });
+    expect(await sqlStateOf(oversell)).to.equal("23514");
+    const negative = knex("inventory").where({ sku_code: "MIG-1" }).update({ on_hand: -1 });
+    expect(await sqlStateOf(negative)).to.equal("23514");
+    const row = await knex("inventory").where({ sku_code: "MIG-1" }).first();
+    expect(row).to.include({ on_hand: 10, reserved: 0, allocated: 0, available: 10 });
+  });
+
+  it("keeps the audit ledger append-only", async () => {
+    const [event] = await knex("audit_events")
+      .insert({
+        operation: "STOCK_ADJUSTED",
+        sku_code: "MIG-1",
+        delta_on_hand: 10,
+        on_hand_before: 0,
+        reserved_before: 0,
+        allocated_before: 0,
+        on_hand_after: 10,
+        reserved_after: 0,
+        allocated_after: 0,
+        actor: "test",
+      })
+      .returning("id");
+    expect(String(await rejectionOf(knex.raw("UPDATE audit_events SET reason = 'rewritten' WHERE id = ?", [event.id])))).to.match(/append-only/i);
+    expect(String(await rejectionOf(knex.raw("DELETE FROM audit_events WHERE id = ?", [event.id])))).to.match(/append-only/i);
+    // A ledger row whose before + delta != after is refused.
+    const inconsistent = knex("audit_events").insert({
+      operation: "STOCK_ADJUSTED",
+      sku_code: "MIG-1",
+      delta_on_hand: 5,
+      on_hand_before: 10,
+      reserved_before: 0,
+      allocated_before: 0,
+      on_hand_after: 99,
+      reserved_after: 0,
+      allocated_after: 0,
+      actor: "test",
+    });
+    expect(await sqlStateOf(inconsistent)).to.equal("23514");
+  });
+
+  it("migrates down one step at a time to nothing, then up again", async () => {
+    const { applied } = await migrationStatus(knex);
+    for (let i = applied.length; i > 0; i--) {
+      await migrateDown(knex);
+      expect((await migrationStatus(knex)).applied).to.have.length(i - 1);
+    }
+    expect(await userTables()).to.deep.equal([]);
+    expect(await userFunctions()).to.deep.equal([]);
+    await migrateLatest(knex);
+    expect(await userTables()).to.include.members(CORE_TABLES);
+    await migrateRollbackAll(knex);
+    expect(await userTables()).to.deep.equal([]);
+    await migrateLatest(knex);
+    expect((await migrationStatus(knex)).pending).to.deep.equal([]);
+  });
+});

@@ -1,0 +1,78 @@
+import { expect } from "chai";
+import { ConfigError, EXIT_CONFIG } from "@holdfast/runtime";
+import { loadReservationServiceConfig } from "@holdfast/reservation-service";
+import { loadExpiryWorkerConfig } from "@holdfast/expiry-worker";
+import { runServiceToExit } from "../support/processes.js";
+
+const DATABASE_URL = "postgres://holdfast:secret@127.0.0.1:5432/holdfast";
+
+function problemsOf(load: () => unknown): string[] {
+  try {
+    load();
+  } catch (err) {
+    if (err instanceof ConfigError) return [...err.problems];
+    throw err;
+  }
+  throw new Error("expected a ConfigError");
+}
+
+describe("configuration", () => {
+  it("has defaults for everything but the database", () => {
+    const config = loadReservationServiceConfig({ DATABASE_URL });
+    expect(config.grpc).to.deep.include({ port: 50051, reflection: true, tls: undefined });
+    expect(config.http).to.deep.include({ port: 8080, allowedOrigins: [] });
+    expect(config.database).to.deep.equal({ url: DATABASE_URL, poolMax: 10, connectTimeoutMs: 30_000 });
+    expect(loadExpiryWorkerConfig({ DATABASE_URL }).grpc.port).to.equal(50052);
+  });
+
+  it("names every bad variable with the rule it breaks and the value given", () => {
+    const problems = problemsOf(() =>
+      loadReservationServiceConfig({
+        DATABASE_URL: "mysql://nope",
+        GRPC_PORT: "abc",
+        HTTP_PORT: "70000",
+        LOG_LEVEL: "loud",
+        GRPC_REFLECTION: "maybe",
+        CORS_ALLOWED_ORIGINS: "https://ok.example.com,not an origin",
+      }),
+    );
+    const text = problems.join("\n");
+    expect(problems).to.have.length(6);
+    expect(text).to.match(/DATABASE_URL: must be a postgres:\/\/ or postgresql:\/\/ URL \(got "mysql:\/\/nope"\)/);
+    expect(text).to.match(/GRPC_PORT: .*\(got "abc"\)/);
+    expect(text).to.match(/HTTP_PORT: must be between 0 and 65535.*\(got "70000"\)/);
+    expect(text).to.match(/LOG_LEVEL: must be one of/);
+    expect(text).to.match(/GRPC_REFLECTION: must be true or false/);
+    expect(text).to.match(/CORS_ALLOWED_ORIGINS: "not an origin" is not an origin/);
+  });
+
+  it("requires both TLS files, and files that exist", () => {
+    const halfTls = problemsOf(() => loadReservationServiceConfig({ DATABASE_URL, GRPC_TLS_CERT_FILE: "/etc/hostname" }));
+    expect(halfTls.join("\n")).to.match(/GRPC_TLS_KEY_FILE: must be set together/);
+    const missing = problemsOf(() =>
+      loadReservationServiceConfig({ DATABASE_URL, GRPC_TLS_CERT_FILE: "/no/such/cert.pem", GRPC_TLS_KEY_FILE: "/no/such/key.pem" }),
+    );
+    expect(missing.join("\n")).to.match(/GRPC_TLS_CERT_FILE: file does not exist/).and.match(/GRPC_TLS_KEY_FILE: file does not exist/);
+  });
+
+  for (const service of ["reservation-service", "expiry-worker"] as const) {
+    it(`${service} refuses to start on bad configuration, saying why, before touching anything`, async () => {
+      const result = await runServiceToExit(service, { GRPC_PORT: "abc", WORKER_GRPC_PORT: "abc", LOG_LEVEL: "loud" });
+      expect(result.code).to.equal(EXIT_CONFIG);
+      expect(result.stderr).to.include(`${service}: invalid configuration`);
+      expect(result.stderr).to.include("DATABASE_URL: is required");
+      expect(result.stderr).to.include("LOG_LEVEL: must be one of");
+      expect(result.stderr).to.match(service === "reservation-service" ? /GRPC_PORT/ : /WORKER_GRPC_PORT/);
+    });
+  }
+
+  it("exits with a clear log line when the database cannot be reached", async () => {
+    const result = await runServiceToExit(
+      "reservation-service",
+      { DATABASE_URL: "postgres://nobody:x@127.0.0.1:1/none", DATABASE_CONNECT_TIMEOUT_MS: "1500", GRPC_PORT: "0", HTTP_PORT: "0" },
+      30_000,
+    );
+    expect(result.code).to.equal(1);
+    expect(result.stdout).to.match(/database/i).and.match(/could not start/);
+  });
+});

@@ -1,0 +1,174 @@
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
+import { expect } from "chai";
+import { Code, createClient } from "@connectrpc/connect";
+import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
+import { InventoryReservationService } from "@holdfast/contracts";
+import { Health, HealthCheckResponse_ServingStatus } from "@holdfast/contracts/health";
+import { createGrpcJsClient } from "@holdfast/runtime";
+import { createTestDatabase, type TestDatabase } from "../support/database.js";
+import { startService, type ServiceProcess } from "../support/processes.js";
+import { filesContaining, listServices } from "../support/reflection.js";
+import { rpcFailureOf } from "../support/assertions.js";
+
+const SERVICE = "holdfast.inventory.v1.InventoryReservationService";
+const ALLOWED_ORIGIN = "https://shop.example.com";
+
+describe("reservation-service: process, transports, health, reflection, CORS", () => {
+  let db: TestDatabase;
+  let svc: ServiceProcess;
+
+  before(async () => {
+    db = await createTestDatabase("reservation_service");
+    svc = await startService("reservation-service", db.url, { CORS_ALLOWED_ORIGINS: ALLOWED_ORIGIN });
+  });
+  after(async () => {
+    await svc?.stop();
+    await db?.drop();
+  });
+
+  it("reports SERVING on grpc.health.v1 for the server and for its service", async () => {
+    const health = createGrpcJsClient(Health, svc.grpcAddress);
+    try {
+      expect((await health.check({ service: "" })).status).to.equal(HealthCheckResponse_ServingStatus.SERVING);
+      expect((await health.check({ service: SERVICE })).status).to.equal(HealthCheckResponse_ServingStatus.SERVING);
+      expect((await rpcFailureOf(health.check({ service: "no.such.Service" }))).code).to.equal(Code.NotFound);
+    } finally {
+      health.close();
+    }
+  });
+
+  it("answers GET /healthz and GET /metrics on the HTTP port", async () => {
+    const healthz = await fetch(`${svc.httpUrl}/healthz`);
+    expect(healthz.status).to.equal(200);
+    expect(await healthz.json()).to.deep.equal({ status: "SERVING" });
+    const metrics = await fetch(`${svc.httpUrl}/metrics`);
+    expect(metrics.status).to.equal(200);
+    expect(metrics.headers.get("content-type")).to.match(/^text\/plain/);
+    expect(await metrics.text()).to.include("holdfast_rpc_duration_seconds").and.include("process_cpu_user_seconds_total");
+  });
+
+  for (const version of ["v1", "v1alpha"] as const) {
+    it(`lists its services through server reflection ${version}`, async () => {
+      expect(await listServices(svc.grpcAddress, version)).to.deep.equal([
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+        SERVICE,
+      ]);
+    });
+  }
+
+  it("describes every method of the contract through reflection", async () => {
+    const files = await filesContaining(svc.grpcAddress, SERVICE);
+    const service = files.flatMap((f) => f.service.map((s) => ({ pkg: f.package, s }))).find(({ pkg, s }) => `${pkg}.${s.name}` === SERVICE);
+    expect(service, "service descriptor").to.not.equal(undefined);
+    const methods = service!.s.method.map((m) => m.name);
+    expect(methods).to.deep.equal(InventoryReservationService.methods.map((m) => m.name));
+    expect(methods).to.include.members(["CreateHold", "ConfirmHold", "ReleaseHold", "GetAvailability", "WatchAvailability", "CheckConsistency"]);
+    // Enough files came back to resolve every message the methods use.
+    const known = new Set(files.flatMap((f) => f.messageType.map((m) => `.${f.package}.${m.name}`)));
+    for (const m of service!.s.method) {
+      expect(known.has(m.inputType), m.inputType).to.equal(true);
+      expect(known.has(m.outputType), m.outputType).to.equal(true);
+    }
+  });
+
+  it("answers UNIMPLEMENTED to a @grpc/grpc-js client, with a machine-readable reason", async () => {
+    const client = createGrpcJsClient(InventoryReservationService, svc.grpcAddress);
+    try {
+      const failure = await rpcFailureOf(client.getSku({}));
+      expect(failure).to.include({ code: Code.Unimplemented, reason: "NOT_IMPLEMENTED" });
+      expect(failure.message).to.include("GetSku");
+    } finally {
+      client.close();
+    }
+  });
+
+  it("answers UNIMPLEMENTED to Connect's gRPC transport on the gRPC port (HTTP/2)", async () => {
+    const client = createClient(InventoryReservationService, createGrpcTransport({ baseUrl: `http://${svc.grpcAddress}` }));
+    expect(await rpcFailureOf(client.listSkus({}))).to.include({ code: Code.Unimplemented, reason: "NOT_IMPLEMENTED" });
+  });
+
+  for (const [protocol, makeTransport] of [
+    ["Connect", createConnectTransport],
+    ["gRPC-Web", createGrpcWebTransport],
+  ] as const) {
+    it(`answers UNIMPLEMENTED to a ${protocol} client over HTTP/1.1 on the HTTP port`, async () => {
+      const client = createClient(InventoryReservationService, makeTransport({ baseUrl: svc.httpUrl, httpVersion: "1.1" }));
+      expect(await rpcFailureOf(client.getSku({}))).to.include({ code: Code.Unimplemented, reason: "NOT_IMPLEMENTED" });
+    });
+  }
+
+  it("ends a server stream with UNIMPLEMENTED on both ports", async () => {
+    const grpcClient = createGrpcJsClient(InventoryReservationService, svc.grpcAddress);
+    const connectClient = createClient(InventoryReservationService, createConnectTransport({ baseUrl: svc.httpUrl, httpVersion: "1.1" }));
+    const drain = async (stream: AsyncIterable<unknown>) => {
+      for await (const _ of stream) {
+        // no messages expected
+      }
+    };
+    try {
+      expect((await rpcFailureOf(drain(grpcClient.watchAvailability({})))).code).to.equal(Code.Unimplemented);
+      expect((await rpcFailureOf(drain(connectClient.watchAvailability({})))).code).to.equal(Code.Unimplemented);
+    } finally {
+      grpcClient.close();
+    }
+  });
+
+  it("lets buf curl find and call the service through reflection, as the README shows", async () => {
+    const run = promisify(execFile);
+    const buf = new URL("../../../node_modules/.bin/buf", import.meta.url).pathname;
+    const base = `http://${svc.grpcAddress}`;
+    const listed = await run(buf, ["curl", "--http2-prior-knowledge", "--protocol", "grpc", "--list-methods", base]);
+    expect(listed.stdout).to.include(`${SERVICE}/CreateHold`);
+    const call = await run(buf, ["curl", "--http2-prior-knowledge", "--protocol", "grpc", "-d", "{}", `${base}/${SERVICE}/GetSku`]).catch(
+      (err: { stdout: string; stderr: string }) => err,
+    );
+    expect(`${call.stdout}${call.stderr}`).to.match(/unimplemented/i);
+  });
+
+  describe("CORS on the HTTP port", () => {
+    const preflight = (origin: string) =>
+      fetch(`${svc.httpUrl}/${SERVICE}/GetSku`, {
+        method: "OPTIONS",
+        headers: {
+          Origin: origin,
+          "Access-Control-Request-Method": "POST",
+          "Access-Control-Request-Headers": "content-type,connect-protocol-version,authorization",
+        },
+      });
+
+    it("accepts a preflight from an allowed origin", async () => {
+      const response = await preflight(ALLOWED_ORIGIN);
+      expect(response.status).to.equal(204);
+      expect(response.headers.get("access-control-allow-origin")).to.equal(ALLOWED_ORIGIN);
+      expect(response.headers.get("access-control-allow-methods")).to.include("POST");
+      expect(response.headers.get("access-control-allow-headers")?.toLowerCase()).to.include("connect-protocol-version").and.include("authorization");
+    });
+
+    it("refuses a preflight from any other origin", async () => {
+      const response = await preflight("https://evil.example.net");
+      expect(response.status).to.equal(403);
+      expect(response.headers.get("access-control-allow-origin")).to.equal(null);
+    });
+
+    it("lets an allowed origin read the response of a real call", async () => {
+      const response = await fetch(`${svc.httpUrl}/${SERVICE}/GetSku`, {
+        method: "POST",
+        headers: { Origin: ALLOWED_ORIGIN, "Content-Type": "application/json", "Connect-Protocol-Version": "1" },
+        body: "{}",
+      });
+      expect(response.headers.get("access-control-allow-origin")).to.equal(ALLOWED_ORIGIN);
+      expect(response.headers.get("access-control-expose-headers")?.toLowerCase()).to.include("x-request-id");
+      expect(((await response.json()) as { code: string }).code).to.equal("unimplemented");
+    });
+  });
+
+  it("drains and exits 0 on SIGTERM", async () => {
+    const second = await startService("reservation-service", db.url);
+    const code = await second.stop();
+    expect(code).to.equal(0);
+    expect(second.output.join("\n")).to.include("stopped cleanly");
+  });
+});

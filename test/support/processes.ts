@@ -1,0 +1,115 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+
+export type ServiceName = "reservation-service" | "expiry-worker";
+
+const ENTRY: Record<ServiceName, string> = {
+  "reservation-service": "@holdfast/reservation-service/main",
+  "expiry-worker": "@holdfast/expiry-worker/main",
+};
+
+export interface ServiceProcess {
+  child: ChildProcess;
+  /** host:port of the gRPC port. */
+  grpcAddress: string;
+  /** http://host:port of the HTTP port. */
+  httpUrl: string;
+  /** Every stdout line so far (JSON log lines). */
+  output: string[];
+  /** SIGTERM, then wait for exit (SIGKILL after `timeoutMs`); resolves to the exit code. */
+  stop(timeoutMs?: number): Promise<number | null>;
+}
+
+export interface ExitedProcess {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function nodeArgs(service: ServiceName): string[] {
+  return ["--enable-source-maps", fileURLToPath(import.meta.resolve(ENTRY[service]))];
+}
+
+/** Environment for a service on ephemeral loopback ports, quiet unless told otherwise. */
+function serviceEnv(databaseUrl: string, extra: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  return {
+    PATH: process.env.PATH,
+    NODE_ENV: "test",
+    DATABASE_URL: databaseUrl,
+    LOG_LEVEL: "info",
+    GRPC_HOST: "127.0.0.1",
+    GRPC_PORT: "0",
+    HTTP_HOST: "127.0.0.1",
+    HTTP_PORT: "0",
+    WORKER_GRPC_HOST: "127.0.0.1",
+    WORKER_GRPC_PORT: "0",
+    WORKER_HTTP_HOST: "127.0.0.1",
+    WORKER_HTTP_PORT: "0",
+    SHUTDOWN_GRACE_MS: "5000",
+    ...extra,
+  };
+}
+
+/** Starts a service as its own process and resolves once it logs "ready". */
+export function startService(service: ServiceName, databaseUrl: string, extraEnv: NodeJS.ProcessEnv = {}, timeoutMs = 20_000): Promise<ServiceProcess> {
+  const child = spawn(process.execPath, nodeArgs(service), { env: serviceEnv(databaseUrl, extraEnv), stdio: ["ignore", "pipe", "pipe"] });
+  const output: string[] = [];
+  let stderr = "";
+  child.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      reject(new Error(`${service} did not become ready in ${timeoutMs} ms\n${output.join("\n")}\n${stderr}`));
+    }, timeoutMs);
+    void exited.then((code) => {
+      clearTimeout(timer);
+      reject(new Error(`${service} exited with ${code} before it was ready\n${output.join("\n")}\n${stderr}`));
+    });
+    createInterface({ input: child.stdout! }).on("line", (line) => {
+      output.push(line);
+      let entry: { msg?: string; grpc?: string; http?: string } = {};
+      try {
+        entry = JSON.parse(line) as typeof entry;
+      } catch {
+        return;
+      }
+      if (entry.msg !== "ready") return;
+      clearTimeout(timer);
+      resolve({
+        child,
+        grpcAddress: entry.grpc!,
+        httpUrl: entry.http!,
+        output,
+        async stop(stopTimeoutMs = 15_000) {
+          if (child.exitCode !== null) return child.exitCode;
+          child.kill("SIGTERM");
+          const killer = setTimeout(() => child.kill("SIGKILL"), stopTimeoutMs);
+          const code = await exited;
+          clearTimeout(killer);
+          return code;
+        },
+      });
+    });
+  });
+}
+
+/** Runs a service process expected to exit by itself (e.g. on bad configuration). */
+export function runServiceToExit(service: ServiceName, env: NodeJS.ProcessEnv, timeoutMs = 15_000): Promise<ExitedProcess> {
+  const child = spawn(process.execPath, nodeArgs(service), { env: { PATH: process.env.PATH, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  let stdout = "";
+  let stderr = "";
+  child.stdout!.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
+  child.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      reject(new Error(`${service} did not exit within ${timeoutMs} ms`));
+    }, timeoutMs);
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
