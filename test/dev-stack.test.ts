@@ -1,9 +1,10 @@
-import { execFileSync, spawn } from "node:child_process";
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { expect } from "chai";
 import { Health, HealthCheckResponse_ServingStatus } from "@holdfast/contracts/health";
 import { createGrpcJsClient } from "@holdfast/runtime";
 import { createTestDatabase, type TestDatabase } from "./support/database.js";
+import { EPHEMERAL_LOOPBACK_PORTS } from "./support/processes.js";
 
 function childPids(pid: number): number[] {
   try {
@@ -25,6 +26,37 @@ function isAlive(pid: number): boolean {
   }
 }
 
+async function waitUntil(condition: () => boolean, timeoutMs: number, what: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+interface Launcher {
+  child: ChildProcess;
+  output: () => string;
+  exited: Promise<number | null>;
+}
+
+/** `npm start`'s launcher against DATABASE_URL, resolved once its banner is printed. */
+async function launch(databaseUrl: string): Promise<Launcher> {
+  const child = spawn(process.execPath, [fileURLToPath(import.meta.resolve("@holdfast/dev-stack/start"))], {
+    env: { PATH: process.env.PATH, DATABASE_URL: databaseUrl, ...EPHEMERAL_LOOPBACK_PORTS },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let output = "";
+  child.stdout!.on("data", (chunk: Buffer) => (output += chunk.toString()));
+  child.stderr!.on("data", (chunk: Buffer) => (output += chunk.toString()));
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  let done = false;
+  void exited.then(() => (done = true));
+  await waitUntil(() => done || output.includes("Press Ctrl-C to stop."), 40_000, "the start-up banner");
+  if (done) throw new Error(`launcher exited early:\n${output}`);
+  return { child, output: () => output, exited };
+}
+
 describe("npm start (dev-stack launcher) with DATABASE_URL", () => {
   let db: TestDatabase;
   before(async () => {
@@ -34,41 +66,11 @@ describe("npm start (dev-stack launcher) with DATABASE_URL", () => {
     await db?.drop();
   });
 
-  it("migrates, starts both services, prints where they listen, and stops everything on Ctrl-C", async function () {
-    this.timeout(60_000);
-    const launcher = spawn(process.execPath, [fileURLToPath(import.meta.resolve("@holdfast/dev-stack/start"))], {
-      env: {
-        PATH: process.env.PATH,
-        DATABASE_URL: db.url,
-        GRPC_HOST: "127.0.0.1",
-        GRPC_PORT: "0",
-        HTTP_HOST: "127.0.0.1",
-        HTTP_PORT: "0",
-        WORKER_GRPC_HOST: "127.0.0.1",
-        WORKER_GRPC_PORT: "0",
-        WORKER_HTTP_HOST: "127.0.0.1",
-        WORKER_HTTP_PORT: "0",
-      },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stdout = "";
-    launcher.stdout!.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
-    launcher.stderr!.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
-    const exited = new Promise<number | null>((resolve) => launcher.once("exit", (code) => resolve(code)));
+  it("migrates, starts both services, prints where they listen, and stops everything on Ctrl-C", async () => {
+    const launcher = await launch(db.url);
     try {
-      await new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`no banner within 40 s:\n${stdout}`)), 40_000);
-        const check = () => {
-          if (stdout.includes("Press Ctrl-C to stop.")) {
-            clearTimeout(timer);
-            resolve();
-          }
-        };
-        launcher.stdout!.on("data", check);
-        void exited.then(() => reject(new Error(`launcher exited early:\n${stdout}`)));
-      });
-      expect(stdout).to.include("migrations applied");
-      const grpcAddresses = [...stdout.matchAll(/gRPC\s+(127\.0\.0\.1:\d+)/g)].map((m) => m[1]);
+      expect(launcher.output()).to.include("migrations applied");
+      const grpcAddresses = [...launcher.output().matchAll(/gRPC\s+(127\.0\.0\.1:\d+)/g)].map((m) => m[1]);
       expect(grpcAddresses).to.have.length(2);
       for (const address of grpcAddresses) {
         const health = createGrpcJsClient(Health, address);
@@ -78,15 +80,25 @@ describe("npm start (dev-stack launcher) with DATABASE_URL", () => {
           health.close();
         }
       }
-      const children = childPids(launcher.pid!);
-      expect(children).to.have.length(2);
+      const services = childPids(launcher.child.pid!);
+      expect(services).to.have.length(2);
 
-      launcher.kill("SIGINT");
-      expect(await exited).to.equal(0);
-      expect(stdout).to.include("everything stopped");
-      for (const pid of children) expect(isAlive(pid), `service process ${pid} left behind`).to.equal(false);
+      launcher.child.kill("SIGINT");
+      expect(await launcher.exited).to.equal(0);
+      expect(launcher.output()).to.include("everything stopped");
+      expect((launcher.output().match(/stopped cleanly/g) ?? []).length, "both services drained").to.equal(2);
+      for (const pid of services) expect(isAlive(pid), `service process ${pid} left behind`).to.equal(false);
     } finally {
-      if (launcher.exitCode === null) launcher.kill("SIGKILL");
+      if (launcher.child.exitCode === null) launcher.child.kill("SIGKILL");
     }
+  });
+
+  it("leaves no service behind when the launcher itself is killed", async () => {
+    const launcher = await launch(db.url);
+    const services = childPids(launcher.child.pid!);
+    expect(services).to.have.length(2);
+    launcher.child.kill("SIGKILL");
+    await launcher.exited;
+    await waitUntil(() => services.every((pid) => !isAlive(pid)), 15_000, "the orphaned services to stop");
   });
 });

@@ -76,6 +76,7 @@ describe("shared schema: migrations", () => {
         on_hand_after: 10,
         reserved_after: 0,
         allocated_after: 0,
+        version_after: 2,
         actor: "test",
       })
       .returning("id");
@@ -92,6 +93,7 @@ describe("shared schema: migrations", () => {
       on_hand_after: 99,
       reserved_after: 0,
       allocated_after: 0,
+      version_after: 3,
       actor: "test",
     });
     expect(await sqlStateOf(inconsistent)).to.equal("23514");

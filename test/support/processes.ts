@@ -31,22 +31,27 @@ function nodeArgs(service: ServiceName): string[] {
   return ["--enable-source-maps", fileURLToPath(import.meta.resolve(ENTRY[service]))];
 }
 
-/** Environment for a service on ephemeral loopback ports, quiet unless told otherwise. */
+/** Every listener of both services on loopback, on a port the OS picks. */
+export const EPHEMERAL_LOOPBACK_PORTS: NodeJS.ProcessEnv = {
+  GRPC_HOST: "127.0.0.1",
+  GRPC_PORT: "0",
+  HTTP_HOST: "127.0.0.1",
+  HTTP_PORT: "0",
+  WORKER_GRPC_HOST: "127.0.0.1",
+  WORKER_GRPC_PORT: "0",
+  WORKER_HTTP_HOST: "127.0.0.1",
+  WORKER_HTTP_PORT: "0",
+};
+
+/** Environment for a service on ephemeral loopback ports. */
 function serviceEnv(databaseUrl: string, extra: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
   return {
     PATH: process.env.PATH,
     NODE_ENV: "test",
     DATABASE_URL: databaseUrl,
     LOG_LEVEL: "info",
-    GRPC_HOST: "127.0.0.1",
-    GRPC_PORT: "0",
-    HTTP_HOST: "127.0.0.1",
-    HTTP_PORT: "0",
-    WORKER_GRPC_HOST: "127.0.0.1",
-    WORKER_GRPC_PORT: "0",
-    WORKER_HTTP_HOST: "127.0.0.1",
-    WORKER_HTTP_PORT: "0",
     SHUTDOWN_GRACE_MS: "5000",
+    ...EPHEMERAL_LOOPBACK_PORTS,
     ...extra,
   };
 }

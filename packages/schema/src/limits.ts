@@ -1,21 +1,198 @@
 /**
- * Limits the schema's CHECK constraints enforce, exported so that services validate
- * input with the same numbers (a client's bad value must be INVALID_ARGUMENT from the
- * service, not a constraint violation surfacing as INTERNAL).
+ * The limits of the Holdfast contract, exported so that services validate input with
+ * the same numbers and patterns as the schema's CHECK constraints (a client's bad value
+ * must be INVALID_ARGUMENT from the service, never a constraint violation surfacing as
+ * INTERNAL).
+ *
+ * proto/ is the source of truth. Every value in the first sections is copied from a doc
+ * comment of proto/holdfast/inventory/v1/{resources,service}.proto or
+ * proto/holdfast/worker/v1/worker.proto (named on each constant). To change a limit,
+ * change the contract first, then this file and the CHECKs in the migrations that
+ * name it. Nothing here may be looser than a CHECK: the service must refuse at least
+ * everything the database refuses.
  */
 
-/** skus_code_format: 1..64 characters. */
+// ---------------------------------------------------------------------------------------
+// Identifiers (resources.proto, IDENTIFIERS)
+// ---------------------------------------------------------------------------------------
+
+/** SKU code: 1..64 characters (skus_code_format). */
 export const SKU_CODE_MAX_LENGTH = 64;
-/** skus_code_format: starts with a letter or digit, then letters, digits and `. _ : / -`. */
-export const SKU_CODE_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._:/-]*$/;
-/** skus_name_length: at most 256 characters, not blank. */
-export const SKU_NAME_MAX_LENGTH = 256;
-/** customer ids, callers and request ids: 1..256 characters. */
-export const IDENTIFIER_MAX_LENGTH = 256;
+/**
+ * SKU code: `^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`, case-sensitive (skus_code_format).
+ * Never contains '/', ':', ',' or whitespace. SKU order is byte-wise (COLLATE "C"),
+ * which for these ASCII codes is JavaScript's default string order.
+ */
+export const SKU_CODE_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+/** SKU name: 1..200 Unicode characters (code points), not blank (skus_name_valid). */
+export const SKU_NAME_MAX_LENGTH = 200;
+
+/** Customer id: 1..128 characters (*_customer_id_format). */
+export const CUSTOMER_ID_MAX_LENGTH = 128;
+/** Customer id: `^[A-Za-z0-9._:@-]+$` (*_customer_id_format). */
+export const CUSTOMER_ID_PATTERN = /^[A-Za-z0-9._:@-]+$/;
+
+/** Request id (idempotency key): 1..128 characters (*_request_id_format). */
+export const REQUEST_ID_MAX_LENGTH = 128;
+/** Request id: `^[A-Za-z0-9._:-]+$` (*_request_id_format). */
+export const REQUEST_ID_PATTERN = /^[A-Za-z0-9._:-]+$/;
+
+/** Reservation, waitlist entry, reconciliation run and snapshot run ids: canonical lowercase UUIDs. */
+export const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+// ---------------------------------------------------------------------------------------
+// Quantities and stock (resources.proto, service.proto)
+// ---------------------------------------------------------------------------------------
+
+/** Per-line quantity, in a request line and after summing lines of one SKU: 1..1,000,000. */
+export const QUANTITY_MIN = 1;
+export const QUANTITY_MAX = 1_000_000;
+
+/** CreateSkuRequest.initial_on_hand and AdjustStockRequest.on_hand: 0..1,000,000,000. */
+export const ON_HAND_SET_MAX = 1_000_000_000;
+/** AdjustStockRequest.delta: non-zero, |delta| <= 1,000,000,000. */
+export const STOCK_DELTA_MAX_ABS = 1_000_000_000;
+
+/**
+ * AdjustStockRequest.reason (1..512, required), ReleaseHoldRequest.reason and
+ * CancelAllocationRequest.reason (0..512); reservations_close_reason_valid.
+ */
+export const REASON_MAX_LENGTH = 512;
+
+// ---------------------------------------------------------------------------------------
+// SkuPolicy (resources.proto). Zero = server default / no limit, stored as NULL.
+// ---------------------------------------------------------------------------------------
+
+/**
+ * Policy durations are whole seconds (a fraction is BAD_REQUEST); stored as
+ * milliseconds (skus_policy_durations_whole_seconds).
+ */
+export const POLICY_DURATION_RESOLUTION_MS = 1_000;
+/** max_units_per_customer when set: 1..1,000,000 (skus_max_units_per_customer_range). */
+export const MAX_UNITS_PER_CUSTOMER_MAX = 1_000_000;
+/** customer_attempt_rate_limit.max_attempts when set: 1..1,000,000. */
+export const RATE_LIMIT_MAX_ATTEMPTS_MAX = 1_000_000;
+/** customer_attempt_rate_limit.window: 1 s..1 h (skus_rate_limit_window_range). */
+export const RATE_LIMIT_WINDOW_MIN_MS = 1_000;
+export const RATE_LIMIT_WINDOW_MAX_MS = 3_600_000;
+/** max_hold_lifetime when set: from the effective max_hold_ttl to 7 days. */
+export const MAX_HOLD_LIFETIME_MAX_MS = 7 * 24 * 3_600_000;
+/** stock_buckets when set: 1..256. */
+export const STOCK_BUCKETS_MAX = 256;
+/** max_waitlist_length when set: 1..1,000,000. */
+export const MAX_WAITLIST_LENGTH_MAX = 1_000_000;
+
+// ---------------------------------------------------------------------------------------
+// Waitlist, streams, lists (service.proto)
+// ---------------------------------------------------------------------------------------
+
+/** JoinWaitlistRequest.max_wait: 1 s..7 days (unset = no deadline). */
+export const MAX_WAIT_MIN_MS = 1_000;
+export const MAX_WAIT_MAX_MS = 7 * 24 * 3_600_000;
+
+/** heartbeat_interval of WatchAvailability / WatchWaitlist: 1 s..5 min, default 15 s. */
+export const HEARTBEAT_INTERVAL_MIN_MS = 1_000;
+export const HEARTBEAT_INTERVAL_MAX_MS = 300_000;
+export const HEARTBEAT_INTERVAL_DEFAULT_MS = 15_000;
+
+/** Pagination (AIP-158): 0 = 50; above 1000 treated as 1000; negative is INVALID_ARGUMENT. */
+export const PAGE_SIZE_DEFAULT = 50;
+export const PAGE_SIZE_MAX = 1_000;
+
+/** GetAvailabilityRequest.skus: 1..1000 (duplicates ignored). */
+export const GET_AVAILABILITY_SKUS_MAX = 1_000;
+/** WatchAvailabilityRequest.skus: 0..1000 (empty = every SKU). */
+export const WATCH_AVAILABILITY_SKUS_MAX = 1_000;
+/** CheckConsistencyRequest.skus: 0..1000 (empty = every SKU). */
+export const CHECK_CONSISTENCY_SKUS_MAX = 1_000;
+/** WatchWaitlistRequest.skus: 0..100. */
+export const WATCH_WAITLIST_SKUS_MAX = 100;
+/** ListSkusRequest.code_prefix: 0..64 characters of the SKU code alphabet. */
+export const CODE_PREFIX_MAX_LENGTH = 64;
+export const CODE_PREFIX_PATTERN = /^[A-Za-z0-9._-]{0,64}$/;
+
+/** GetFlashSaleReportRequest: end at most 31 days after start. */
+export const FLASH_SALE_WINDOW_MAX_MS = 31 * 24 * 3_600_000;
+/** GetFlashSaleReportRequest.timeline_interval: 100 ms..1 day, at most 10,000 buckets. */
+export const TIMELINE_INTERVAL_MIN_MS = 100;
+export const TIMELINE_INTERVAL_MAX_MS = 24 * 3_600_000;
+export const TIMELINE_BUCKETS_MAX = 10_000;
+/** GetFlashSaleReportRequest.top_customers_limit: 0 = 10; capped at 100. */
+export const TOP_CUSTOMERS_DEFAULT = 10;
+export const TOP_CUSTOMERS_MAX = 100;
+
+// ---------------------------------------------------------------------------------------
+// Worker (worker.proto)
+// ---------------------------------------------------------------------------------------
+
+/** RunReconciliationRequest.skus and TakeSnapshotRequest.skus: 0..10,000 (reconciliation_runs_sku_filter_size). */
+export const WORKER_SKUS_MAX = 10_000;
+/** RunExpirySweepRequest.max_holds: 0..10,000,000 (0 = until none is overdue). */
+export const SWEEP_MAX_HOLDS_MAX = 10_000_000;
+/** RunExpirySweepRequest.batch_size: 0..10,000 (0 = the server's batch size, default 500). */
+export const SWEEP_BATCH_SIZE_MAX = 10_000;
+export const SWEEP_BATCH_SIZE_DEFAULT = 500;
+
+// ---------------------------------------------------------------------------------------
+// Server settings: defaults the contract documents ("unless configured"). They are
+// configuration, not hard limits: nothing in the schema depends on them.
+// ---------------------------------------------------------------------------------------
+
+/** CreateHoldRequest.lines: 1 to the server's maximum, default 50 (also CreateAllocation). */
+export const LINES_PER_REQUEST_MAX_DEFAULT = 50;
+/** Minimum hold TTL: 1 s unless configured. */
+export const HOLD_TTL_MIN_DEFAULT_MS = 1_000;
+/** Maximum hold TTL: 1 h unless configured. */
+export const HOLD_TTL_MAX_DEFAULT_MS = 3_600_000;
+/** Default hold TTL: 15 min unless configured (capped at the effective max_hold_ttl). */
+export const DEFAULT_HOLD_TTL_DEFAULT_MS = 15 * 60_000;
+/** Max hold lifetime: 2 h unless configured (never less than the effective max_hold_ttl). */
+export const MAX_HOLD_LIFETIME_DEFAULT_MS = 2 * 3_600_000;
+/** Idempotency records are kept for a server window, default 24 h. */
+export const IDEMPOTENCY_WINDOW_DEFAULT_MS = 24 * 3_600_000;
+
+// ---------------------------------------------------------------------------------------
+// Schema-internal limits (not client input, not in the contract): values the server
+// itself produces. Exported so that the code producing them can stay within the CHECKs.
+// ---------------------------------------------------------------------------------------
+
+/** Principals ("<role>:<subject>"), actors, worker ids, hosts, versions: 1..256 characters. */
+export const INTERNAL_IDENTIFIER_MAX_LENGTH = 256;
 /** idempotency_records_status_code_valid: a gRPC status code. */
 export const GRPC_STATUS_CODE_MAX = 16;
 
-/** True when `code` satisfies the skus_code_format constraint. */
+// ---------------------------------------------------------------------------------------
+// Validators (same rules as the CHECKs)
+// ---------------------------------------------------------------------------------------
+
+/** True when `code` satisfies skus_code_format. */
 export function isValidSkuCode(code: string): boolean {
   return code.length >= 1 && code.length <= SKU_CODE_MAX_LENGTH && SKU_CODE_PATTERN.test(code);
+}
+
+/**
+ * True when `name` satisfies the contract: 1..200 code points (what PostgreSQL's
+ * char_length counts), with at least one non-whitespace character. JavaScript's \s is
+ * a superset of the ASCII whitespace skus_name_valid trims, so every name accepted
+ * here is accepted by the database.
+ */
+export function isValidSkuName(name: string): boolean {
+  const codePoints = [...name].length;
+  return codePoints >= 1 && codePoints <= SKU_NAME_MAX_LENGTH && /\S/u.test(name);
+}
+
+/** True when `id` satisfies the *_customer_id_format constraints. */
+export function isValidCustomerId(id: string): boolean {
+  return id.length >= 1 && id.length <= CUSTOMER_ID_MAX_LENGTH && CUSTOMER_ID_PATTERN.test(id);
+}
+
+/** True when `id` satisfies the *_request_id_format constraints. */
+export function isValidRequestId(id: string): boolean {
+  return id.length >= 1 && id.length <= REQUEST_ID_MAX_LENGTH && REQUEST_ID_PATTERN.test(id);
+}
+
+/** True for a whole quantity in QUANTITY_MIN..QUANTITY_MAX. */
+export function isValidQuantity(quantity: number): boolean {
+  return Number.isInteger(quantity) && quantity >= QUANTITY_MIN && quantity <= QUANTITY_MAX;
 }

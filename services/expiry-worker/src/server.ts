@@ -5,8 +5,8 @@ import type { ExpiryWorkerConfig } from "./config.js";
 import { createExpiryWorkerService } from "./service.js";
 
 export interface RunningExpiryWorker {
-  grpcPort: number;
-  httpPort: number;
+  /** Where it listens, for the "ready" log line. */
+  addresses: { grpc: string; http: string; workerId: string };
   stop(): Promise<void>;
 }
 
@@ -38,11 +38,8 @@ export async function startExpiryWorker(config: ExpiryWorkerConfig, logger: Logg
     registry: metrics.registry,
     isServing: () => !stopping.signal.aborted,
   });
-  logger.info({ grpc: `${config.grpc.host}:${grpc.port}`, http: `http://${config.http.host}:${http.port}`, workerId: config.workerId }, "ready");
-
   return {
-    grpcPort: grpc.port,
-    httpPort: http.port,
+    addresses: { grpc: `${config.grpc.host}:${grpc.port}`, http: `http://${config.http.host}:${http.port}`, workerId: config.workerId },
     async stop() {
       stopping.abort();
       await Promise.all([grpc.stop(config.shutdownGraceMs), http.stop(config.shutdownGraceMs)]);

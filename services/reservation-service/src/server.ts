@@ -6,8 +6,8 @@ import type { ReservationServiceConfig } from "./config.js";
 import { createInventoryReservationService } from "./service.js";
 
 export interface RunningReservationService {
-  grpcPort: number;
-  httpPort: number;
+  /** Where it listens, for the "ready" log line. */
+  addresses: { grpc: string; http: string; grpcTransport: string; reflection: boolean };
   stop(): Promise<void>;
 }
 
@@ -45,15 +45,13 @@ export async function startReservationService(config: ReservationServiceConfig, 
     }),
   });
 
-  const scheme = config.grpc.tls ? "TLS" : "plaintext";
-  logger.info(
-    { grpc: `${config.grpc.host}:${grpc.port}`, http: `http://${config.http.host}:${http.port}`, grpcTransport: scheme, reflection: config.grpc.reflection },
-    "ready",
-  );
-
   return {
-    grpcPort: grpc.port,
-    httpPort: http.port,
+    addresses: {
+      grpc: `${config.grpc.host}:${grpc.port}`,
+      http: `http://${config.http.host}:${http.port}`,
+      grpcTransport: config.grpc.tls ? "TLS" : "plaintext",
+      reflection: config.grpc.reflection,
+    },
     async stop() {
       // Refuse new work, let calls in flight finish, end streams, then release the pool.
       stopping.abort();

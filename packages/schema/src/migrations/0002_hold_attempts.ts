@@ -32,24 +32,36 @@ const UP: readonly string[] = [
     caller           text        NOT NULL,
     customer_id      text        NOT NULL,
     request_id       text        NULL,
-    sku_code         text        NOT NULL,
+    -- COLLATE "C" like every SKU code column (byte-wise SKU order); not a FK (above).
+    sku_code         text COLLATE "C" NOT NULL,
     -- As requested (after summing duplicate lines). Not CHECKed: a request refused as
     -- invalid is still an attempt the report may count.
     quantity         integer     NOT NULL,
     locking_strategy text        NULL,      -- NULL if the attempt failed before choosing
+    -- GRANTED (a hold was created), REFUSED (any error, whatever its status code:
+    -- stock, limits, rate limit, lock timeout, optimistic conflicts, bad input...) or
+    -- WAITLISTED (join_waitlist_if_short put the customer on the waitlist instead):
+    -- the report's requests_granted / requests_refused / requests_waitlisted.
     outcome          text        NOT NULL,
-    -- Machine-readable reason for anything but GRANTED (the google.rpc.ErrorInfo
-    -- reason, e.g. INSUFFICIENT_STOCK, CONFLICT_RETRIES_EXHAUSTED, LOCK_TIMEOUT,
-    -- RATE_LIMITED, CUSTOMER_LIMIT_EXCEEDED). Free text so new reasons need no migration.
+    -- The google.rpc.ErrorInfo reason of a REFUSED attempt, as the contract spells it
+    -- (an ErrorReason name without the ERROR_REASON_ prefix: INSUFFICIENT_STOCK,
+    -- PER_CUSTOMER_LIMIT_EXCEEDED, RATE_LIMITED, LOCK_TIMEOUT,
+    -- CONFLICT_RETRIES_EXHAUSTED, WAITLIST_FULL, SKU_NOT_FOUND, BAD_REQUEST...), which
+    -- is what FlashSaleReport.refusals groups by; for a WAITLISTED attempt the reason
+    -- it could not be granted (INSUFFICIENT_STOCK). Free text so a new reason needs no
+    -- migration; NULL exactly for GRANTED.
     reason           text        NULL,
     reservation_id   uuid        NULL,      -- the hold, when GRANTED
-    waitlist_entry_id uuid       NULL,      -- the entry, when WAITLISTED
-    -- An idempotent replay of an earlier attempt: counted once, not twice.
+    -- The entry, when WAITLISTED and this line was short (a line that was not short
+    -- gets no entry: nothing is held, all or nothing).
+    waitlist_entry_id uuid       NULL,
+    -- An idempotent replay of an earlier attempt: logged, but not counted as a new
+    -- attempt by the report (contract).
     replayed         boolean     NOT NULL DEFAULT false,
 
-    CONSTRAINT hold_attempts_outcome_valid CHECK (outcome IN ('GRANTED', 'REFUSED', 'WAITLISTED', 'FAILED')),
+    CONSTRAINT hold_attempts_outcome_valid CHECK (outcome IN ('GRANTED', 'REFUSED', 'WAITLISTED')),
     CONSTRAINT hold_attempts_granted_has_reservation CHECK (outcome <> 'GRANTED' OR reservation_id IS NOT NULL),
-    CONSTRAINT hold_attempts_refusal_has_reason CHECK (outcome = 'GRANTED' OR reason IS NOT NULL),
+    CONSTRAINT hold_attempts_reason_unless_granted CHECK ((outcome = 'GRANTED') = (reason IS NULL)),
     CONSTRAINT hold_attempts_latency_non_negative CHECK (latency_us >= 0),
     CONSTRAINT hold_attempts_locking_strategy_valid CHECK (locking_strategy IN ('OPTIMISTIC', 'PESSIMISTIC'))
   )`,

@@ -26,7 +26,8 @@ export const file_holdfast_inventory_v1_errors: GenFile = /*@__PURE__*/
  *     on the reason string, never on the human-readable message. A client that
  *     does not know a reason (a newer server) must fall back to the status code.
  *   - `metadata`: string key/values listed on each reason below. Keys used by
- *     several reasons: "sku" (a SKU code), "reservation_id", "waitlist_entry_id",
+ *     several reasons: "sku" (a SKU code, or several in SKU order separated
+ *     by ","), "reservation_id", "waitlist_entry_id",
  *     "request_id" (the client's idempotency key), "replayed" ("true" when this
  *     error is the recorded outcome of an earlier request with the same
  *     request_id, see IDEMPOTENCY below).
@@ -34,11 +35,14 @@ export const file_holdfast_inventory_v1_errors: GenFile = /*@__PURE__*/
  *   - `google.rpc.BadRequest` for INVALID_ARGUMENT: one field violation per bad
  *     field, `field` being the path in the request
  *     (e.g. "lines[2].quantity", "ttl", "page_token"), `description` saying the
- *     rule that was broken (e.g. "must be between 1 and 100000").
+ *     rule that was broken (e.g. "must be between 1 and 1000000").
  *   - `google.rpc.PreconditionFailure` for FAILED_PRECONDITION, one violation
- *     per offending item. Types used:
+ *     per offending item, SKU subjects in SKU order. A subject "sku/<code>" is
+ *     unambiguous because a SKU code never contains '/' or ',' (identifier
+ *     rules: IDENTIFIERS in resources.proto). Types used:
  *     - type "STOCK", subject "sku/<code>", description "requested N, available M"
- *       (one per short SKU: every short line is listed, not just the first);
+ *       (one per short SKU, after summing duplicate lines: every short SKU is
+ *       listed, not just the first);
  *     - type "CUSTOMER_LIMIT", subject "sku/<code>",
  *       description "customer has N, requested M, limit L";
  *     - type "STATUS", subject "reservation/<id>" or "waitlist_entry/<id>",
@@ -58,16 +62,38 @@ export const file_holdfast_inventory_v1_errors: GenFile = /*@__PURE__*/
  *     trace id, to quote when reporting a problem. `google.rpc.DebugInfo` is
  *     never sent.
  *
- * IDEMPOTENCY. Every mutating RPC takes a `request_id` chosen by the client,
- * scoped per caller (the authenticated principal). The same request_id with
- * the same request replays the recorded outcome: a success (the response has
- * `replayed = true`) or a business refusal (the same status, reason and
- * details, with ErrorInfo metadata "replayed" = "true"). Recorded outcomes:
- * OK, FAILED_PRECONDITION, NOT_FOUND and ALREADY_EXISTS. Never recorded, so
- * the client may retry them with the same request_id: INVALID_ARGUMENT
- * (except IDEMPOTENCY_KEY_REUSED, which concerns the other request),
- * UNAUTHENTICATED, PERMISSION_DENIED, ABORTED, RESOURCE_EXHAUSTED,
- * UNAVAILABLE, DEADLINE_EXCEEDED, CANCELLED, UNIMPLEMENTED and INTERNAL.
+ * IDEMPOTENCY. This is the one statement of the idempotency rules; the
+ * service comments refer to it. Every mutating RPC takes a `request_id`
+ * chosen by the client (format: IDENTIFIERS in resources.proto), scoped per
+ * caller (the authenticated principal).
+ *
+ * * Within the idempotency window (a server setting, default 24 h from the
+ *   first request; records survive restarts), the same request_id with the
+ *   same request (same RPC, same fields) replays the recorded outcome: a
+ *   success (the response has `replayed = true`) or a business refusal (the
+ *   same status, reason and details, with ErrorInfo metadata "replayed" =
+ *   "true"). With a different request it is INVALID_ARGUMENT /
+ *   IDEMPOTENCY_KEY_REUSED. Concurrent duplicates execute once: a duplicate
+ *   that arrives while the first is in flight waits for its outcome, or
+ *   gets ABORTED / REQUEST_IN_PROGRESS.
+ * * Recorded outcomes: OK, FAILED_PRECONDITION, NOT_FOUND and
+ *   ALREADY_EXISTS. Never recorded, so the client may retry them with the
+ *   same request_id: INVALID_ARGUMENT (except IDEMPOTENCY_KEY_REUSED, which
+ *   concerns the other request), UNAUTHENTICATED, PERMISSION_DENIED,
+ *   ABORTED, RESOURCE_EXHAUSTED, UNAVAILABLE, DEADLINE_EXCEEDED, CANCELLED,
+ *   UNIMPLEMENTED and INTERNAL.
+ * * Replay is only guaranteed within the window. After it:
+ *   - a request_id attached to a stored reservation or waitlist entry
+ *     (Reservation.request_id, WaitlistEntry.request_id: a successful
+ *     CreateHold, CreateAllocation or JoinWaitlist) stays taken for that
+ *     caller forever. Any later request with it, identical or not, is
+ *     INVALID_ARGUMENT / IDEMPOTENCY_KEY_REUSED, whose metadata names the
+ *     resource ("reservation_id" or "waitlist_entry_id"); read its current
+ *     state with GetReservation / GetWaitlistEntry. Such a request_id never
+ *     creates a second reservation or entry.
+ *   - any other request_id is forgotten: the same request is executed again
+ *     as a new one (e.g. an AdjustStock delta applies again). Clients must
+ *     not retry with the same request_id beyond the window.
  *
  * Transport-level failures produced by the gRPC or Connect runtime itself
  * (unknown method, message too large, deadline exceeded on the client) may
@@ -94,21 +120,30 @@ export enum ErrorReason {
   BAD_REQUEST = 1,
 
   /**
-   * Status INVALID_ARGUMENT. The request_id was already used by the same
-   * caller for a different request (another RPC, or the same RPC with
-   * different fields) within the idempotency window (default 24 h).
-   * Details: ErrorInfo (metadata "request_id", "original_method"),
-   * BadRequest (field "request_id").
+   * Status INVALID_ARGUMENT. The caller's request_id is taken (rules:
+   * IDEMPOTENCY above), either:
+   * * within the idempotency window (default 24 h), by a different request
+   *   (another RPC, or the same RPC with different fields); or
+   * * whatever its age, by a stored reservation or waitlist entry: reusing
+   *   it with a different request is always this error, and so is repeating
+   *   the identical request once the window has passed (its recorded
+   *   response is no longer kept for replay).
+   * Details: ErrorInfo (metadata "request_id"; "original_method" when
+   * known; "reservation_id" or "waitlist_entry_id" when the key is attached
+   * to one), BadRequest (field "request_id").
    *
    * @generated from enum value: ERROR_REASON_IDEMPOTENCY_KEY_REUSED = 2;
    */
   IDEMPOTENCY_KEY_REUSED = 2,
 
   /**
-   * Status INVALID_ARGUMENT. The requested hold TTL (or extension) lies
-   * outside the bounds allowed for the SKU (SkuPolicy.max_hold_ttl) or by the
-   * server. Details: ErrorInfo (metadata "min_ttl_ms", "max_ttl_ms", "sku"),
-   * BadRequest (field "ttl").
+   * Status INVALID_ARGUMENT. A requested hold TTL (CreateHold.ttl,
+   * ExtendHold.ttl) lies outside the bounds allowed for the SKU
+   * (SkuPolicy.max_hold_ttl) or by the server, or a SkuPolicy duration
+   * (CreateSku / UpdateSku) lies outside the bounds documented on its field.
+   * Details: ErrorInfo (metadata "min_ttl_ms", "max_ttl_ms", "sku"),
+   * BadRequest (field "ttl", or the policy field, e.g.
+   * "policy.max_hold_lifetime").
    *
    * @generated from enum value: ERROR_REASON_TTL_OUT_OF_RANGE = 3;
    */
@@ -135,7 +170,7 @@ export enum ErrorReason {
   /**
    * Status NOT_FOUND. No SKU with the given code. When several SKUs are
    * unknown, all are listed. Details: ErrorInfo (metadata "sku": the unknown
-   * codes, comma separated), ResourceInfo per unknown SKU.
+   * codes, comma separated, in SKU order), ResourceInfo per unknown SKU.
    *
    * @generated from enum value: ERROR_REASON_SKU_NOT_FOUND = 10;
    */
@@ -189,10 +224,11 @@ export enum ErrorReason {
 
   /**
    * Status FAILED_PRECONDITION. At least one line asks for more units than
-   * are available (after reclaiming the SKU's expired holds). All or nothing:
-   * nothing was reserved. Details: ErrorInfo (metadata "sku": short SKUs,
-   * comma separated), PreconditionFailure with one type "STOCK" violation per
-   * short line: subject "sku/<code>", description "requested N, available M".
+   * are available (after reclaiming the SKU's expired holds; duplicate lines
+   * summed). All or nothing: nothing was reserved. Details: ErrorInfo
+   * (metadata "sku": short SKUs, comma separated, in SKU order),
+   * PreconditionFailure with one type "STOCK" violation per short SKU, in
+   * SKU order: subject "sku/<code>", description "requested N, available M".
    *
    * @generated from enum value: ERROR_REASON_INSUFFICIENT_STOCK = 20;
    */
@@ -261,6 +297,8 @@ export enum ErrorReason {
    * Status FAILED_PRECONDITION. The worker is already running a
    * reconciliation whose SKUs overlap the request. Details: ErrorInfo
    * (metadata "run_id": the running run). Poll it with GetReconciliationRun.
+   * A run whose worker died stops blocking once its lease expires (it then
+   * ends FAILED, see holdfast.worker.v1.ReconciliationRun).
    *
    * @generated from enum value: ERROR_REASON_RECONCILIATION_IN_PROGRESS = 27;
    */
@@ -422,8 +460,11 @@ export enum ErrorReason {
 
   /**
    * Status UNIMPLEMENTED. The RPC, or the requested option (e.g. a hot-SKU
-   * mode), is not implemented by this server version. Details: ErrorInfo
-   * (metadata "feature").
+   * mode that is not implemented yet: CreateSku / UpdateSku with
+   * SkuPolicy.hot_sku_mode GROUP_COMMIT or BUCKETED on a server that only
+   * serves OFF), is not implemented by this server version; nothing was
+   * changed. Details: ErrorInfo (metadata "feature": the RPC's method name,
+   * or for an option e.g. "hot_sku_mode:BUCKETED").
    *
    * @generated from enum value: ERROR_REASON_NOT_IMPLEMENTED = 63;
    */

@@ -24,14 +24,16 @@ export const file_holdfast_inventory_v1_resources: GenFile = /*@__PURE__*/
  */
 export type RateLimit = Message<"holdfast.inventory.v1.RateLimit"> & {
   /**
-   * Attempts allowed per customer in one window. 1–1,000,000.
+   * Attempts allowed per customer in one window. 1–1,000,000 (0 only in an
+   * unset limit, see SkuPolicy.customer_attempt_rate_limit).
    *
    * @generated from field: int32 max_attempts = 1;
    */
   maxAttempts: number;
 
   /**
-   * Length of the sliding window. 1 s – 1 h.
+   * Length of the sliding window. Required when max_attempts > 0;
+   * 1 s – 1 h, whole seconds.
    *
    * @generated from field: google.protobuf.Duration window = 2;
    */
@@ -46,15 +48,37 @@ export const RateLimitSchema: GenMessage<RateLimit> = /*@__PURE__*/
   messageDesc(file_holdfast_inventory_v1_resources, 0);
 
 /**
- * Per-SKU policy. Every field has a "not set" value that means "use the
- * server default"; the effective values are documented per field.
+ * Per-SKU policy.
+ *
+ * ONE CONVENTION FOR "UNSET": a field left at its zero value (0, false,
+ * UNSPECIFIED, or a Duration / RateLimit message that is absent or all zero)
+ * means "use the server default", and each field below states what that
+ * default is. There is no other "unset" marker. Some defaults are server
+ * settings (configurable per deployment; where a value is given, it is the
+ * value "unless configured"); the others are fixed. In particular the three
+ * limits (max_units_per_customer, customer_attempt_rate_limit,
+ * max_waitlist_length) default to "no limit": their zero value is how "no
+ * limit" is expressed, and there is no server-wide setting for them.
+ * Booleans default to false. Sku.policy returns the policy as stored (zero
+ * values, not the effective defaults).
+ *
+ * Every duration field states its bounds, in terms of the server's hold TTL
+ * bounds where relevant: the minimum hold TTL (1 s unless configured) and
+ * the maximum hold TTL (1 h unless configured). Policy durations are whole
+ * seconds (a fractional second is INVALID_ARGUMENT / BAD_REQUEST). A hold
+ * duration (default_hold_ttl, max_hold_ttl, max_hold_lifetime,
+ * promotion_hold_ttl) outside its bounds is INVALID_ARGUMENT /
+ * TTL_OUT_OF_RANGE; any other value outside its bounds (including the rate
+ * limit) is INVALID_ARGUMENT / BAD_REQUEST. If a server
+ * setting is later lowered below a stored value, the server setting
+ * applies.
  *
  * @generated from message holdfast.inventory.v1.SkuPolicy
  */
 export type SkuPolicy = Message<"holdfast.inventory.v1.SkuPolicy"> & {
   /**
    * Locking strategy for requests that leave LockingStrategy unspecified.
-   * UNSPECIFIED = the server default.
+   * UNSPECIFIED = the server default (PESSIMISTIC unless configured).
    *
    * @generated from field: holdfast.inventory.v1.LockingStrategy default_locking_strategy = 1;
    */
@@ -62,41 +86,49 @@ export type SkuPolicy = Message<"holdfast.inventory.v1.SkuPolicy"> & {
 
   /**
    * Maximum units one customer may have across their active (HELD and
-   * ALLOCATED) reservations of this SKU. 0 = no limit. Exceeding it is
-   * FAILED_PRECONDITION / PER_CUSTOMER_LIMIT_EXCEEDED. 0–1,000,000.
+   * ALLOCATED) reservations of this SKU. 0 = no limit. When set:
+   * 1–1,000,000. Exceeding it is FAILED_PRECONDITION /
+   * PER_CUSTOMER_LIMIT_EXCEEDED.
    *
    * @generated from field: int32 max_units_per_customer = 2;
    */
   maxUnitsPerCustomer: number;
 
   /**
-   * TTL of a hold that does not ask for one. Unset = the server default
-   * (15 minutes unless configured). Must not exceed max_hold_ttl.
+   * TTL of a hold that does not ask for one. Unset/0 = the server default
+   * (15 minutes unless configured, itself capped at the effective
+   * max_hold_ttl). When set: from the server's minimum hold TTL to the
+   * effective max_hold_ttl.
    *
    * @generated from field: google.protobuf.Duration default_hold_ttl = 3;
    */
   defaultHoldTtl?: Duration | undefined;
 
   /**
-   * Longest TTL a hold (or an extension) may ask for. Unset = the server
-   * maximum (1 hour unless configured); a larger value is capped at it.
+   * Longest TTL a hold, or an extension (ExtendHold.ttl), may ask for.
+   * Unset/0 = the server's maximum hold TTL. When set: from the server's
+   * minimum hold TTL to the server's maximum hold TTL (a larger value is
+   * refused, not capped).
    *
    * @generated from field: google.protobuf.Duration max_hold_ttl = 4;
    */
   maxHoldTtl?: Duration | undefined;
 
   /**
-   * Longest total life of a hold, from its create_time, including every
-   * extension. Unset = the server default (2 hours unless configured).
+   * Longest total life of a hold, from its create_time to its expire_time,
+   * including every extension. Unset/0 = the server default (2 hours unless
+   * configured, and never less than the effective max_hold_ttl). When set:
+   * from the effective max_hold_ttl to 7 days.
    *
    * @generated from field: google.protobuf.Duration max_hold_lifetime = 5;
    */
   maxHoldLifetime?: Duration | undefined;
 
   /**
-   * Per-customer attempt rate limit on CreateHold for this SKU (the flash
-   * sale "hammering" guard). Unset = no limit. Exceeding it is
-   * RESOURCE_EXHAUSTED / RATE_LIMITED with RetryInfo.
+   * Per-customer attempt rate limit on CreateHold and JoinWaitlist for this
+   * SKU (the flash sale "hammering" guard). Unset (or max_attempts 0) = no
+   * limit. When set: max_attempts 1–1,000,000, window 1 s – 1 h. Exceeding
+   * it is RESOURCE_EXHAUSTED / RATE_LIMITED with RetryInfo.
    *
    * @generated from field: holdfast.inventory.v1.RateLimit customer_attempt_rate_limit = 6;
    */
@@ -104,24 +136,27 @@ export type SkuPolicy = Message<"holdfast.inventory.v1.SkuPolicy"> & {
 
   /**
    * Abandonment-aware TTL: when true, customers who let many holds of this
-   * SKU expire get shorter holds (the rule is in docs/fairness.md). The TTL
-   * actually granted is visible in Reservation.expire_time.
+   * SKU expire get shorter holds (the rule is in docs/fairness.md; never
+   * below the server's minimum hold TTL). The TTL actually granted is
+   * visible in Reservation.expire_time. Default false (off).
    *
    * @generated from field: bool abandonment_aware_ttl = 7;
    */
   abandonmentAwareTtl: boolean;
 
   /**
-   * Storage mode for very hot SKUs. Unset = HOT_SKU_MODE_OFF. A mode the
-   * server does not implement is UNIMPLEMENTED / NOT_IMPLEMENTED.
+   * Storage mode for very hot SKUs: OFF, GROUP_COMMIT or BUCKETED.
+   * UNSPECIFIED = HOT_SKU_MODE_OFF. A mode this server version does not
+   * implement yet is refused with UNIMPLEMENTED / NOT_IMPLEMENTED (see
+   * HotSkuMode).
    *
    * @generated from field: holdfast.inventory.v1.HotSkuMode hot_sku_mode = 8;
    */
   hotSkuMode: HotSkuMode;
 
   /**
-   * Number of bucket rows in HOT_SKU_MODE_BUCKETED (ignored otherwise).
-   * 0 = server default. 0–256.
+   * Number of bucket rows in HOT_SKU_MODE_BUCKETED (ignored in other
+   * modes). 0 = the server default (a server setting). When set: 1–256.
    *
    * @generated from field: int32 stock_buckets = 9;
    */
@@ -137,23 +172,25 @@ export type SkuPolicy = Message<"holdfast.inventory.v1.SkuPolicy"> & {
   waitlistDisabled: boolean;
 
   /**
-   * Maximum number of WAITING entries. 0 = no limit. Exceeding it is
-   * RESOURCE_EXHAUSTED / WAITLIST_FULL. 0–1,000,000.
+   * Maximum number of WAITING entries of the SKU. 0 = no limit. When set:
+   * 1–1,000,000. Exceeding it is RESOURCE_EXHAUSTED / WAITLIST_FULL.
    *
    * @generated from field: int32 max_waitlist_length = 11;
    */
   maxWaitlistLength: number;
 
   /**
-   * Promotion rule when the head entry does not fit. Unset = server default.
+   * Promotion rule when the head entry does not fit. UNSPECIFIED = the
+   * server default (STRICT_FIFO unless configured).
    *
    * @generated from field: holdfast.inventory.v1.WaitlistPromotionPolicy waitlist_promotion_policy = 12;
    */
   waitlistPromotionPolicy: WaitlistPromotionPolicy;
 
   /**
-   * TTL of the hold created when a waitlist entry is promoted. Unset =
-   * default_hold_ttl.
+   * TTL of the hold created when a waitlist entry is promoted. Unset/0 =
+   * the effective default_hold_ttl. When set: from the server's minimum
+   * hold TTL to the effective max_hold_ttl.
    *
    * @generated from field: google.protobuf.Duration promotion_hold_ttl = 13;
    */
@@ -174,21 +211,22 @@ export const SkuPolicySchema: GenMessage<SkuPolicy> = /*@__PURE__*/
  */
 export type Sku = Message<"holdfast.inventory.v1.Sku"> & {
   /**
-   * The SKU code, unique and immutable (see conventions above).
+   * The SKU code, unique and immutable (see IDENTIFIERS).
    *
    * @generated from field: string code = 1;
    */
   code: string;
 
   /**
-   * Human-readable name. 1–200 characters.
+   * Human-readable name (see IDENTIFIERS).
    *
    * @generated from field: string name = 2;
    */
   name: string;
 
   /**
-   * Per-SKU policy (as stored: unset fields mean "server default").
+   * Per-SKU policy, as stored: zero-valued fields mean "server default"
+   * (see SkuPolicy).
    *
    * @generated from field: holdfast.inventory.v1.SkuPolicy policy = 3;
    */
@@ -209,8 +247,8 @@ export type Sku = Message<"holdfast.inventory.v1.Sku"> & {
   createTime?: Timestamp | undefined;
 
   /**
-   * Output only. When the name or the policy last changed (counter changes
-   * are tracked by Availability.update_time).
+   * Output only. When the name or the policy last changed (changes of the
+   * availability row are tracked by Availability.update_time and version).
    *
    * @generated from field: google.protobuf.Timestamp update_time = 6;
    */
@@ -225,14 +263,15 @@ export const SkuSchema: GenMessage<Sku> = /*@__PURE__*/
   messageDesc(file_holdfast_inventory_v1_resources, 2);
 
 /**
- * The counters of one SKU at one moment. Invariants:
+ * The availability row of one SKU at one moment: its stock counters, its
+ * waitlist counters and its demand indicator, under one version. Invariants:
  * available = on_hand − reserved − allocated, and every counter ≥ 0.
  *
  * @generated from message holdfast.inventory.v1.Availability
  */
 export type Availability = Message<"holdfast.inventory.v1.Availability"> & {
   /**
-   * The SKU code.
+   * The SKU code (see IDENTIFIERS).
    *
    * @generated from field: string sku = 1;
    */
@@ -268,37 +307,52 @@ export type Availability = Message<"holdfast.inventory.v1.Availability"> & {
   available: bigint;
 
   /**
-   * Version of the SKU's counters: strictly increases on every change of any
-   * counter. Use it as AdjustStock.expected_version, and to drop stale
-   * updates on a WatchAvailability stream.
+   * Version of the SKU's availability row. A new SKU starts at version 1
+   * (CreateSku). The version strictly increases on ANY change of the row:
+   * a stock counter (on_hand, reserved, allocated, hence available), the
+   * waitlist counters (waitlist_length, waitlist_units: the server bumps
+   * the version when an entry joins, leaves, expires or is promoted), or
+   * an input of demand_status. It does not change when nothing in the row
+   * changes (e.g. ExtendHold, a no-op ConfirmHold or ReleaseHold). Hence
+   * two Availability messages of one SKU with the same version carry the
+   * same values, and the higher version is the newer state; a client may
+   * drop any update whose version is not newer than the one it has (the
+   * rule used on WatchAvailability). Versions are not contiguous for a
+   * reader (coalesced updates, waitlist-only changes between ledger
+   * events). Use it as AdjustStock.expected_version (compare-and-set on
+   * the whole row: a waitlist change also makes an expected_version stale).
    *
    * @generated from field: int64 version = 6;
    */
   version: bigint;
 
   /**
-   * Demand indicator (see DemandStatus).
+   * Demand indicator (see DemandStatus); it only changes together with
+   * `version`.
    *
    * @generated from field: holdfast.inventory.v1.DemandStatus demand_status = 7;
    */
   demandStatus: DemandStatus;
 
   /**
-   * Number of WAITING waitlist entries of the SKU.
+   * Number of WAITING waitlist entries of the SKU. Part of the row: a
+   * change bumps `version`.
    *
    * @generated from field: int64 waitlist_length = 8;
    */
   waitlistLength: bigint;
 
   /**
-   * Sum of the quantities of the WAITING waitlist entries of the SKU.
+   * Sum of the quantities of the WAITING waitlist entries of the SKU. Part
+   * of the row: a change bumps `version`.
    *
    * @generated from field: int64 waitlist_units = 9;
    */
   waitlistUnits: bigint;
 
   /**
-   * When the counters last changed.
+   * When the row last changed (the time of the change that produced
+   * `version`).
    *
    * @generated from field: google.protobuf.Timestamp update_time = 10;
    */
@@ -313,20 +367,23 @@ export const AvailabilitySchema: GenMessage<Availability> = /*@__PURE__*/
   messageDesc(file_holdfast_inventory_v1_resources, 3);
 
 /**
- * One line of a reservation request or of a stored reservation.
+ * One line of a reservation request or of a stored reservation. A request
+ * may name a SKU in several lines, in any order; the stored reservation has
+ * one line per SKU (the request's lines for that SKU summed) and its lines
+ * are stored and returned in SKU order (see ORDERS).
  *
  * @generated from message holdfast.inventory.v1.ReservationLine
  */
 export type ReservationLine = Message<"holdfast.inventory.v1.ReservationLine"> & {
   /**
-   * The SKU code.
+   * The SKU code (see IDENTIFIERS).
    *
    * @generated from field: string sku = 1;
    */
   sku: string;
 
   /**
-   * Units of the SKU. 1–1,000,000.
+   * Units of the SKU. 1–1,000,000 (in a request line, and after summing).
    *
    * @generated from field: int32 quantity = 2;
    */
@@ -371,15 +428,16 @@ export type Reservation = Message<"holdfast.inventory.v1.Reservation"> & {
   status: ReservationStatus;
 
   /**
-   * The customer the units are reserved for.
+   * The customer the units are reserved for (see IDENTIFIERS).
    *
    * @generated from field: string customer_id = 4;
    */
   customerId: string;
 
   /**
-   * The lines, one per SKU, in ascending SKU order (request lines naming the
-   * same SKU are summed into one line).
+   * The lines: one per SKU (request lines naming the same SKU are summed
+   * into one line), stored and returned in SKU order (see ORDERS), whatever
+   * the order of the request's lines.
    *
    * @generated from field: repeated holdfast.inventory.v1.ReservationLine lines = 5;
    */
@@ -400,7 +458,8 @@ export type Reservation = Message<"holdfast.inventory.v1.Reservation"> & {
   createTime?: Timestamp | undefined;
 
   /**
-   * Output only. When the reservation last changed (status or expiry).
+   * Output only. When the reservation last changed (status, or expire_time
+   * by ExtendHold).
    *
    * @generated from field: google.protobuf.Timestamp update_time = 8;
    */
@@ -439,7 +498,8 @@ export type Reservation = Message<"holdfast.inventory.v1.Reservation"> & {
 
   /**
    * Output only. The request_id of the request that created it (empty for a
-   * hold created by a waitlist promotion).
+   * hold created by a waitlist promotion). It stays attached to the
+   * reservation for the caller: see IDEMPOTENCY in errors.proto.
    *
    * @generated from field: string request_id = 13;
    */
@@ -470,8 +530,10 @@ export const ReservationSchema: GenMessage<Reservation> = /*@__PURE__*/
   messageDesc(file_holdfast_inventory_v1_resources, 5);
 
 /**
- * One entry of the append-only ledger: one change to one SKU's counters.
- * Replaying a SKU's events in id order reproduces its counters.
+ * One entry of the append-only ledger: one change to one SKU's stock
+ * counters (on_hand, reserved, allocated). Replaying a SKU's events in id
+ * order reproduces its counters. A multi-SKU operation writes one event per
+ * SKU, in SKU order.
  *
  * @generated from message holdfast.inventory.v1.AuditEvent
  */
@@ -577,7 +639,9 @@ export type AuditEvent = Message<"holdfast.inventory.v1.AuditEvent"> & {
   allocatedAfter: bigint;
 
   /**
-   * Counter version after the change.
+   * Availability.version of the SKU's row right after the change. Because
+   * the version also moves on changes that write no event (waitlist and
+   * demand changes), consecutive events of a SKU may skip versions.
    *
    * @generated from field: int64 version_after = 15;
    */
@@ -624,35 +688,42 @@ export const AuditEventSchema: GenMessage<AuditEvent> = /*@__PURE__*/
   messageDesc(file_holdfast_inventory_v1_resources, 6);
 
 /**
- * The counters of one SKU recorded at one moment, kept for history.
+ * The availability row of one SKU recorded by one snapshot pass, kept for
+ * history. A pass (scheduled, or TakeSnapshot) records one row per SKU from
+ * one transaction and one consistent read.
  *
  * @generated from message holdfast.inventory.v1.AvailabilitySnapshot
  */
 export type AvailabilitySnapshot = Message<"holdfast.inventory.v1.AvailabilitySnapshot"> & {
   /**
-   * Server-assigned id of this row (UUID).
+   * Server-assigned id of this row: an opaque string. Clients must not parse
+   * it or compare ids for order (the server renders an internal sequence
+   * number as a decimal string, which may change).
    *
    * @generated from field: string id = 1;
    */
   id: string;
 
   /**
-   * Id shared by all SKU snapshots taken in the same pass (one transaction,
-   * one consistent read).
+   * UUID of the pass that recorded this row, shared by every row of the
+   * pass (TakeSnapshotResponse.snapshot_run_id for an on-demand pass).
    *
    * @generated from field: string snapshot_run_id = 2;
    */
   snapshotRunId: string;
 
   /**
-   * The counters at snapshot_time.
+   * The SKU's availability row as read by the pass: sku, on_hand, reserved,
+   * allocated, available, version, waitlist_length, waitlist_units and
+   * update_time. demand_status is not recorded (UNSPECIFIED).
    *
    * @generated from field: holdfast.inventory.v1.Availability availability = 3;
    */
   availability?: Availability | undefined;
 
   /**
-   * The consistent-read time of the pass.
+   * The consistent-read time of the pass (the same for every row of the
+   * pass).
    *
    * @generated from field: google.protobuf.Timestamp snapshot_time = 4;
    */
@@ -744,7 +815,9 @@ export const ConsistencyViolationSchema: GenMessage<ConsistencyViolation> = /*@_
   messageDesc(file_holdfast_inventory_v1_resources, 8);
 
 /**
- * A customer's place in a SKU's FIFO waitlist.
+ * A customer's place in a SKU's FIFO waitlist. Queue order is arrival
+ * order as assigned by the server (a sequence number given when the entry
+ * is created; see ORDERS), not create_time.
  *
  * @generated from message holdfast.inventory.v1.WaitlistEntry
  */
@@ -757,14 +830,14 @@ export type WaitlistEntry = Message<"holdfast.inventory.v1.WaitlistEntry"> & {
   id: string;
 
   /**
-   * The SKU waited for.
+   * The SKU waited for (see IDENTIFIERS).
    *
    * @generated from field: string sku = 2;
    */
   sku: string;
 
   /**
-   * The waiting customer.
+   * The waiting customer (see IDENTIFIERS).
    *
    * @generated from field: string customer_id = 3;
    */
@@ -785,8 +858,11 @@ export type WaitlistEntry = Message<"holdfast.inventory.v1.WaitlistEntry"> & {
   status: WaitlistEntryStatus;
 
   /**
-   * Output only. 1-based place among the SKU's WAITING entries in arrival
-   * order (1 = next to be served). 0 when not WAITING.
+   * Output only. 1-based place among the WAITING entries of this SKU, in
+   * queue order (1 = the head; the number of WAITING entries of the SKU
+   * that arrived earlier, plus one). Under FIRST_FIT an entry behind the
+   * head may be promoted first; positions still count arrival order. 0 when
+   * not WAITING.
    *
    * @generated from field: int64 position = 6;
    */
@@ -801,7 +877,9 @@ export type WaitlistEntry = Message<"holdfast.inventory.v1.WaitlistEntry"> & {
   unitsAhead: bigint;
 
   /**
-   * Output only. When the entry joined (its place in the queue).
+   * Output only. When the entry joined. Informational only: the queue
+   * order is the server's arrival sequence (entries created in one
+   * transaction share a create_time).
    *
    * @generated from field: google.protobuf.Timestamp create_time = 8;
    */
@@ -838,7 +916,9 @@ export type WaitlistEntry = Message<"holdfast.inventory.v1.WaitlistEntry"> & {
 
   /**
    * Output only. The request_id of JoinWaitlist or of the CreateHold that
-   * created the entry.
+   * created the entry (a CreateHold that waitlists several short SKUs gives
+   * the same request_id to each of its entries). It stays attached to the
+   * entry for the caller: see IDEMPOTENCY in errors.proto.
    *
    * @generated from field: string request_id = 13;
    */
@@ -1357,9 +1437,9 @@ export enum LockingStrategy {
   OPTIMISTIC = 1,
 
   /**
-   * Lock the SKUs' inventory rows in one transaction, in ascending SKU order
-   * (no deadlocks between overlapping batches), waiting at most the server's
-   * lock timeout, then fail with ABORTED / LOCK_TIMEOUT.
+   * Lock the SKUs' inventory rows in one transaction, in SKU order (see
+   * ORDERS; no deadlocks between overlapping batches), waiting at most the
+   * server's lock timeout, then fail with ABORTED / LOCK_TIMEOUT.
    *
    * @generated from enum value: LOCKING_STRATEGY_PESSIMISTIC = 2;
    */
@@ -1375,15 +1455,20 @@ export const LockingStrategySchema: GenEnum<LockingStrategy> = /*@__PURE__*/
 /**
  * How a SKU's counters are stored and written, for SKUs that must sell faster
  * than one database row can commit (a flash-sale item). Switching mode is an
- * admin operation (UpdateSku) that takes effect for subsequent requests; the
- * public counters (Availability) and every guarantee (no oversell,
- * idempotency, all-or-nothing, ledger) are the same in every mode.
+ * admin operation (CreateSku / UpdateSku) that takes effect for subsequent
+ * requests; the public counters (Availability) and every guarantee (no
+ * oversell, idempotency, all-or-nothing, ledger) are the same in every mode.
+ * A mode that this server version does not implement yet is refused by
+ * CreateSku and UpdateSku with UNIMPLEMENTED / NOT_IMPLEMENTED (ErrorInfo
+ * metadata "feature" = "hot_sku_mode:<MODE>") and nothing is stored.
+ * HOT_SKU_MODE_OFF is always implemented.
  *
  * @generated from enum holdfast.inventory.v1.HotSkuMode
  */
 export enum HotSkuMode {
   /**
-   * Not set: same as HOT_SKU_MODE_OFF.
+   * Not set: same as HOT_SKU_MODE_OFF (a fixed default, not a server
+   * setting).
    *
    * @generated from enum value: HOT_SKU_MODE_UNSPECIFIED = 0;
    */
@@ -1407,7 +1492,8 @@ export enum HotSkuMode {
 
   /**
    * The SKU's stock is split over SkuPolicy.stock_buckets bucket rows, with
-   * rebalancing when a bucket runs dry.
+   * rebalancing when a bucket runs dry. Availability still reports one set
+   * of counters and one version for the SKU.
    *
    * @generated from enum value: HOT_SKU_MODE_BUCKETED = 3;
    */
@@ -1436,14 +1522,14 @@ export enum WaitlistPromotionPolicy {
 
   /**
    * The head entry keeps its place and blocks the entries behind it until
-   * its whole quantity fits. Strict arrival order; may leave units idle.
+   * its whole quantity fits. Strict queue order; may leave units idle.
    *
    * @generated from enum value: WAITLIST_PROMOTION_POLICY_STRICT_FIFO = 1;
    */
   STRICT_FIFO = 1,
 
   /**
-   * Entries behind a head that does not fit may be promoted, in arrival
+   * Entries behind a head that does not fit may be promoted, in queue
    * order, when their whole quantity fits; the head keeps position 1.
    *
    * @generated from enum value: WAITLIST_PROMOTION_POLICY_FIRST_FIT = 2;
@@ -1460,7 +1546,10 @@ export const WaitlistPromotionPolicySchema: GenEnum<WaitlistPromotionPolicy> = /
 /**
  * Demand indicator of a SKU, for dashboards and clients. The exact rule
  * (thresholds on available units, waitlist length and recent attempt rate)
- * is documented in docs/fairness.md.
+ * is documented in docs/fairness.md. Its inputs are kept on the SKU's
+ * availability row (the attempt-rate input is refreshed there when it
+ * crosses a threshold), so the demand status never changes without a new
+ * Availability.version.
  *
  * @generated from enum holdfast.inventory.v1.DemandStatus
  */
@@ -1651,7 +1740,12 @@ export const ReservationStatusSchema: GenEnum<ReservationStatus> = /*@__PURE__*/
   enumDesc(file_holdfast_inventory_v1_resources, 6);
 
 /**
- * Operation recorded by an audit event.
+ * Operation recorded by an audit event. Only operations that change a
+ * SKU's stock counters write ledger events; there is deliberately no
+ * "extended" operation: ExtendHold changes no counter and writes no event
+ * (nor do no-op calls such as confirming an ALLOCATED hold or releasing a
+ * RELEASED one, nor waitlist joins, departures and WAITING-entry expiry,
+ * which change only the waitlist counters).
  *
  * @generated from enum holdfast.inventory.v1.AuditOperation
  */
@@ -1664,7 +1758,8 @@ export enum AuditOperation {
   UNSPECIFIED = 0,
 
   /**
-   * CreateSku: on_hand set to the initial stock.
+   * CreateSku: the first event of every SKU, written even when the initial
+   * stock is 0. on_hand goes from 0 to the initial stock; version_after = 1.
    *
    * @generated from enum value: AUDIT_OPERATION_SKU_CREATED = 1;
    */
@@ -1728,7 +1823,8 @@ export enum AuditOperation {
   ALLOCATION_CANCELLED = 9,
 
   /**
-   * A waitlist entry was promoted: available → reserved for its new hold.
+   * A waitlist entry was promoted: available → reserved for its new hold
+   * (instead of HOLD_CREATED for that hold).
    *
    * @generated from enum value: AUDIT_OPERATION_WAITLIST_PROMOTED = 10;
    */

@@ -23,21 +23,21 @@ export const file_holdfast_inventory_v1_service: GenFile = /*@__PURE__*/
  */
 export type CreateSkuRequest = Message<"holdfast.inventory.v1.CreateSkuRequest"> & {
   /**
-   * Idempotency key (see the service comment). Required.
+   * Idempotency key (see IDENTIFIERS). Required.
    *
    * @generated from field: string request_id = 1;
    */
   requestId: string;
 
   /**
-   * The new SKU's code (see the conventions in resources.proto). Required.
+   * The new SKU's code (see IDENTIFIERS). Required.
    *
    * @generated from field: string sku = 2;
    */
   sku: string;
 
   /**
-   * Human-readable name. 1–200 characters. Required.
+   * Human-readable name (see IDENTIFIERS). Required.
    *
    * @generated from field: string name = 3;
    */
@@ -51,7 +51,8 @@ export type CreateSkuRequest = Message<"holdfast.inventory.v1.CreateSkuRequest">
   initialOnHand: bigint;
 
   /**
-   * Per-SKU policy; unset fields mean server defaults.
+   * Per-SKU policy; zero-valued fields mean server defaults (see
+   * SkuPolicy).
    *
    * @generated from field: holdfast.inventory.v1.SkuPolicy policy = 5;
    */
@@ -72,7 +73,8 @@ export const CreateSkuRequestSchema: GenMessage<CreateSkuRequest> = /*@__PURE__*
  */
 export type CreateSkuResponse = Message<"holdfast.inventory.v1.CreateSkuResponse"> & {
   /**
-   * The created SKU, with its availability (version 1).
+   * The created SKU, with its availability row at version 1 (a replay
+   * returns the recorded response, see IDEMPOTENCY in errors.proto).
    *
    * @generated from field: holdfast.inventory.v1.Sku sku = 1;
    */
@@ -101,7 +103,7 @@ export const CreateSkuResponseSchema: GenMessage<CreateSkuResponse> = /*@__PURE_
  */
 export type GetSkuRequest = Message<"holdfast.inventory.v1.GetSkuRequest"> & {
   /**
-   * The SKU code. Required.
+   * The SKU code (see IDENTIFIERS). Required.
    *
    * @generated from field: string sku = 1;
    */
@@ -157,8 +159,8 @@ export type ListSkusRequest = Message<"holdfast.inventory.v1.ListSkusRequest"> &
   pageToken: string;
 
   /**
-   * Only SKUs whose code starts with this prefix. Empty = all. Up to 64
-   * characters.
+   * Only SKUs whose code starts with this prefix. Empty = all. 0–64
+   * characters of the SKU code alphabet (see IDENTIFIERS).
    *
    * @generated from field: string code_prefix = 3;
    */
@@ -179,7 +181,7 @@ export const ListSkusRequestSchema: GenMessage<ListSkusRequest> = /*@__PURE__*/
  */
 export type ListSkusResponse = Message<"holdfast.inventory.v1.ListSkusResponse"> & {
   /**
-   * SKUs in ascending code order.
+   * SKUs in SKU order (see ORDERS).
    *
    * @generated from field: repeated holdfast.inventory.v1.Sku skus = 1;
    */
@@ -207,15 +209,15 @@ export const ListSkusResponseSchema: GenMessage<ListSkusResponse> = /*@__PURE__*
  */
 export type UpdateSkuRequest = Message<"holdfast.inventory.v1.UpdateSkuRequest"> & {
   /**
-   * Idempotency key. Required.
+   * Idempotency key (see IDENTIFIERS). Required.
    *
    * @generated from field: string request_id = 1;
    */
   requestId: string;
 
   /**
-   * The SKU with the new values; `sku.code` identifies it. Output-only
-   * fields are ignored.
+   * The SKU with the new values; `sku.code` identifies it. `sku.name`
+   * follows IDENTIFIERS. Output-only fields are ignored.
    *
    * @generated from field: holdfast.inventory.v1.Sku sku = 2;
    */
@@ -225,7 +227,8 @@ export type UpdateSkuRequest = Message<"holdfast.inventory.v1.UpdateSkuRequest">
    * Fields to update, relative to Sku: "name", "policy" (the whole policy),
    * or "policy.<field>" (e.g. "policy.hot_sku_mode",
    * "policy.max_units_per_customer"). Required; "*" is not accepted. A
-   * masked field left unset in `sku` is reset to "server default".
+   * masked field left at its zero value in `sku` is reset to "server
+   * default" (for the limits: "no limit"; see SkuPolicy).
    *
    * @generated from field: google.protobuf.FieldMask update_mask = 3;
    */
@@ -274,14 +277,14 @@ export const UpdateSkuResponseSchema: GenMessage<UpdateSkuResponse> = /*@__PURE_
  */
 export type AdjustStockRequest = Message<"holdfast.inventory.v1.AdjustStockRequest"> & {
   /**
-   * Idempotency key. Required.
+   * Idempotency key (see IDENTIFIERS). Required.
    *
    * @generated from field: string request_id = 1;
    */
   requestId: string;
 
   /**
-   * The SKU code. Required.
+   * The SKU code (see IDENTIFIERS). Required.
    *
    * @generated from field: string sku = 2;
    */
@@ -320,9 +323,10 @@ export type AdjustStockRequest = Message<"holdfast.inventory.v1.AdjustStockReque
   reason: string;
 
   /**
-   * If set, the adjustment applies only when the SKU's counter version is
-   * exactly this value (compare-and-set); otherwise ABORTED /
-   * VERSION_MISMATCH. Unset = apply unconditionally.
+   * If set, the adjustment applies only when the SKU's Availability.version
+   * is exactly this value (compare-and-set on the whole availability row:
+   * a waitlist change since the read also makes it stale); otherwise
+   * ABORTED / VERSION_MISMATCH. Unset = apply unconditionally.
    *
    * @generated from field: optional int64 expected_version = 6;
    */
@@ -343,8 +347,8 @@ export const AdjustStockRequestSchema: GenMessage<AdjustStockRequest> = /*@__PUR
  */
 export type AdjustStockResponse = Message<"holdfast.inventory.v1.AdjustStockResponse"> & {
   /**
-   * The SKU's counters after the adjustment (and after any waitlist
-   * promotions it caused).
+   * The SKU's availability row after the adjustment (and after any
+   * waitlist promotions it caused).
    *
    * @generated from field: holdfast.inventory.v1.Availability availability = 1;
    */
@@ -358,7 +362,7 @@ export type AdjustStockResponse = Message<"holdfast.inventory.v1.AdjustStockResp
   auditEvent?: AuditEvent | undefined;
 
   /**
-   * Waitlist entries promoted because of the added stock.
+   * Waitlist entries promoted because of the added stock, in queue order.
    *
    * @generated from field: repeated holdfast.inventory.v1.WaitlistEntry promoted_entries = 3;
    */
@@ -386,23 +390,25 @@ export const AdjustStockResponseSchema: GenMessage<AdjustStockResponse> = /*@__P
  */
 export type CreateHoldRequest = Message<"holdfast.inventory.v1.CreateHoldRequest"> & {
   /**
-   * Idempotency key. Required.
+   * Idempotency key (see IDENTIFIERS). Required.
    *
    * @generated from field: string request_id = 1;
    */
   requestId: string;
 
   /**
-   * The customer the hold is for. Required for service callers; for a
-   * customer caller, empty or equal to the token's subject.
+   * The customer the hold is for (see IDENTIFIERS). Required for service
+   * callers; for a customer caller, empty or equal to the token's subject.
    *
    * @generated from field: string customer_id = 2;
    */
   customerId: string;
 
   /**
-   * The lines: 1 to the server's maximum (default 50). Lines naming the same
-   * SKU are summed (the summed quantity must stay ≤ 1,000,000).
+   * The lines: 1 to the server's maximum (default 50), in any order. Lines
+   * naming the same SKU are summed (the summed quantity must stay ≤
+   * 1,000,000); the reservation stores and returns one line per SKU, in SKU
+   * order (see ORDERS).
    *
    * @generated from field: repeated holdfast.inventory.v1.ReservationLine lines = 3;
    */
@@ -428,7 +434,7 @@ export type CreateHoldRequest = Message<"holdfast.inventory.v1.CreateHoldRequest
 
   /**
    * If stock is short, put the customer on the waitlist of every short SKU
-   * (one entry per short line, for that line's whole quantity) instead of
+   * (one entry per short SKU, for its whole summed quantity) instead of
    * refusing. Nothing is held in that case (all or nothing), and each entry
    * is later promoted to its own single-line hold. Default false: refuse
    * with INSUFFICIENT_STOCK.
@@ -461,7 +467,8 @@ export type CreateHoldResponse = Message<"holdfast.inventory.v1.CreateHoldRespon
 
   /**
    * When join_waitlist_if_short was set and stock was short: the waitlist
-   * entries created (or found, for a replay), with their positions.
+   * entries created (or found, for a replay), with their positions, one per
+   * short SKU, in SKU order.
    *
    * @generated from field: repeated holdfast.inventory.v1.WaitlistEntry waitlist_entries = 2;
    */
@@ -490,7 +497,7 @@ export const CreateHoldResponseSchema: GenMessage<CreateHoldResponse> = /*@__PUR
  */
 export type ExtendHoldRequest = Message<"holdfast.inventory.v1.ExtendHoldRequest"> & {
   /**
-   * Idempotency key. Required.
+   * Idempotency key (see IDENTIFIERS). Required.
    *
    * @generated from field: string request_id = 1;
    */
@@ -555,7 +562,7 @@ export const ExtendHoldResponseSchema: GenMessage<ExtendHoldResponse> = /*@__PUR
  */
 export type ConfirmHoldRequest = Message<"holdfast.inventory.v1.ConfirmHoldRequest"> & {
   /**
-   * Idempotency key. Required.
+   * Idempotency key (see IDENTIFIERS). Required.
    *
    * @generated from field: string request_id = 1;
    */
@@ -619,7 +626,7 @@ export const ConfirmHoldResponseSchema: GenMessage<ConfirmHoldResponse> = /*@__P
  */
 export type ReleaseHoldRequest = Message<"holdfast.inventory.v1.ReleaseHoldRequest"> & {
   /**
-   * Idempotency key. Required.
+   * Idempotency key (see IDENTIFIERS). Required.
    *
    * @generated from field: string request_id = 1;
    */
@@ -683,21 +690,22 @@ export const ReleaseHoldResponseSchema: GenMessage<ReleaseHoldResponse> = /*@__P
  */
 export type CreateAllocationRequest = Message<"holdfast.inventory.v1.CreateAllocationRequest"> & {
   /**
-   * Idempotency key. Required.
+   * Idempotency key (see IDENTIFIERS). Required.
    *
    * @generated from field: string request_id = 1;
    */
   requestId: string;
 
   /**
-   * The customer the units are allocated to. Required.
+   * The customer the units are allocated to (see IDENTIFIERS). Required.
    *
    * @generated from field: string customer_id = 2;
    */
   customerId: string;
 
   /**
-   * The lines, as in CreateHoldRequest.lines.
+   * The lines, as in CreateHoldRequest.lines (duplicates summed; stored and
+   * returned in SKU order).
    *
    * @generated from field: repeated holdfast.inventory.v1.ReservationLine lines = 3;
    */
@@ -753,7 +761,7 @@ export const CreateAllocationResponseSchema: GenMessage<CreateAllocationResponse
  */
 export type FulfillAllocationRequest = Message<"holdfast.inventory.v1.FulfillAllocationRequest"> & {
   /**
-   * Idempotency key. Required.
+   * Idempotency key (see IDENTIFIERS). Required.
    *
    * @generated from field: string request_id = 1;
    */
@@ -809,7 +817,7 @@ export const FulfillAllocationResponseSchema: GenMessage<FulfillAllocationRespon
  */
 export type CancelAllocationRequest = Message<"holdfast.inventory.v1.CancelAllocationRequest"> & {
   /**
-   * Idempotency key. Required.
+   * Idempotency key (see IDENTIFIERS). Required.
    *
    * @generated from field: string request_id = 1;
    */
@@ -930,8 +938,8 @@ export type ListReservationsRequest = Message<"holdfast.inventory.v1.ListReserva
   pageToken: string;
 
   /**
-   * Only this customer's reservations. Customer callers: empty or their own
-   * subject.
+   * Only this customer's reservations (see IDENTIFIERS). Customer callers:
+   * empty or their own subject.
    *
    * @generated from field: string customer_id = 3;
    */
@@ -945,7 +953,8 @@ export type ListReservationsRequest = Message<"holdfast.inventory.v1.ListReserva
   statuses: ReservationStatus[];
 
   /**
-   * Only reservations with a line for this SKU. Empty = any.
+   * Only reservations with a line for this SKU code (see IDENTIFIERS).
+   * Empty = any.
    *
    * @generated from field: string sku = 5;
    */
@@ -1001,7 +1010,7 @@ export const ListReservationsResponseSchema: GenMessage<ListReservationsResponse
  */
 export type GetAvailabilityRequest = Message<"holdfast.inventory.v1.GetAvailabilityRequest"> & {
   /**
-   * SKU codes, 1–1000. Duplicates are ignored.
+   * SKU codes (see IDENTIFIERS), 1–1000. Duplicates are ignored.
    *
    * @generated from field: repeated string skus = 1;
    */
@@ -1050,8 +1059,8 @@ export const GetAvailabilityResponseSchema: GenMessage<GetAvailabilityResponse> 
  */
 export type WatchAvailabilityRequest = Message<"holdfast.inventory.v1.WatchAvailabilityRequest"> & {
   /**
-   * SKU codes to watch, 0–1000. Empty = every SKU of the catalog (including
-   * SKUs created while the stream is open).
+   * SKU codes to watch (see IDENTIFIERS), 0–1000. Empty = every SKU of the
+   * catalog (including SKUs created while the stream is open).
    *
    * @generated from field: repeated string skus = 1;
    */
@@ -1074,13 +1083,13 @@ export const WatchAvailabilityRequestSchema: GenMessage<WatchAvailabilityRequest
   messageDesc(file_holdfast_inventory_v1_service, 30);
 
 /**
- * A set of SKU counters read at one time.
+ * A set of SKU availability rows read at one time.
  *
  * @generated from message holdfast.inventory.v1.AvailabilityState
  */
 export type AvailabilityState = Message<"holdfast.inventory.v1.AvailabilityState"> & {
   /**
-   * The counters, one per SKU, in ascending SKU order.
+   * The availability rows, one per SKU, in SKU order (see ORDERS).
    *
    * @generated from field: repeated holdfast.inventory.v1.Availability availabilities = 1;
    */
@@ -1154,9 +1163,10 @@ export type WatchAvailabilityResponse = Message<"holdfast.inventory.v1.WatchAvai
     case: "initialState";
   } | {
     /**
-     * Latest counters of the SKUs that changed since the previous message.
-     * Versions only increase per SKU; a client may ignore an entry whose
-     * version is not newer than the one it has.
+     * Latest availability rows of the SKUs that changed since the previous
+     * message. Per SKU, Availability.version increases on any change of the
+     * row (stock counters, waitlist counters, demand status); a client
+     * drops an entry whose version is not newer than the one it has.
      *
      * @generated from field: holdfast.inventory.v1.AvailabilityState update = 2;
      */
@@ -1202,7 +1212,7 @@ export type ListAvailabilitySnapshotsRequest = Message<"holdfast.inventory.v1.Li
   pageToken: string;
 
   /**
-   * Only snapshots of this SKU. Empty = every SKU.
+   * Only snapshots of this SKU code (see IDENTIFIERS). Empty = every SKU.
    *
    * @generated from field: string sku = 3;
    */
@@ -1237,7 +1247,8 @@ export const ListAvailabilitySnapshotsRequestSchema: GenMessage<ListAvailability
  */
 export type ListAvailabilitySnapshotsResponse = Message<"holdfast.inventory.v1.ListAvailabilitySnapshotsResponse"> & {
   /**
-   * Snapshots, oldest first.
+   * Snapshots, oldest first: ascending snapshot_time, then SKU order, then
+   * recording order (see ListAvailabilitySnapshots).
    *
    * @generated from field: repeated holdfast.inventory.v1.AvailabilitySnapshot snapshots = 1;
    */
@@ -1265,7 +1276,7 @@ export const ListAvailabilitySnapshotsResponseSchema: GenMessage<ListAvailabilit
  */
 export type CheckConsistencyRequest = Message<"holdfast.inventory.v1.CheckConsistencyRequest"> & {
   /**
-   * SKU codes to check, 0–1000. Empty = every SKU.
+   * SKU codes to check (see IDENTIFIERS), 0–1000. Empty = every SKU.
    *
    * @generated from field: repeated string skus = 1;
    */
@@ -1343,7 +1354,7 @@ export type ListAuditEventsRequest = Message<"holdfast.inventory.v1.ListAuditEve
   pageToken: string;
 
   /**
-   * Only events of this SKU. Empty = any.
+   * Only events of this SKU code (see IDENTIFIERS). Empty = any.
    *
    * @generated from field: string sku = 3;
    */
@@ -1420,29 +1431,30 @@ export const ListAuditEventsResponseSchema: GenMessage<ListAuditEventsResponse> 
  */
 export type JoinWaitlistRequest = Message<"holdfast.inventory.v1.JoinWaitlistRequest"> & {
   /**
-   * Idempotency key. Required.
+   * Idempotency key (see IDENTIFIERS). Required.
    *
    * @generated from field: string request_id = 1;
    */
   requestId: string;
 
   /**
-   * The waiting customer. Required for service callers; for a customer
-   * caller, empty or equal to the token's subject.
+   * The waiting customer (see IDENTIFIERS). Required for service callers;
+   * for a customer caller, empty or equal to the token's subject.
    *
    * @generated from field: string customer_id = 2;
    */
   customerId: string;
 
   /**
-   * The SKU code. Required.
+   * The SKU code (see IDENTIFIERS). Required.
    *
    * @generated from field: string sku = 3;
    */
   sku: string;
 
   /**
-   * Units wanted. 1–1,000,000, and within the SKU's max_units_per_customer.
+   * Units wanted. 1–1,000,000, and within the SKU's max_units_per_customer
+   * (0 = no limit).
    *
    * @generated from field: int32 quantity = 4;
    */
@@ -1507,7 +1519,7 @@ export const JoinWaitlistResponseSchema: GenMessage<JoinWaitlistResponse> = /*@_
  */
 export type LeaveWaitlistRequest = Message<"holdfast.inventory.v1.LeaveWaitlistRequest"> & {
   /**
-   * Idempotency key. Required.
+   * Idempotency key (see IDENTIFIERS). Required.
    *
    * @generated from field: string request_id = 1;
    */
@@ -1620,15 +1632,16 @@ export type ListWaitlistEntriesRequest = Message<"holdfast.inventory.v1.ListWait
   pageToken: string;
 
   /**
-   * Only entries for this SKU (then in queue order). Empty = any.
+   * Only entries for this SKU code (see IDENTIFIERS). Empty = any. Entries
+   * are always listed in queue order (see ListWaitlistEntries).
    *
    * @generated from field: string sku = 3;
    */
   sku: string;
 
   /**
-   * Only this customer's entries. Customer callers: empty or their own
-   * subject.
+   * Only this customer's entries (see IDENTIFIERS). Customer callers: empty
+   * or their own subject.
    *
    * @generated from field: string customer_id = 4;
    */
@@ -1656,7 +1669,8 @@ export const ListWaitlistEntriesRequestSchema: GenMessage<ListWaitlistEntriesReq
  */
 export type ListWaitlistEntriesResponse = Message<"holdfast.inventory.v1.ListWaitlistEntriesResponse"> & {
   /**
-   * The entries.
+   * The entries, in queue order (ascending server-assigned arrival
+   * sequence).
    *
    * @generated from field: repeated holdfast.inventory.v1.WaitlistEntry entries = 1;
    */
@@ -1684,16 +1698,17 @@ export const ListWaitlistEntriesResponseSchema: GenMessage<ListWaitlistEntriesRe
  */
 export type WatchWaitlistRequest = Message<"holdfast.inventory.v1.WatchWaitlistRequest"> & {
   /**
-   * The customer whose entries to follow. Required for admin and service
-   * callers; for a customer caller, empty or equal to the token's subject.
+   * The customer whose entries to follow (see IDENTIFIERS). Required for
+   * admin and service callers; for a customer caller, empty or equal to the
+   * token's subject.
    *
    * @generated from field: string customer_id = 1;
    */
   customerId: string;
 
   /**
-   * Only entries for these SKUs, 0–100. Empty = all of the customer's
-   * entries.
+   * Only entries for these SKU codes (see IDENTIFIERS), 0–100. Empty = all
+   * of the customer's entries.
    *
    * @generated from field: repeated string skus = 2;
    */
@@ -1723,7 +1738,7 @@ export const WatchWaitlistRequestSchema: GenMessage<WatchWaitlistRequest> = /*@_
 export type WaitlistState = Message<"holdfast.inventory.v1.WaitlistState"> & {
   /**
    * Every WAITING and PROMOTED entry of the customer (within the SKU
-   * filter), oldest first.
+   * filter), in queue order (ascending server-assigned arrival sequence).
    *
    * @generated from field: repeated holdfast.inventory.v1.WaitlistEntry entries = 1;
    */
@@ -1852,7 +1867,7 @@ export const WatchWaitlistResponseSchema: GenMessage<WatchWaitlistResponse> = /*
  */
 export type GetFlashSaleReportRequest = Message<"holdfast.inventory.v1.GetFlashSaleReportRequest"> & {
   /**
-   * The SKU code. Required.
+   * The SKU code (see IDENTIFIERS). Required.
    *
    * @generated from field: string sku = 1;
    */
@@ -1999,20 +2014,23 @@ export const WaitlistNotificationTypeSchema: GenEnum<WaitlistNotificationType> =
  * Every RPC may fail with UNAUTHENTICATED (TOKEN_MISSING, TOKEN_INVALID,
  * TOKEN_EXPIRED) or PERMISSION_DENIED (ROLE_NOT_PERMITTED,
  * CUSTOMER_ID_MISMATCH, NOT_RESOURCE_OWNER), INVALID_ARGUMENT / BAD_REQUEST
- * for a field outside its documented limits, and UNAVAILABLE
- * (DATABASE_UNAVAILABLE, OVERLOADED, SHUTTING_DOWN). These are not repeated
+ * for a field outside its documented limits (and, for every mutating RPC,
+ * IDEMPOTENCY_KEY_REUSED), and UNAVAILABLE (DATABASE_UNAVAILABLE,
+ * OVERLOADED, SHUTTING_DOWN). These are not repeated
  * on each RPC below. For a customer caller, an empty customer_id means "me";
  * any other value than the token's subject is CUSTOMER_ID_MISMATCH.
  *
- * IDEMPOTENCY. Every mutating RPC has a `request_id`: 1–128 characters
- * matching `^[A-Za-z0-9._:-]+$` (a UUID is recommended), scoped per caller.
- * The same request_id with the same request replays the recorded outcome
- * (success with `replayed = true`, or the same business refusal with
- * ErrorInfo metadata "replayed" = "true"); with a different request it is
+ * LIMITS. Identifier rules (SKU code, SKU name, customer_id, request_id)
+ * and orders (SKU order, waitlist queue order) are stated once, in the
+ * header of resources.proto (IDENTIFIERS, ORDERS); fields below refer to
+ * them.
+ *
+ * IDEMPOTENCY. Every mutating RPC has a `request_id` (see IDENTIFIERS),
+ * scoped per caller. The same request_id with the same request replays the
+ * recorded outcome (`replayed = true`); with a different request it is
  * INVALID_ARGUMENT / IDEMPOTENCY_KEY_REUSED; concurrent duplicates execute
- * once and all receive the one outcome. Records are kept for a server window
- * (default 24 h) and survive restarts. Errors that are not recorded are
- * listed in errors.proto.
+ * once. The full rules (what is recorded, the replay window, and request
+ * ids that stay taken) are stated once, in errors.proto (IDEMPOTENCY).
  *
  * PAGINATION (AIP-158). List RPCs take `page_size` (0 = default 50; values
  * above 1000 are treated as 1000; negative is INVALID_ARGUMENT) and
@@ -2033,13 +2051,14 @@ export const WaitlistNotificationTypeSchema: GenEnum<WaitlistNotificationType> =
  */
 export const InventoryReservationService: GenService<{
   /**
-   * Creates a SKU with its initial on-hand stock and policy; appends a
-   * SKU_CREATED audit event.
+   * Creates a SKU with its initial on-hand stock and policy. Its
+   * availability row starts at version 1; appends a SKU_CREATED audit event
+   * (version_after = 1), even when the initial stock is 0.
    *
    * Roles: admin. Idempotent by request_id.
    * Errors: ALREADY_EXISTS / SKU_ALREADY_EXISTS; INVALID_ARGUMENT /
-   * BAD_REQUEST, TTL_OUT_OF_RANGE (policy TTLs); UNIMPLEMENTED /
-   * NOT_IMPLEMENTED (unsupported hot_sku_mode).
+   * BAD_REQUEST, TTL_OUT_OF_RANGE (policy durations); UNIMPLEMENTED /
+   * NOT_IMPLEMENTED (a hot_sku_mode not implemented yet).
    *
    * @generated from rpc holdfast.inventory.v1.InventoryReservationService.CreateSku
    */
@@ -2062,7 +2081,7 @@ export const InventoryReservationService: GenService<{
     output: typeof GetSkuResponseSchema;
   },
   /**
-   * Lists SKUs in ascending code order. Paginated.
+   * Lists SKUs in SKU order (see ORDERS). Paginated.
    *
    * Roles: admin, service, customer.
    * Errors: INVALID_ARGUMENT / INVALID_PAGE_TOKEN.
@@ -2081,8 +2100,8 @@ export const InventoryReservationService: GenService<{
    *
    * Roles: admin. Idempotent by request_id.
    * Errors: NOT_FOUND / SKU_NOT_FOUND; INVALID_ARGUMENT /
-   * INVALID_UPDATE_MASK, TTL_OUT_OF_RANGE; UNIMPLEMENTED / NOT_IMPLEMENTED
-   * (unsupported hot_sku_mode).
+   * INVALID_UPDATE_MASK, TTL_OUT_OF_RANGE (policy durations); UNIMPLEMENTED
+   * / NOT_IMPLEMENTED (a hot_sku_mode not implemented yet).
    *
    * @generated from rpc holdfast.inventory.v1.InventoryReservationService.UpdateSku
    */
@@ -2093,9 +2112,10 @@ export const InventoryReservationService: GenService<{
   },
   /**
    * Changes a SKU's on-hand stock by a delta or to an absolute value, with a
-   * reason; optionally compare-and-set on the counter version. Appends a
-   * STOCK_ADJUSTED audit event. Added stock goes to the SKU's waitlist first
-   * (FIFO promotion in the same transaction).
+   * reason; optionally compare-and-set on the availability row's version
+   * (Availability.version). Appends a STOCK_ADJUSTED audit event. Added
+   * stock goes to the SKU's waitlist first (promotion in queue order, in the
+   * same transaction).
    *
    * Roles: admin. Idempotent by request_id.
    * Errors: NOT_FOUND / SKU_NOT_FOUND; FAILED_PRECONDITION /
@@ -2113,7 +2133,8 @@ export const InventoryReservationService: GenService<{
   },
   /**
    * Places a temporary hold on one or many SKU lines for a customer, all or
-   * nothing. Lines naming the same SKU are summed. SKUs short of stock first
+   * nothing. Lines naming the same SKU are summed; the hold's lines are
+   * stored and returned in SKU order (see ORDERS). SKUs short of stock first
    * reclaim their expired holds in the same transaction. If stock is still
    * short and join_waitlist_if_short is set, the customer is put on the
    * waitlist of each short SKU instead of being refused.
@@ -2139,7 +2160,9 @@ export const InventoryReservationService: GenService<{
   /**
    * Moves a HELD hold's expire_time to now + ttl (never earlier than the
    * current expire_time), within the SKU's max_hold_ttl and
-   * max_hold_lifetime. Changes no counter.
+   * max_hold_lifetime. Changes no counter and writes no ledger event (there
+   * is no "extended" AuditOperation); Availability.version does not change.
+   * Only the reservation's expire_time and update_time change.
    *
    * Roles: service, customer (own hold). Idempotent by request_id.
    * Errors: NOT_FOUND / RESERVATION_NOT_FOUND; FAILED_PRECONDITION /
@@ -2191,7 +2214,8 @@ export const InventoryReservationService: GenService<{
   },
   /**
    * Allocates stock directly, without a hold (available → allocated), all or
-   * nothing, with the same line and strategy rules as CreateHold. No
+   * nothing, with the same line and strategy rules as CreateHold (duplicate
+   * SKUs summed, lines stored and returned in SKU order). No
    * waitlist: a short allocation is refused.
    *
    * Roles: service. Idempotent by request_id.
@@ -2271,8 +2295,8 @@ export const InventoryReservationService: GenService<{
     output: typeof ListReservationsResponseSchema;
   },
   /**
-   * Returns the counters of one or many SKUs from one consistent read (one
-   * database snapshot), with their versions and the read time.
+   * Returns the availability rows of one or many SKUs from one consistent
+   * read (one database snapshot), with their versions and the read time.
    *
    * Roles: admin, service, customer.
    * Errors: NOT_FOUND / SKU_NOT_FOUND (every unknown code listed).
@@ -2286,12 +2310,16 @@ export const InventoryReservationService: GenService<{
   },
   /**
    * Streams availability: first the current state of the requested SKUs,
-   * then every change (coalesced under load: each update carries the latest
-   * counters of the SKUs that changed, never an intermediate state newer
-   * than the one sent), from whichever replica or worker made it. When idle,
-   * heartbeats are sent. A client that reconnects receives the current state
-   * first again. The stream ends with UNAVAILABLE / SHUTTING_DOWN on server
-   * shutdown.
+   * then every change of their availability rows, i.e. every new
+   * Availability.version (stock counters, waitlist counters or demand
+   * status), from whichever replica or worker made it. Under load changes
+   * are coalesced: an update carries the latest row of each SKU that
+   * changed, so versions may skip, but never go back. Updates may arrive
+   * more than once or late (e.g. across replicas); a client keeps, per SKU,
+   * the highest version it has seen and drops any update whose version is
+   * not newer. When idle, heartbeats are sent. A client that reconnects
+   * receives the current state first again. The stream ends with
+   * UNAVAILABLE / SHUTTING_DOWN on server shutdown.
    *
    * Roles: admin, service, customer.
    * Errors: NOT_FOUND / SKU_NOT_FOUND; RESOURCE_EXHAUSTED /
@@ -2305,8 +2333,10 @@ export const InventoryReservationService: GenService<{
     output: typeof WatchAvailabilityResponseSchema;
   },
   /**
-   * Lists recorded availability snapshots, ordered by snapshot_time then
-   * SKU, oldest first. Paginated.
+   * Lists recorded availability snapshots, oldest first: ascending by
+   * snapshot_time (the time the pass was taken), then by SKU (SKU order, see
+   * ORDERS); rows of two passes with the same snapshot_time and SKU come in
+   * the order they were recorded. Paginated.
    *
    * Roles: admin, service.
    * Errors: INVALID_ARGUMENT / INVALID_PAGE_TOKEN, BAD_REQUEST (end before
@@ -2352,10 +2382,12 @@ export const InventoryReservationService: GenService<{
     output: typeof ListAuditEventsResponseSchema;
   },
   /**
-   * Puts a customer in a SKU's FIFO waitlist for a quantity. If the entry
-   * can be served at once (nobody waiting ahead and the quantity fits), it
-   * is promoted in the same call: the entry comes back PROMOTED with its
-   * hold. One active entry per customer and SKU.
+   * Puts a customer at the end of a SKU's FIFO waitlist for a quantity: the
+   * server assigns the entry its arrival sequence (queue order, see ORDERS).
+   * If the entry can be served at once (nobody waiting ahead and the
+   * quantity fits), it is promoted in the same call: the entry comes back
+   * PROMOTED with its hold. One active entry per customer and SKU. A join
+   * changes waitlist_length / waitlist_units, hence Availability.version.
    *
    * Roles: service, customer (itself). Idempotent by request_id.
    * Errors: NOT_FOUND / SKU_NOT_FOUND; ALREADY_EXISTS /
@@ -2400,8 +2432,12 @@ export const InventoryReservationService: GenService<{
     output: typeof GetWaitlistEntryResponseSchema;
   },
   /**
-   * Lists waitlist entries. With a SKU filter they come in queue order
-   * (create_time ascending); otherwise newest first. Paginated.
+   * Lists waitlist entries in queue order: ascending by the arrival
+   * sequence the server assigned at creation (see ORDERS), not by
+   * create_time. Within one SKU this is the SKU's queue order, so with a SKU
+   * filter and statuses = [WAITING] the entries come with positions 1, 2,
+   * 3...; without a SKU filter, entries of different SKUs are interleaved
+   * in arrival order. Paginated.
    *
    * Roles: admin, service, customer (customer_id forced to the subject).
    * Errors: INVALID_ARGUMENT / INVALID_PAGE_TOKEN.

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file holdfast/worker/v1/worker.proto.
  */
 export const file_holdfast_worker_v1_worker: GenFile = /*@__PURE__*/
-  fileDesc("Ch9ob2xkZmFzdC93b3JrZXIvdjEvd29ya2VyLnByb3RvEhJob2xkZmFzdC53b3JrZXIudjEinAIKC0V4cGlyeVN3ZWVwEhEKCXdvcmtlcl9pZBgBIAEoCRIuCgpzdGFydF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNaG9sZHNfZXhwaXJlZBgEIAEoAxIWCg51bml0c19yZXR1cm5lZBgFIAEoAxIPCgdiYXRjaGVzGAYgASgFEhsKE3dhaXRsaXN0X3Byb21vdGlvbnMYByABKAMSPwoKZXhwaXJ5X2xhZxgIIAEoCzIrLmhvbGRmYXN0LmludmVudG9yeS52MS5EdXJhdGlvbkRpc3RyaWJ1dGlvbiJSChVSdW5FeHBpcnlTd2VlcFJlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoCRIRCgltYXhfaG9sZHMYAiABKAMSEgoKYmF0Y2hfc2l6ZRgDIAEoBSJaChZSdW5FeHBpcnlTd2VlcFJlc3BvbnNlEi4KBXN3ZWVwGAEgASgLMh8uaG9sZGZhc3Qud29ya2VyLnYxLkV4cGlyeVN3ZWVwEhAKCHJlcGxheWVkGAIgASgIIvcCChVSZWNvbmNpbGlhdGlvbkZpbmRpbmcSCwoDc2t1GAEgASgJEjgKB2NvdW50ZXIYAiABKA4yJy5ob2xkZmFzdC5pbnZlbnRvcnkudjEuSW52ZW50b3J5Q291bnRlchI9CgRraW5kGAMgASgOMi8uaG9sZGZhc3QuaW52ZW50b3J5LnYxLkNvbnNpc3RlbmN5VmlvbGF0aW9uS2luZBIUCgxzdG9yZWRfdmFsdWUYBCABKAMSHQoQdmFsdWVfZnJvbV9saW5lcxgFIAEoA0gAiAEBEh4KEXZhbHVlX2Zyb21fbGVkZ2VyGAYgASgDSAGIAQESFwoPY29ycmVjdGVkX3ZhbHVlGAcgASgDEhAKCHJlcGFpcmVkGAggASgIEh0KFXJlcGFpcl9hdWRpdF9ldmVudF9pZBgJIAEoAxIOCgZkZXRhaWwYCiABKAlCEwoRX3ZhbHVlX2Zyb21fbGluZXNCFAoSX3ZhbHVlX2Zyb21fbGVkZ2VyItUEChFSZWNvbmNpbGlhdGlvblJ1bhIKCgJpZBgBIAEoCRI0CgRtb2RlGAIgASgOMiYuaG9sZGZhc3Qud29ya2VyLnYxLlJlY29uY2lsaWF0aW9uTW9kZRI7CgZzdGF0dXMYAyABKA4yKy5ob2xkZmFzdC53b3JrZXIudjEuUmVjb25jaWxpYXRpb25SdW5TdGF0dXMSOgoHdHJpZ2dlchgEIAEoDjIpLmhvbGRmYXN0Lndvcmtlci52MS5SZWNvbmNpbGlhdGlvblRyaWdnZXISDAoEc2t1cxgFIAMoCRIvCgtjcmVhdGVfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKc3RhcnRfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhQKDHNrdXNfY2hlY2tlZBgJIAEoAxIaChJza3VzX3dpdGhfZmluZGluZ3MYCiABKAMSFQoNZmluZGluZ19jb3VudBgLIAEoAxIWCg5yZXBhaXJlZF9jb3VudBgMIAEoAxI7CghmaW5kaW5ncxgNIAMoCzIpLmhvbGRmYXN0Lndvcmtlci52MS5SZWNvbmNpbGlhdGlvbkZpbmRpbmcSDQoFZXJyb3IYDiABKAkSEQoJd29ya2VyX2lkGA8gASgJEhQKDHJlcXVlc3RlZF9ieRgQIAEoCRISCgpyZXF1ZXN0X2lkGBEgASgJIo4BChhSdW5SZWNvbmNpbGlhdGlvblJlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoCRI0CgRtb2RlGAIgASgOMiYuaG9sZGZhc3Qud29ya2VyLnYxLlJlY29uY2lsaWF0aW9uTW9kZRIMCgRza3VzGAMgAygJEhoKEnJldHVybl9pbW1lZGlhdGVseRgEIAEoCCJhChlSdW5SZWNvbmNpbGlhdGlvblJlc3BvbnNlEjIKA3J1bhgBIAEoCzIlLmhvbGRmYXN0Lndvcmtlci52MS5SZWNvbmNpbGlhdGlvblJ1bhIQCghyZXBsYXllZBgCIAEoCCItChtHZXRSZWNvbmNpbGlhdGlvblJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJIlIKHEdldFJlY29uY2lsaWF0aW9uUnVuUmVzcG9uc2USMgoDcnVuGAEgASgLMiUuaG9sZGZhc3Qud29ya2VyLnYxLlJlY29uY2lsaWF0aW9uUnVuIrsBCh1MaXN0UmVjb25jaWxpYXRpb25SdW5zUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCRI9CghzdGF0dXNlcxgDIAMoDjIrLmhvbGRmYXN0Lndvcmtlci52MS5SZWNvbmNpbGlhdGlvblJ1blN0YXR1cxI0CgRtb2RlGAQgASgOMiYuaG9sZGZhc3Qud29ya2VyLnYxLlJlY29uY2lsaWF0aW9uTW9kZSJuCh5MaXN0UmVjb25jaWxpYXRpb25SdW5zUmVzcG9uc2USMwoEcnVucxgBIAMoCzIlLmhvbGRmYXN0Lndvcmtlci52MS5SZWNvbmNpbGlhdGlvblJ1bhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiNwoTVGFrZVNuYXBzaG90UmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJEgwKBHNrdXMYAiADKAkijgEKFFRha2VTbmFwc2hvdFJlc3BvbnNlEhcKD3NuYXBzaG90X3J1bl9pZBgBIAEoCRIxCg1zbmFwc2hvdF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIYChBza3VzX3NuYXBzaG90dGVkGAMgASgDEhAKCHJlcGxheWVkGAQgASgIIhgKFkdldFdvcmtlclN0YXR1c1JlcXVlc3QimQEKDVdvcmtlclJlcGxpY2ESEQoJd29ya2VyX2lkGAEgASgJEgwKBGhvc3QYAiABKAkSLgoKc3RhcnRfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNwoTbGFzdF9oZWFydGJlYXRfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAirwcKDFdvcmtlclN0YXR1cxIRCgl3b3JrZXJfaWQYASABKAkSDwoHdmVyc2lvbhgCIAEoCRIuCgpzdGFydF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIzCg9sYXN0X3N3ZWVwX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjMKCmxhc3Rfc3dlZXAYBSABKAsyHy5ob2xkZmFzdC53b3JrZXIudjEuRXhwaXJ5U3dlZXASGwoTaG9sZHNfZXhwaXJlZF90b3RhbBgGIAEoAxIUCgxzd2VlcHNfdG90YWwYByABKAMSPwoKZXhwaXJ5X2xhZxgIIAEoCzIrLmhvbGRmYXN0LmludmVudG9yeS52MS5EdXJhdGlvbkRpc3RyaWJ1dGlvbhI0ChFleHBpcnlfbGFnX3dpbmRvdxgJIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIVCg1vdmVyZHVlX2hvbGRzGAogASgDEjEKDm9sZGVzdF9vdmVyZHVlGAsgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjQKEG5leHRfZXhwaXJlX3RpbWUYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCWxpc3RlbmluZxgNIAEoCBJCChNsYXN0X3JlY29uY2lsaWF0aW9uGA4gASgLMiUuaG9sZGZhc3Qud29ya2VyLnYxLlJlY29uY2lsaWF0aW9uUnVuEjoKF3JlY29uY2lsaWF0aW9uX2ludGVydmFsGA8gASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjYKEmxhc3Rfc25hcHNob3RfdGltZRgQIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNAoRc25hcHNob3RfaW50ZXJ2YWwYESABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SNwoTbGFzdF9yZXRlbnRpb25fdGltZRgSIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKAogaWRlbXBvdGVuY3lfcmVjb3Jkc19wcnVuZWRfdG90YWwYEyABKAMSHgoWc25hcHNob3RzX3BydW5lZF90b3RhbBgUIAEoAxIzCghyZXBsaWNhcxgVIAMoCzIhLmhvbGRmYXN0Lndvcmtlci52MS5Xb3JrZXJSZXBsaWNhIksKF0dldFdvcmtlclN0YXR1c1Jlc3BvbnNlEjAKBnN0YXR1cxgBIAEoCzIgLmhvbGRmYXN0Lndvcmtlci52MS5Xb3JrZXJTdGF0dXMqeAoSUmVjb25jaWxpYXRpb25Nb2RlEiMKH1JFQ09OQ0lMSUFUSU9OX01PREVfVU5TUEVDSUZJRUQQABIdChlSRUNPTkNJTElBVElPTl9NT0RFX0NIRUNLEAESHgoaUkVDT05DSUxJQVRJT05fTU9ERV9SRVBBSVIQAirZAQoXUmVjb25jaWxpYXRpb25SdW5TdGF0dXMSKQolUkVDT05DSUxJQVRJT05fUlVOX1NUQVRVU19VTlNQRUNJRklFRBAAEiUKIVJFQ09OQ0lMSUFUSU9OX1JVTl9TVEFUVVNfUlVOTklORxABEiAKHFJFQ09OQ0lMSUFUSU9OX1JVTl9TVEFUVVNfT0sQAhIkCiBSRUNPTkNJTElBVElPTl9SVU5fU1RBVFVTX0lTU1VFUxADEiQKIFJFQ09OQ0lMSUFUSU9OX1JVTl9TVEFUVVNfRkFJTEVEEAQqiwEKFVJlY29uY2lsaWF0aW9uVHJpZ2dlchImCiJSRUNPTkNJTElBVElPTl9UUklHR0VSX1VOU1BFQ0lGSUVEEAASJAogUkVDT05DSUxJQVRJT05fVFJJR0dFUl9TQ0hFRFVMRUQQARIkCiBSRUNPTkNJTElBVElPTl9UUklHR0VSX09OX0RFTUFORBACMrsFChNFeHBpcnlXb3JrZXJTZXJ2aWNlEmcKDlJ1bkV4cGlyeVN3ZWVwEikuaG9sZGZhc3Qud29ya2VyLnYxLlJ1bkV4cGlyeVN3ZWVwUmVxdWVzdBoqLmhvbGRmYXN0Lndvcmtlci52MS5SdW5FeHBpcnlTd2VlcFJlc3BvbnNlEnAKEVJ1blJlY29uY2lsaWF0aW9uEiwuaG9sZGZhc3Qud29ya2VyLnYxLlJ1blJlY29uY2lsaWF0aW9uUmVxdWVzdBotLmhvbGRmYXN0Lndvcmtlci52MS5SdW5SZWNvbmNpbGlhdGlvblJlc3BvbnNlEnkKFEdldFJlY29uY2lsaWF0aW9uUnVuEi8uaG9sZGZhc3Qud29ya2VyLnYxLkdldFJlY29uY2lsaWF0aW9uUnVuUmVxdWVzdBowLmhvbGRmYXN0Lndvcmtlci52MS5HZXRSZWNvbmNpbGlhdGlvblJ1blJlc3BvbnNlEn8KFkxpc3RSZWNvbmNpbGlhdGlvblJ1bnMSMS5ob2xkZmFzdC53b3JrZXIudjEuTGlzdFJlY29uY2lsaWF0aW9uUnVuc1JlcXVlc3QaMi5ob2xkZmFzdC53b3JrZXIudjEuTGlzdFJlY29uY2lsaWF0aW9uUnVuc1Jlc3BvbnNlEmEKDFRha2VTbmFwc2hvdBInLmhvbGRmYXN0Lndvcmtlci52MS5UYWtlU25hcHNob3RSZXF1ZXN0GiguaG9sZGZhc3Qud29ya2VyLnYxLlRha2VTbmFwc2hvdFJlc3BvbnNlEmoKD0dldFdvcmtlclN0YXR1cxIqLmhvbGRmYXN0Lndvcmtlci52MS5HZXRXb3JrZXJTdGF0dXNSZXF1ZXN0GisuaG9sZGZhc3Qud29ya2VyLnYxLkdldFdvcmtlclN0YXR1c1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_holdfast_inventory_v1_resources]);
+  fileDesc("Ch9ob2xkZmFzdC93b3JrZXIvdjEvd29ya2VyLnByb3RvEhJob2xkZmFzdC53b3JrZXIudjEinAIKC0V4cGlyeVN3ZWVwEhEKCXdvcmtlcl9pZBgBIAEoCRIuCgpzdGFydF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNaG9sZHNfZXhwaXJlZBgEIAEoAxIWCg51bml0c19yZXR1cm5lZBgFIAEoAxIPCgdiYXRjaGVzGAYgASgFEhsKE3dhaXRsaXN0X3Byb21vdGlvbnMYByABKAMSPwoKZXhwaXJ5X2xhZxgIIAEoCzIrLmhvbGRmYXN0LmludmVudG9yeS52MS5EdXJhdGlvbkRpc3RyaWJ1dGlvbiJSChVSdW5FeHBpcnlTd2VlcFJlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoCRIRCgltYXhfaG9sZHMYAiABKAMSEgoKYmF0Y2hfc2l6ZRgDIAEoBSJaChZSdW5FeHBpcnlTd2VlcFJlc3BvbnNlEi4KBXN3ZWVwGAEgASgLMh8uaG9sZGZhc3Qud29ya2VyLnYxLkV4cGlyeVN3ZWVwEhAKCHJlcGxheWVkGAIgASgIIvcCChVSZWNvbmNpbGlhdGlvbkZpbmRpbmcSCwoDc2t1GAEgASgJEjgKB2NvdW50ZXIYAiABKA4yJy5ob2xkZmFzdC5pbnZlbnRvcnkudjEuSW52ZW50b3J5Q291bnRlchI9CgRraW5kGAMgASgOMi8uaG9sZGZhc3QuaW52ZW50b3J5LnYxLkNvbnNpc3RlbmN5VmlvbGF0aW9uS2luZBIUCgxzdG9yZWRfdmFsdWUYBCABKAMSHQoQdmFsdWVfZnJvbV9saW5lcxgFIAEoA0gAiAEBEh4KEXZhbHVlX2Zyb21fbGVkZ2VyGAYgASgDSAGIAQESFwoPY29ycmVjdGVkX3ZhbHVlGAcgASgDEhAKCHJlcGFpcmVkGAggASgIEh0KFXJlcGFpcl9hdWRpdF9ldmVudF9pZBgJIAEoAxIOCgZkZXRhaWwYCiABKAlCEwoRX3ZhbHVlX2Zyb21fbGluZXNCFAoSX3ZhbHVlX2Zyb21fbGVkZ2VyIowFChFSZWNvbmNpbGlhdGlvblJ1bhIKCgJpZBgBIAEoCRI0CgRtb2RlGAIgASgOMiYuaG9sZGZhc3Qud29ya2VyLnYxLlJlY29uY2lsaWF0aW9uTW9kZRI7CgZzdGF0dXMYAyABKA4yKy5ob2xkZmFzdC53b3JrZXIudjEuUmVjb25jaWxpYXRpb25SdW5TdGF0dXMSOgoHdHJpZ2dlchgEIAEoDjIpLmhvbGRmYXN0Lndvcmtlci52MS5SZWNvbmNpbGlhdGlvblRyaWdnZXISDAoEc2t1cxgFIAMoCRIvCgtjcmVhdGVfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKc3RhcnRfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhQKDHNrdXNfY2hlY2tlZBgJIAEoAxIaChJza3VzX3dpdGhfZmluZGluZ3MYCiABKAMSFQoNZmluZGluZ19jb3VudBgLIAEoAxIWCg5yZXBhaXJlZF9jb3VudBgMIAEoAxI7CghmaW5kaW5ncxgNIAMoCzIpLmhvbGRmYXN0Lndvcmtlci52MS5SZWNvbmNpbGlhdGlvbkZpbmRpbmcSDQoFZXJyb3IYDiABKAkSEQoJd29ya2VyX2lkGA8gASgJEhQKDHJlcXVlc3RlZF9ieRgQIAEoCRISCgpyZXF1ZXN0X2lkGBEgASgJEjUKEWxlYXNlX2V4cGlyZV90aW1lGBIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKOAQoYUnVuUmVjb25jaWxpYXRpb25SZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkSNAoEbW9kZRgCIAEoDjImLmhvbGRmYXN0Lndvcmtlci52MS5SZWNvbmNpbGlhdGlvbk1vZGUSDAoEc2t1cxgDIAMoCRIaChJyZXR1cm5faW1tZWRpYXRlbHkYBCABKAgiYQoZUnVuUmVjb25jaWxpYXRpb25SZXNwb25zZRIyCgNydW4YASABKAsyJS5ob2xkZmFzdC53b3JrZXIudjEuUmVjb25jaWxpYXRpb25SdW4SEAoIcmVwbGF5ZWQYAiABKAgiLQobR2V0UmVjb25jaWxpYXRpb25SdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCSJSChxHZXRSZWNvbmNpbGlhdGlvblJ1blJlc3BvbnNlEjIKA3J1bhgBIAEoCzIlLmhvbGRmYXN0Lndvcmtlci52MS5SZWNvbmNpbGlhdGlvblJ1biK7AQodTGlzdFJlY29uY2lsaWF0aW9uUnVuc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSPQoIc3RhdHVzZXMYAyADKA4yKy5ob2xkZmFzdC53b3JrZXIudjEuUmVjb25jaWxpYXRpb25SdW5TdGF0dXMSNAoEbW9kZRgEIAEoDjImLmhvbGRmYXN0Lndvcmtlci52MS5SZWNvbmNpbGlhdGlvbk1vZGUibgoeTGlzdFJlY29uY2lsaWF0aW9uUnVuc1Jlc3BvbnNlEjMKBHJ1bnMYASADKAsyJS5ob2xkZmFzdC53b3JrZXIudjEuUmVjb25jaWxpYXRpb25SdW4SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIjcKE1Rha2VTbmFwc2hvdFJlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoCRIMCgRza3VzGAIgAygJIo4BChRUYWtlU25hcHNob3RSZXNwb25zZRIXCg9zbmFwc2hvdF9ydW5faWQYASABKAkSMQoNc25hcHNob3RfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGAoQc2t1c19zbmFwc2hvdHRlZBgDIAEoAxIQCghyZXBsYXllZBgEIAEoCCIYChZHZXRXb3JrZXJTdGF0dXNSZXF1ZXN0IpkBCg1Xb3JrZXJSZXBsaWNhEhEKCXdvcmtlcl9pZBgBIAEoCRIMCgRob3N0GAIgASgJEi4KCnN0YXJ0X3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjcKE2xhc3RfaGVhcnRiZWF0X3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIq8HCgxXb3JrZXJTdGF0dXMSEQoJd29ya2VyX2lkGAEgASgJEg8KB3ZlcnNpb24YAiABKAkSLgoKc3RhcnRfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMwoPbGFzdF9zd2VlcF90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIzCgpsYXN0X3N3ZWVwGAUgASgLMh8uaG9sZGZhc3Qud29ya2VyLnYxLkV4cGlyeVN3ZWVwEhsKE2hvbGRzX2V4cGlyZWRfdG90YWwYBiABKAMSFAoMc3dlZXBzX3RvdGFsGAcgASgDEj8KCmV4cGlyeV9sYWcYCCABKAsyKy5ob2xkZmFzdC5pbnZlbnRvcnkudjEuRHVyYXRpb25EaXN0cmlidXRpb24SNAoRZXhwaXJ5X2xhZ193aW5kb3cYCSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SFQoNb3ZlcmR1ZV9ob2xkcxgKIAEoAxIxCg5vbGRlc3Rfb3ZlcmR1ZRgLIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhI0ChBuZXh0X2V4cGlyZV90aW1lGAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglsaXN0ZW5pbmcYDSABKAgSQgoTbGFzdF9yZWNvbmNpbGlhdGlvbhgOIAEoCzIlLmhvbGRmYXN0Lndvcmtlci52MS5SZWNvbmNpbGlhdGlvblJ1bhI6ChdyZWNvbmNpbGlhdGlvbl9pbnRlcnZhbBgPIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhI2ChJsYXN0X3NuYXBzaG90X3RpbWUYECABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjQKEXNuYXBzaG90X2ludGVydmFsGBEgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjcKE2xhc3RfcmV0ZW50aW9uX3RpbWUYEiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEigKIGlkZW1wb3RlbmN5X3JlY29yZHNfcHJ1bmVkX3RvdGFsGBMgASgDEh4KFnNuYXBzaG90c19wcnVuZWRfdG90YWwYFCABKAMSMwoIcmVwbGljYXMYFSADKAsyIS5ob2xkZmFzdC53b3JrZXIudjEuV29ya2VyUmVwbGljYSJLChdHZXRXb3JrZXJTdGF0dXNSZXNwb25zZRIwCgZzdGF0dXMYASABKAsyIC5ob2xkZmFzdC53b3JrZXIudjEuV29ya2VyU3RhdHVzKngKElJlY29uY2lsaWF0aW9uTW9kZRIjCh9SRUNPTkNJTElBVElPTl9NT0RFX1VOU1BFQ0lGSUVEEAASHQoZUkVDT05DSUxJQVRJT05fTU9ERV9DSEVDSxABEh4KGlJFQ09OQ0lMSUFUSU9OX01PREVfUkVQQUlSEAIq2QEKF1JlY29uY2lsaWF0aW9uUnVuU3RhdHVzEikKJVJFQ09OQ0lMSUFUSU9OX1JVTl9TVEFUVVNfVU5TUEVDSUZJRUQQABIlCiFSRUNPTkNJTElBVElPTl9SVU5fU1RBVFVTX1JVTk5JTkcQARIgChxSRUNPTkNJTElBVElPTl9SVU5fU1RBVFVTX09LEAISJAogUkVDT05DSUxJQVRJT05fUlVOX1NUQVRVU19JU1NVRVMQAxIkCiBSRUNPTkNJTElBVElPTl9SVU5fU1RBVFVTX0ZBSUxFRBAEKosBChVSZWNvbmNpbGlhdGlvblRyaWdnZXISJgoiUkVDT05DSUxJQVRJT05fVFJJR0dFUl9VTlNQRUNJRklFRBAAEiQKIFJFQ09OQ0lMSUFUSU9OX1RSSUdHRVJfU0NIRURVTEVEEAESJAogUkVDT05DSUxJQVRJT05fVFJJR0dFUl9PTl9ERU1BTkQQAjK7BQoTRXhwaXJ5V29ya2VyU2VydmljZRJnCg5SdW5FeHBpcnlTd2VlcBIpLmhvbGRmYXN0Lndvcmtlci52MS5SdW5FeHBpcnlTd2VlcFJlcXVlc3QaKi5ob2xkZmFzdC53b3JrZXIudjEuUnVuRXhwaXJ5U3dlZXBSZXNwb25zZRJwChFSdW5SZWNvbmNpbGlhdGlvbhIsLmhvbGRmYXN0Lndvcmtlci52MS5SdW5SZWNvbmNpbGlhdGlvblJlcXVlc3QaLS5ob2xkZmFzdC53b3JrZXIudjEuUnVuUmVjb25jaWxpYXRpb25SZXNwb25zZRJ5ChRHZXRSZWNvbmNpbGlhdGlvblJ1bhIvLmhvbGRmYXN0Lndvcmtlci52MS5HZXRSZWNvbmNpbGlhdGlvblJ1blJlcXVlc3QaMC5ob2xkZmFzdC53b3JrZXIudjEuR2V0UmVjb25jaWxpYXRpb25SdW5SZXNwb25zZRJ/ChZMaXN0UmVjb25jaWxpYXRpb25SdW5zEjEuaG9sZGZhc3Qud29ya2VyLnYxLkxpc3RSZWNvbmNpbGlhdGlvblJ1bnNSZXF1ZXN0GjIuaG9sZGZhc3Qud29ya2VyLnYxLkxpc3RSZWNvbmNpbGlhdGlvblJ1bnNSZXNwb25zZRJhCgxUYWtlU25hcHNob3QSJy5ob2xkZmFzdC53b3JrZXIudjEuVGFrZVNuYXBzaG90UmVxdWVzdBooLmhvbGRmYXN0Lndvcmtlci52MS5UYWtlU25hcHNob3RSZXNwb25zZRJqCg9HZXRXb3JrZXJTdGF0dXMSKi5ob2xkZmFzdC53b3JrZXIudjEuR2V0V29ya2VyU3RhdHVzUmVxdWVzdBorLmhvbGRmYXN0Lndvcmtlci52MS5HZXRXb3JrZXJTdGF0dXNSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_holdfast_inventory_v1_resources]);
 
 /**
  * Result of one expiry sweep (on demand or background).
@@ -94,7 +94,7 @@ export const ExpirySweepSchema: GenMessage<ExpirySweep> = /*@__PURE__*/
  */
 export type RunExpirySweepRequest = Message<"holdfast.worker.v1.RunExpirySweepRequest"> & {
   /**
-   * Idempotency key. Required.
+   * Idempotency key (see IDENTIFIERS). Required.
    *
    * @generated from field: string request_id = 1;
    */
@@ -241,7 +241,8 @@ export const ReconciliationFindingSchema: GenMessage<ReconciliationFinding> = /*
   messageDesc(file_holdfast_worker_v1_worker, 3);
 
 /**
- * One reconciliation run.
+ * One reconciliation run. Lifecycle: RUNNING → OK | ISSUES | FAILED; a
+ * RUNNING run whose worker died becomes FAILED when its lease expires.
  *
  * @generated from message holdfast.worker.v1.ReconciliationRun
  */
@@ -275,7 +276,8 @@ export type ReconciliationRun = Message<"holdfast.worker.v1.ReconciliationRun"> 
   trigger: ReconciliationTrigger;
 
   /**
-   * The SKUs the run was asked to check. Empty = every SKU.
+   * The SKU codes the run was asked to check, in SKU order. Empty = every
+   * SKU.
    *
    * @generated from field: repeated string skus = 5;
    */
@@ -296,7 +298,8 @@ export type ReconciliationRun = Message<"holdfast.worker.v1.ReconciliationRun"> 
   startTime?: Timestamp | undefined;
 
   /**
-   * When it finished (unset while RUNNING).
+   * When it finished, or was ended FAILED after its lease expired (unset
+   * while RUNNING).
    *
    * @generated from field: google.protobuf.Timestamp end_time = 8;
    */
@@ -340,14 +343,16 @@ export type ReconciliationRun = Message<"holdfast.worker.v1.ReconciliationRun"> 
   findings: ReconciliationFinding[];
 
   /**
-   * Why the run FAILED. Empty otherwise.
+   * Why the run FAILED (non-empty then). Empty otherwise. For a run whose
+   * worker died: "worker <worker_id> stopped: lease expired at <RFC 3339
+   * time>".
    *
    * @generated from field: string error = 14;
    */
   error: string;
 
   /**
-   * The replica that ran it.
+   * The replica that ran it (holds the lease while RUNNING).
    *
    * @generated from field: string worker_id = 15;
    */
@@ -366,6 +371,17 @@ export type ReconciliationRun = Message<"holdfast.worker.v1.ReconciliationRun"> 
    * @generated from field: string request_id = 17;
    */
   requestId: string;
+
+  /**
+   * While RUNNING: when the run's lease expires unless worker_id renews it
+   * (the worker renews it well before, while it works). Past this time
+   * without renewal the run is ended FAILED (see
+   * RECONCILIATION_RUN_STATUS_FAILED). After the run ends: the last lease
+   * expiry it held.
+   *
+   * @generated from field: google.protobuf.Timestamp lease_expire_time = 18;
+   */
+  leaseExpireTime?: Timestamp | undefined;
 };
 
 /**
@@ -382,7 +398,7 @@ export const ReconciliationRunSchema: GenMessage<ReconciliationRun> = /*@__PURE_
  */
 export type RunReconciliationRequest = Message<"holdfast.worker.v1.RunReconciliationRequest"> & {
   /**
-   * Idempotency key. Required.
+   * Idempotency key (see IDENTIFIERS). Required.
    *
    * @generated from field: string request_id = 1;
    */
@@ -396,7 +412,7 @@ export type RunReconciliationRequest = Message<"holdfast.worker.v1.RunReconcilia
   mode: ReconciliationMode;
 
   /**
-   * Only these SKU codes, 0–10,000. Empty = every SKU.
+   * Only these SKU codes (see IDENTIFIERS), 0–10,000. Empty = every SKU.
    *
    * @generated from field: repeated string skus = 3;
    */
@@ -405,7 +421,8 @@ export type RunReconciliationRequest = Message<"holdfast.worker.v1.RunReconcilia
   /**
    * When false (default), the call returns when the run has finished. When
    * true, it returns at once with the run RUNNING; poll
-   * GetReconciliationRun.
+   * GetReconciliationRun (a run whose worker dies ends FAILED once its
+   * lease expires).
    *
    * @generated from field: bool return_immediately = 4;
    */
@@ -567,14 +584,14 @@ export const ListReconciliationRunsResponseSchema: GenMessage<ListReconciliation
  */
 export type TakeSnapshotRequest = Message<"holdfast.worker.v1.TakeSnapshotRequest"> & {
   /**
-   * Idempotency key. Required.
+   * Idempotency key (see IDENTIFIERS). Required.
    *
    * @generated from field: string request_id = 1;
    */
   requestId: string;
 
   /**
-   * Only these SKU codes, 0–10,000. Empty = every SKU.
+   * Only these SKU codes (see IDENTIFIERS), 0–10,000. Empty = every SKU.
    *
    * @generated from field: repeated string skus = 2;
    */
@@ -595,7 +612,7 @@ export const TakeSnapshotRequestSchema: GenMessage<TakeSnapshotRequest> = /*@__P
  */
 export type TakeSnapshotResponse = Message<"holdfast.worker.v1.TakeSnapshotResponse"> & {
   /**
-   * Id shared by the snapshot rows of this pass
+   * UUID of this pass, shared by its snapshot rows
    * (AvailabilitySnapshot.snapshot_run_id).
    *
    * @generated from field: string snapshot_run_id = 1;
@@ -926,21 +943,21 @@ export enum ReconciliationRunStatus {
   UNSPECIFIED = 0,
 
   /**
-   * In progress.
+   * In progress on worker_id, which renews the run's lease while it works.
    *
    * @generated from enum value: RECONCILIATION_RUN_STATUS_RUNNING = 1;
    */
   RUNNING = 1,
 
   /**
-   * Finished; no drift found.
+   * Final. Finished; no drift found.
    *
    * @generated from enum value: RECONCILIATION_RUN_STATUS_OK = 2;
    */
   OK = 2,
 
   /**
-   * Finished; drift found (and, in REPAIR mode, see each finding's
+   * Final. Finished; drift found (and, in REPAIR mode, see each finding's
    * `repaired`).
    *
    * @generated from enum value: RECONCILIATION_RUN_STATUS_ISSUES = 3;
@@ -948,8 +965,13 @@ export enum ReconciliationRunStatus {
   ISSUES = 3,
 
   /**
-   * Did not finish (see `error`). Findings recorded before the failure are
-   * kept; repairs already committed stay committed.
+   * Final. Did not finish (see `error`). Findings recorded before the
+   * failure are kept; repairs already committed stay committed. This
+   * includes a run whose worker replica died or stopped: once the run's
+   * lease (lease_expire_time) has expired without renewal, the run is ended
+   * FAILED (by any replica, or by the next call that finds it) with an
+   * error saying the worker stopped, e.g. "worker <worker_id> stopped: lease
+   * expired at <RFC 3339 time>", and no longer blocks new runs.
    *
    * @generated from enum value: RECONCILIATION_RUN_STATUS_FAILED = 4;
    */
@@ -1008,10 +1030,14 @@ export const ReconciliationTriggerSchema: GenEnum<ReconciliationTrigger> = /*@__
  *
  * Errors carry google.rpc.ErrorInfo with domain "holdfast.inventory.v1" and
  * a reason from holdfast.inventory.v1.ErrorReason (one table for all
- * Holdfast services). Mutating RPCs take a `request_id` with the same
- * idempotency rules as the reservation service (scoped per caller, replay
- * with `replayed = true`, IDEMPOTENCY_KEY_REUSED for a different request).
- * Pagination follows AIP-158 as in the reservation service.
+ * Holdfast services). Identifier rules ("see IDENTIFIERS": SKU codes,
+ * request_id) and orders (SKU order) are those of holdfast.inventory.v1,
+ * stated in the header of holdfast/inventory/v1/resources.proto. Mutating
+ * RPCs take a `request_id` with the idempotency rules stated once in
+ * holdfast/inventory/v1/errors.proto (IDEMPOTENCY): scoped per caller,
+ * replay with `replayed = true` within the window, IDEMPOTENCY_KEY_REUSED
+ * for a different request. Pagination follows AIP-158 as in the
+ * reservation service.
  *
  * @generated from service holdfast.worker.v1.ExpiryWorkerService
  */
@@ -1040,12 +1066,16 @@ export const ExpiryWorkerService: GenService<{
    * reservation lines and from the ledger and records the findings. In
    * REPAIR mode, drift is corrected only through compensating
    * RECONCILIATION_REPAIR ledger events (never a silent overwrite), after
-   * which CheckConsistency is clean for the repaired SKUs.
+   * which CheckConsistency is clean for the repaired SKUs. The replica
+   * running a run holds a lease on it and renews it while working; if that
+   * replica dies, the run ends FAILED once its lease expires (see
+   * ReconciliationRun), and a new overlapping run can then start.
    *
    * Roles: admin. Idempotent by request_id (a replay returns the same run,
    * in its current state).
    * Errors: NOT_FOUND / SKU_NOT_FOUND; FAILED_PRECONDITION /
-   * RECONCILIATION_IN_PROGRESS (an overlapping run is RUNNING);
+   * RECONCILIATION_IN_PROGRESS (an overlapping run is RUNNING with a live
+   * lease);
    * INVALID_ARGUMENT / BAD_REQUEST.
    *
    * @generated from rpc holdfast.worker.v1.ExpiryWorkerService.RunReconciliation
@@ -1069,7 +1099,8 @@ export const ExpiryWorkerService: GenService<{
     output: typeof GetReconciliationRunResponseSchema;
   },
   /**
-   * Lists reconciliation runs, newest first (create_time descending), without
+   * Lists reconciliation runs, newest first (create_time descending, then
+   * id), without
    * their findings (see finding_count; fetch them with GetReconciliationRun).
    * Paginated.
    *
@@ -1084,9 +1115,10 @@ export const ExpiryWorkerService: GenService<{
     output: typeof ListReconciliationRunsResponseSchema;
   },
   /**
-   * Takes an availability snapshot now: the counters of all (or the given)
-   * SKUs from one consistent read, stored with trigger ON_DEMAND and
-   * readable through InventoryReservationService.ListAvailabilitySnapshots.
+   * Takes an availability snapshot pass now: the availability rows of all
+   * (or the given) SKUs from one consistent read, stored with trigger
+   * ON_DEMAND under one new snapshot_run_id (a UUID), and readable through
+   * InventoryReservationService.ListAvailabilitySnapshots.
    *
    * Roles: admin. Idempotent by request_id.
    * Errors: NOT_FOUND / SKU_NOT_FOUND.
