@@ -3,7 +3,7 @@ import type { DescService } from "@bufbuild/protobuf";
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import { ErrorReason } from "@holdfast/contracts";
-import { ErrorInfoSchema } from "@holdfast/contracts/rpc";
+import { ErrorInfoSchema, RequestInfoSchema } from "@holdfast/contracts/rpc";
 import { isServerFault, rpcError, toConnectError } from "./errors.js";
 import type { Metrics } from "./metrics.js";
 
@@ -40,6 +40,19 @@ async function* untilStopping<T>(source: AsyncIterable<T>, stopping: AbortSignal
     // It also sees its context signal abort once the call completes.
     void iterator.return?.()?.catch(() => undefined);
   }
+}
+
+/**
+ * The error as sent: a server-side failure (INTERNAL, UNAVAILABLE, ...) also
+ * carries google.rpc.RequestInfo with the request id, to quote in a report
+ * and find in the logs (errors.proto).
+ */
+function asSent(err: unknown, requestId: string, aborted: boolean): ConnectError {
+  const error = aborted && !(err instanceof ConnectError) ? new ConnectError("cancelled", Code.Canceled) : toConnectError(err);
+  if (isServerFault(error.code) || error.code === Code.Unavailable) {
+    error.details.push({ desc: RequestInfoSchema, value: { requestId } });
+  }
+  return error;
 }
 
 type AnyMethod = (request: unknown, context: HandlerContext) => unknown;
@@ -104,7 +117,7 @@ export function instrumentService<S extends DescService>(
           finish(context, requestId, startedAt);
           return response;
         } catch (err) {
-          const error = toConnectError(err);
+          const error = asSent(err, requestId, false);
           finish(context, requestId, startedAt, error);
           throw error;
         }
@@ -116,7 +129,7 @@ export function instrumentService<S extends DescService>(
           yield* untilStopping(fn(request, context) as AsyncIterable<unknown>, deps.stopping);
           finish(context, requestId, startedAt);
         } catch (err) {
-          const error = context.signal.aborted && !(err instanceof ConnectError) ? new ConnectError("cancelled", Code.Canceled) : toConnectError(err);
+          const error = asSent(err, requestId, context.signal.aborted);
           finish(context, requestId, startedAt, error);
           throw error;
         }
