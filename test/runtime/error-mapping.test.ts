@@ -117,6 +117,7 @@ describe("runtime: one error mapping for both transports", () => {
         expect(err.rawMessage).to.equal("internal error");
         expect(JSON.stringify(err.details)).to.not.include("secret");
         expect(err.findDetails(RequestInfoSchema)[0]?.requestId).to.equal(requestId);
+        expect(err.metadata.get("x-request-id"), "request id echoed on the error").to.equal(requestId);
         const line = logLines.find((l) => l.requestId === requestId);
         expect(line).to.include({ level: 50, status: "INTERNAL", method: "InventoryReservationService/ListSkus", reason: "INTERNAL_ERROR" });
         expect(JSON.stringify(line)).to.include("secret internals");

@@ -1,7 +1,7 @@
 import * as grpc from "@grpc/grpc-js";
 import { once } from "node:events";
 import { create, fromBinary, toBinary, type DescMessage, type DescMethod, type DescService, type MessageInitShape } from "@bufbuild/protobuf";
-import { ConnectError, createHandlerContext, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import { Code, ConnectError, createHandlerContext, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import { grpcStatusFromConnectError } from "./grpc-status.js";
 import { toConnectError } from "./errors.js";
 
@@ -47,7 +47,7 @@ function timeoutOf(call: ServerCall): number | undefined {
 
 function contextFor(service: DescService, method: DescMethod, call: ServerCall) {
   const requestAbort = new AbortController();
-  call.once("cancelled", () => requestAbort.abort(new ConnectError("the client cancelled the call", 1)));
+  call.once("cancelled", () => requestAbort.abort(new ConnectError("the client cancelled the call", Code.Canceled)));
   return createHandlerContext({
     service,
     method,
@@ -60,10 +60,15 @@ function contextFor(service: DescService, method: DescMethod, call: ServerCall) 
   });
 }
 
-function responseMetadata(context: HandlerContext): grpc.Metadata {
-  const metadata = new grpc.Metadata();
-  context.responseHeader.forEach((value, key) => metadata.set(key, value));
-  return metadata;
+function responseMetadata(context: HandlerContext, into = new grpc.Metadata()): grpc.Metadata {
+  context.responseHeader.forEach((value, key) => into.set(key, value));
+  return into;
+}
+
+/** The status for a failed call, with the response headers (x-request-id) in its trailers. */
+function failure(err: unknown, context: HandlerContext): Partial<grpc.StatusObject> {
+  const status = grpcStatusFromConnectError(toConnectError(err));
+  return { ...status, metadata: responseMetadata(context, status.metadata) };
 }
 
 /**
@@ -91,7 +96,7 @@ export function addServiceImpl<S extends DescService>(
               call.sendMetadata(responseMetadata(context));
               callback(null, response);
             },
-            (err: unknown) => callback(grpcStatusFromConnectError(toConnectError(err))),
+            (err: unknown) => callback(failure(err, context)),
           )
           .finally(() => context.abort());
       };
@@ -111,7 +116,7 @@ export function addServiceImpl<S extends DescService>(
           if (!call.cancelled) call.end();
         })()
           .catch((err: unknown) => {
-            if (!call.cancelled) call.emit("error", grpcStatusFromConnectError(toConnectError(err)));
+            if (!call.cancelled) call.emit("error", failure(err, context));
           })
           .finally(() => context.abort());
       };

@@ -32,7 +32,11 @@ export function grpcStatusFromConnectError(err: ConnectError): Partial<grpc.Stat
  * be read with `findDetails(ErrorInfoSchema)` exactly as on a Connect client.
  */
 export function connectErrorFromGrpc(err: grpc.ServiceError): ConnectError {
-  const result = new ConnectError(err.details, err.code as number as Code);
+  const metadata = new Headers();
+  for (const [key, values] of Object.entries(err.metadata?.getMap() ?? {})) {
+    if (!key.endsWith("-bin")) metadata.append(key, String(values));
+  }
+  const result = new ConnectError(err.details, err.code as number as Code, metadata);
   const raw = err.metadata?.get(STATUS_DETAILS_KEY)[0];
   if (raw !== undefined) {
     const status = fromBinary(StatusSchema, typeof raw === "string" ? Buffer.from(raw, "base64") : raw);
