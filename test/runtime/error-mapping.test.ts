@@ -1,92 +1,46 @@
 // The one error mapping, seen from real clients on both transports: whatever
 // an implementation throws reaches grpc-js and Connect clients with the same
 // code, reason and details, and nothing internal leaks.
-import { Writable } from "node:stream";
 import { expect } from "chai";
-import { pino } from "pino";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
-import { connectNodeAdapter, createConnectTransport } from "@connectrpc/connect-node";
+import { createConnectTransport } from "@connectrpc/connect-node";
 import { InventoryReservationService } from "@holdfast/contracts";
 import { BadRequestSchema, ErrorInfoSchema, RequestInfoSchema, RetryInfoSchema } from "@holdfast/contracts/rpc";
-import {
-  bind,
-  createGrpcJsClient,
-  createMetrics,
-  instrumentService,
-  invalidArgument,
-  startGrpcServer,
-  startHttpServer,
-  unimplementedService,
-  type RunningGrpcServer,
-  type RunningHttpServer,
-} from "@holdfast/runtime";
+import { createGrpcJsClient, invalidArgument } from "@holdfast/runtime";
 import { rejectionOf } from "../support/assertions.js";
+import { startInProcess, type InProcessServers } from "../support/in-process.js";
 
 /** What a pg driver error looks like: an Error with a SQLSTATE `code`. */
 function pgError(code: string, message: string): Error {
   return Object.assign(new Error(message), { code });
 }
 
+type Client = ReturnType<typeof createClient<typeof InventoryReservationService>>;
+
 describe("runtime: one error mapping for both transports", () => {
-  const logLines: Record<string, unknown>[] = [];
-  let grpc: RunningGrpcServer;
-  let http: RunningHttpServer;
+  let servers: InProcessServers;
 
   before(async () => {
-    const logger = pino(
-      { level: "debug" },
-      new Writable({
-        write(chunk: Buffer, _encoding, done) {
-          logLines.push(JSON.parse(chunk.toString()) as Record<string, unknown>);
-          done();
-        },
-      }),
-    );
-    const impl = instrumentService(
-      InventoryReservationService,
-      {
-        ...unimplementedService(InventoryReservationService),
-        getSku: () => Promise.reject(pgError("55P03", "canceling statement due to lock timeout")),
-        listSkus: () => Promise.reject(new Error("TypeError in the secret internals at /srv/holdfast/x.js:12")),
-        getAvailability: () => Promise.reject(pgError("ECONNREFUSED", "connect ECONNREFUSED 10.0.0.7:5432")),
-        getReservation: () => Promise.reject(invalidArgument([{ field: "reservation_id", description: "must be a UUID" }])),
-      },
-      { logger, metrics: createMetrics("test"), stopping: new AbortController().signal },
-    );
-    grpc = await startGrpcServer({
-      host: "127.0.0.1",
-      port: 0,
-      services: [bind(InventoryReservationService, impl)],
-      reflection: false,
-      maxMessageBytes: 1024 * 1024,
-      logger,
-    });
-    http = await startHttpServer({
-      host: "127.0.0.1",
-      port: 0,
-      logger,
-      registry: createMetrics("test-http").registry,
-      isServing: () => true,
-      handler: connectNodeAdapter({ routes: (router) => router.service(InventoryReservationService, impl) }),
+    servers = await startInProcess({
+      getSku: () => Promise.reject(pgError("55P03", "canceling statement due to lock timeout")),
+      listSkus: () => Promise.reject(new Error("TypeError in the secret internals at /srv/holdfast/x.js:12")),
+      getAvailability: () => Promise.reject(pgError("ECONNREFUSED", "connect ECONNREFUSED 10.0.0.7:5432")),
+      getReservation: () => Promise.reject(invalidArgument([{ field: "reservation_id", description: "must be a UUID" }])),
+      listReservations: () => Promise.reject(pgError("23514", 'new row for relation "inventory" violates check constraint "inventory_not_oversold"')),
+      listAuditEvents: () => Promise.reject(pgError("22P02", 'invalid input syntax for type uuid: "x"')),
     });
   });
   after(async () => {
-    await grpc?.stop(1000);
-    await http?.stop(1000);
+    await servers?.stop(1000);
   });
-
-  const clients = () => {
-    const grpcJs = createGrpcJsClient(InventoryReservationService, `127.0.0.1:${grpc.port}`);
-    const connect = createClient(InventoryReservationService, createConnectTransport({ baseUrl: `http://127.0.0.1:${http.port}`, httpVersion: "1.1" }));
-    return { grpcJs, connect };
-  };
 
   for (const transport of ["grpc-js", "connect"] as const) {
     describe(`over ${transport}`, () => {
-      const call = async (fn: (c: ReturnType<typeof clients>["connect"]) => Promise<unknown>) => {
-        const { grpcJs, connect } = clients();
+      const call = async (fn: (client: Client) => Promise<unknown>): Promise<ConnectError> => {
+        const grpcJs = createGrpcJsClient(InventoryReservationService, servers.grpcAddress);
+        const connect = createClient(InventoryReservationService, createConnectTransport({ baseUrl: servers.httpUrl, httpVersion: "1.1" }));
         try {
-          const err = await rejectionOf(fn((transport === "grpc-js" ? grpcJs : connect) as ReturnType<typeof clients>["connect"]));
+          const err = await rejectionOf(fn((transport === "grpc-js" ? grpcJs : connect) as Client));
           expect(err).to.be.instanceOf(ConnectError);
           return err as ConnectError;
         } finally {
@@ -94,12 +48,27 @@ describe("runtime: one error mapping for both transports", () => {
         }
       };
       const reasonOf = (err: ConnectError) => err.findDetails(ErrorInfoSchema)[0]?.reason;
+      /** Every detail's bytes as text, to look for leaks. */
+      const detailText = (err: ConnectError) => err.details.map((d) => ("value" in d && d.value instanceof Uint8Array ? Buffer.from(d.value).toString("latin1") : "")).join("|");
 
       it("maps a lock timeout to ABORTED / LOCK_TIMEOUT with retry advice", async () => {
         const err = await call((c) => c.getSku({ sku: "A" }));
         expect(err.code).to.equal(Code.Aborted);
         expect(reasonOf(err)).to.equal("LOCK_TIMEOUT");
         expect(err.findDetails(RetryInfoSchema)).to.have.length(1);
+      });
+
+      it("maps a CHECK violation (the last line of defence catching a race) to ABORTED, retryable", async () => {
+        const err = await call((c) => c.listReservations({}));
+        expect(err.code).to.equal(Code.Aborted);
+        expect(reasonOf(err)).to.equal("TRANSACTION_ABORTED");
+        expect(err.rawMessage).to.not.include("inventory_not_oversold");
+      });
+
+      it("maps a value the database refuses to INVALID_ARGUMENT, not INTERNAL", async () => {
+        const err = await call((c) => c.listAuditEvents({}));
+        expect(err.code).to.equal(Code.InvalidArgument);
+        expect(reasonOf(err)).to.equal("BAD_REQUEST");
       });
 
       it("maps a lost database connection to UNAVAILABLE with the request id", async () => {
@@ -115,10 +84,10 @@ describe("runtime: one error mapping for both transports", () => {
         const err = await call((c) => c.listSkus({}, { headers: { "x-request-id": requestId } }));
         expect(err.code).to.equal(Code.Internal);
         expect(err.rawMessage).to.equal("internal error");
-        expect(JSON.stringify(err.details)).to.not.include("secret");
+        expect(detailText(err)).to.include(requestId).and.not.include("secret");
         expect(err.findDetails(RequestInfoSchema)[0]?.requestId).to.equal(requestId);
         expect(err.metadata.get("x-request-id"), "request id echoed on the error").to.equal(requestId);
-        const line = logLines.find((l) => l.requestId === requestId);
+        const line = servers.logs.find((l) => l.requestId === requestId);
         expect(line).to.include({ level: 50, status: "INTERNAL", method: "InventoryReservationService/ListSkus", reason: "INTERNAL_ERROR" });
         expect(JSON.stringify(line)).to.include("secret internals");
       });

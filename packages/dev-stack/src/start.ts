@@ -79,7 +79,22 @@ function banner(database: string, reservation: Record<string, unknown>, worker: 
 }
 
 async function main(): Promise<void> {
+  // What a Ctrl-C does depends on how far start-up got; it is never ignored.
+  let stopping = false;
+  let stop: (exitCode: number) => Promise<void> = async (exitCode) => process.exit(exitCode);
+  const requestStop = (exitCode: number) => {
+    if (stopping) return;
+    stopping = true;
+    void stop(exitCode).then(() => {
+      logger.info("everything stopped");
+      process.exit(exitCode);
+    });
+  };
+  for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(signal, () => requestStop(0));
+
   const database = await resolveDatabase(logger);
+  stop = () => database.stop();
+  if (stopping) return;
   const knex = createKnex({ url: database.url, poolMax: 1, applicationName: "holdfast-migrate" });
   try {
     const { migrations } = await migrateLatest(knex);
@@ -87,6 +102,7 @@ async function main(): Promise<void> {
   } finally {
     await knex.destroy();
   }
+  if (stopping) return;
 
   // Local development listens on loopback unless told otherwise.
   const env = {
@@ -98,26 +114,27 @@ async function main(): Promise<void> {
     DATABASE_URL: database.url,
   };
   const services = SERVICES.map((s) => launch(s.name, s.entry, env));
-  let stopping = false;
-  const stopAll = async (exitCode: number) => {
-    if (stopping) return;
-    stopping = true;
+  // Services first (each drains on its SIGTERM), the database last.
+  stop = async () => {
     for (const s of services) s.child.kill("SIGTERM");
     await Promise.all(services.map((s) => waitForExit(s.child, 20_000)));
     await database.stop();
-    logger.info("everything stopped");
-    process.exit(exitCode);
   };
-  for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(signal, () => void stopAll(0));
   for (const s of services) {
     s.child.once("exit", (code, signal) => {
       if (stopping) return;
       logger.error({ service: s.name, code, signal }, "a service exited unexpectedly: stopping the stack");
-      void stopAll(1);
+      requestStop(1);
     });
   }
-  const [reservation, worker] = await Promise.all(services.map((s) => s.ready));
-  process.stdout.write(banner(database.description, reservation, worker));
+  try {
+    const [reservation, worker] = await Promise.all(services.map((s) => s.ready));
+    process.stdout.write(banner(database.description, reservation, worker));
+  } catch (err) {
+    // A service that dies during start-up has already asked for the stop; a
+    // Ctrl-C during start-up too. Either way the stop path reports and exits.
+    if (!stopping) throw err;
+  }
 }
 
 main().catch((err: unknown) => {

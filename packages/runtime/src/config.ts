@@ -27,23 +27,29 @@ export function loadConfig<S extends z.ZodType>(schema: S, env: NodeJS.ProcessEn
   throw new ConfigError(problems);
 }
 
+/**
+ * A whole number written in decimal digits. Not z.coerce.number: that would
+ * read "" as 0 (a service silently on a random port), "0x50" as 80 and "1e6"
+ * as a million.
+ */
+const decimal = (fallback: number, message: string) =>
+  z
+    .string()
+    .regex(/^\d+$/, message)
+    .default(String(fallback))
+    .transform((v) => Number(v));
+
 /** Field builders for environment variables; each gives a precise message. */
 export const envVar = {
   port: (fallback: number) =>
-    z.coerce
-      .number({ error: "must be a port number" })
-      .int("must be an integer port")
-      .min(0, "must be between 0 and 65535 (0 picks a free port)")
-      .max(65535, "must be between 0 and 65535 (0 picks a free port)")
-      .default(fallback),
+    decimal(fallback, "must be a port number (digits only)").pipe(
+      z.number().max(65535, "must be between 0 and 65535 (0 picks a free port)"),
+    ),
   host: (fallback: string) => z.string().min(1, "must not be empty").default(fallback),
   positiveInt: (fallback: number, max = Number.MAX_SAFE_INTEGER) =>
-    z.coerce
-      .number({ error: "must be a number" })
-      .int("must be an integer")
-      .positive("must be greater than 0")
-      .max(max, `must be at most ${max}`)
-      .default(fallback),
+    decimal(fallback, "must be a whole number (digits only)").pipe(
+      z.number().positive("must be greater than 0").max(max, `must be at most ${max}`),
+    ),
   boolean: (fallback: boolean) =>
     z
       .enum(["true", "false", "1", "0", "yes", "no"], { error: "must be true or false" })
@@ -80,7 +86,8 @@ export const envVar = {
 
 /** Variables every Holdfast process reads. */
 export const commonEnv = {
-  NODE_ENV: z.enum(["development", "production", "test"], { error: "must be development, production or test" }).default("development"),
+  /** Free-form, as everywhere in Node; "production" turns on production-only checks. */
+  NODE_ENV: z.string().default("development"),
   DATABASE_URL: envVar.databaseUrl(),
   DATABASE_POOL_MAX: envVar.positiveInt(10, 1000),
   /** How long start-up waits for the database before giving up. */

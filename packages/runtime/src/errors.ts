@@ -67,6 +67,10 @@ const SQLSTATE_ADMIN_SHUTDOWN = "57P01";
 const SQLSTATE_CRASH_SHUTDOWN = "57P02";
 const SQLSTATE_CANNOT_CONNECT_NOW = "57P03";
 const SQLSTATE_TOO_MANY_CONNECTIONS = "53300";
+const SQLSTATE_UNIQUE_VIOLATION = "23505";
+const SQLSTATE_CHECK_VIOLATION = "23514";
+/** Class 22, data exception: a value the database cannot take (bad uuid, out of range). */
+const SQLSTATE_CLASS_DATA_EXCEPTION = "22";
 const NODE_CONNECTION_ERRORS = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "ENOTFOUND", "EHOSTUNREACH"]);
 
 function errorCodeOf(err: unknown): string | undefined {
@@ -89,6 +93,12 @@ function isConnectionLoss(err: unknown): boolean {
  * are already ConnectErrors pass through; transient database conditions become
  * ABORTED / UNAVAILABLE with a reason so clients know to retry; everything else
  * is INTERNAL with a generic message (the cause is kept for the log, never sent).
+ *
+ * Domain code raises its own precise errors; this is the net under it. In
+ * particular a CHECK or unique violation that reaches here is the database's
+ * last line of defence catching a race the code lost (two requests that each
+ * looked fine alone): the transaction rolled back and a retry will see the new
+ * state, so it is ABORTED, not the caller's fault and not a crash.
  */
 export function toConnectError(err: unknown): ConnectError {
   if (err instanceof ConnectError) return err;
@@ -97,6 +107,9 @@ export function toConnectError(err: unknown): ConnectError {
     desc: RetryInfoSchema,
     value: { retryDelay: { seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 } },
   });
+  if (code?.startsWith(SQLSTATE_CLASS_DATA_EXCEPTION) && code.length === 5) {
+    return invalidArgumentFromDatabase(err);
+  }
   switch (code) {
     case SQLSTATE_LOCK_NOT_AVAILABLE:
       return rpcError(Code.Aborted, ErrorReason.LOCK_TIMEOUT, "timed out waiting for a row lock; retry with the same request id", {
@@ -105,6 +118,8 @@ export function toConnectError(err: unknown): ConnectError {
       });
     case SQLSTATE_SERIALIZATION_FAILURE:
     case SQLSTATE_DEADLOCK_DETECTED:
+    case SQLSTATE_CHECK_VIOLATION:
+    case SQLSTATE_UNIQUE_VIOLATION:
       return rpcError(Code.Aborted, ErrorReason.TRANSACTION_ABORTED, "the transaction conflicted with another; retry with the same request id", {
         cause: err,
         details: [retryAfter(50)],
@@ -121,13 +136,23 @@ export function toConnectError(err: unknown): ConnectError {
         details: [retryAfter(500)],
       });
   }
-  if (isConnectionLoss(err) || isPoolTimeout(err)) {
+  if (isPoolTimeout(err)) {
+    return rpcError(Code.Unavailable, ErrorReason.OVERLOADED, "the server is overloaded (no database connection free in time); retry shortly", {
+      cause: err,
+      details: [retryAfter(200)],
+    });
+  }
+  if (isConnectionLoss(err)) {
     return rpcError(Code.Unavailable, ErrorReason.DATABASE_UNAVAILABLE, "the database is unavailable; retry shortly", {
       cause: err,
       details: [retryAfter(500)],
     });
   }
   return rpcError(Code.Internal, ErrorReason.INTERNAL_ERROR, "internal error", { cause: err });
+}
+
+function invalidArgumentFromDatabase(err: unknown): ConnectError {
+  return rpcError(Code.InvalidArgument, ErrorReason.BAD_REQUEST, "a value in the request is not acceptable", { cause: err });
 }
 
 /** True for codes that mean "the server failed", as opposed to "the caller asked for something refused". */

@@ -26,6 +26,18 @@ export type GrpcJsClient<S extends DescService> = {
       : never;
 } & { readonly raw: grpc.Client; close(): void };
 
+/** Cancels `call` when `signal` aborts (or already has); returns the clean-up. */
+function cancelOnAbort(call: { cancel(): void }, signal: AbortSignal | undefined): () => void {
+  if (signal === undefined) return () => undefined;
+  if (signal.aborted) {
+    call.cancel();
+    return () => undefined;
+  }
+  const cancel = () => call.cancel();
+  signal.addEventListener("abort", cancel, { once: true });
+  return () => signal.removeEventListener("abort", cancel);
+}
+
 function callArgs(options: GrpcCallOptions = {}): { metadata: grpc.Metadata; callOptions: grpc.CallOptions } {
   const metadata = new grpc.Metadata();
   for (const [key, value] of Object.entries(options.headers ?? {})) metadata.set(key, value);
@@ -56,22 +68,26 @@ export function createGrpcJsClient<S extends DescService>(
       client[method.localName] = (request: unknown, options?: GrpcCallOptions) =>
         new Promise((resolve, reject) => {
           const { metadata, callOptions } = callArgs(options);
-          const call = rpc(request, metadata, callOptions, (err: grpc.ServiceError | null, response: unknown) =>
-            err ? reject(connectErrorFromGrpc(err)) : resolve(response),
-          ) as grpc.ClientUnaryCall;
-          options?.signal?.addEventListener("abort", () => call.cancel(), { once: true });
+          let release = () => undefined as void;
+          const call = rpc(request, metadata, callOptions, (err: grpc.ServiceError | null, response: unknown) => {
+            release();
+            if (err) reject(connectErrorFromGrpc(err));
+            else resolve(response);
+          }) as grpc.ClientUnaryCall;
+          release = cancelOnAbort(call, options?.signal);
         });
     } else if (method.methodKind === "server_streaming") {
       client[method.localName] = (request: unknown, options?: GrpcCallOptions) => ({
         async *[Symbol.asyncIterator]() {
           const { metadata, callOptions } = callArgs(options);
           const call = rpc(request, metadata, callOptions) as grpc.ClientReadableStream<unknown>;
-          options?.signal?.addEventListener("abort", () => call.cancel(), { once: true });
+          const release = cancelOnAbort(call, options?.signal);
           try {
             for await (const message of call) yield message;
           } catch (err) {
             throw typeof err === "object" && err !== null && "code" in err ? connectErrorFromGrpc(err as grpc.ServiceError) : err;
           } finally {
+            release();
             call.cancel();
           }
         },

@@ -1,11 +1,12 @@
 import * as grpc from "@grpc/grpc-js";
 import { readFile } from "node:fs/promises";
-import { HealthImplementation } from "grpc-health-check";
 import type { DescService } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import { addServiceImpl } from "./grpc-service.js";
 import { addReflection, ReflectionIndex } from "./reflection.js";
+import { Health } from "@holdfast/contracts/health";
+import { healthService, HealthStatus, ServingStatus } from "./health.js";
 
 const HEALTH_SERVICE = "grpc.health.v1.Health";
 const REFLECTION_SERVICES = ["grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"];
@@ -36,7 +37,7 @@ export interface GrpcServerOptions {
 export interface RunningGrpcServer {
   /** The bound port (useful when 0 was asked for). */
   port: number;
-  health: HealthImplementation;
+  health: HealthStatus;
   /** Marks every service NOT_SERVING, lets in-flight calls finish for up to `graceMs`, then cancels the rest. */
   stop(graceMs: number): Promise<void>;
 }
@@ -57,8 +58,10 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Runni
   const serviceNames = options.services.map((s) => s.service.typeName);
   for (const { service, impl } of options.services) addServiceImpl(server, service, impl);
 
-  const health = new HealthImplementation({ "": "NOT_SERVING", ...Object.fromEntries(serviceNames.map((n) => [n, "NOT_SERVING"])) });
-  health.addToServer(server);
+  const health = new HealthStatus();
+  for (const name of ["", ...serviceNames]) health.set(name, ServingStatus.NOT_SERVING);
+  const healthStopping = new AbortController();
+  addServiceImpl(server, Health, healthService(health, healthStopping.signal));
   if (options.reflection) addReflection(server, await ReflectionIndex.load([...serviceNames, HEALTH_SERVICE, ...REFLECTION_SERVICES]));
 
   const credentials = options.tls
@@ -69,13 +72,14 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Runni
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync(`${options.host}:${options.port}`, credentials, (err, bound) => (err ? reject(err) : resolve(bound))),
   );
-  for (const name of ["", ...serviceNames]) health.setStatus(name, "SERVING");
+  for (const name of ["", ...serviceNames]) health.set(name, ServingStatus.SERVING);
 
   return {
     port,
     health,
     async stop(graceMs) {
-      for (const name of ["", ...serviceNames]) health.setStatus(name, "NOT_SERVING");
+      for (const name of ["", ...serviceNames]) health.set(name, ServingStatus.NOT_SERVING);
+      healthStopping.abort();
       const drained = new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
       const timer = setTimeout(() => {
         options.logger.warn({ graceMs }, "gRPC drain timed out: cancelling remaining calls");

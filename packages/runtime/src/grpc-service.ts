@@ -3,7 +3,29 @@ import { once } from "node:events";
 import { create, fromBinary, toBinary, type DescMessage, type DescMethod, type DescService, type MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, createHandlerContext, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import { grpcStatusFromConnectError } from "./grpc-status.js";
-import { toConnectError } from "./errors.js";
+import { invalidArgument, toConnectError } from "./errors.js";
+
+/**
+ * A request the server could not decode. grpc-js answers INTERNAL when a
+ * request deserializer throws; decoding is the caller's mistake, so the
+ * deserializer returns this marker instead and the handler answers
+ * INVALID_ARGUMENT, as connect-node does for the same bytes.
+ */
+class UndecodableRequest {
+  constructor(readonly reason: string) {}
+}
+
+function decodeRequest(method: DescMethod, bytes: Buffer): object {
+  try {
+    return fromBinary(method.input, bytes);
+  } catch (err) {
+    return new UndecodableRequest(err instanceof Error ? err.message : String(err));
+  }
+}
+
+function undecodable(request: UndecodableRequest): ConnectError {
+  return invalidArgument([{ field: "", description: `the request is not a valid protobuf message: ${request.reason}` }]);
+}
 
 /**
  * A grpc-js service definition built from a protobuf-es service descriptor:
@@ -19,7 +41,7 @@ export function grpcServiceDefinition(service: DescService): grpc.ServiceDefinit
       requestStream: method.methodKind === "client_streaming" || method.methodKind === "bidi_streaming",
       responseStream: method.methodKind === "server_streaming" || method.methodKind === "bidi_streaming",
       requestSerialize: (value: object) => Buffer.from(toBinary(method.input, create(method.input, value as MessageInitShape<DescMessage>))),
-      requestDeserialize: (bytes: Buffer) => fromBinary(method.input, bytes),
+      requestDeserialize: (bytes: Buffer) => decodeRequest(method, bytes),
       responseSerialize: (value: object) => Buffer.from(toBinary(method.output, create(method.output, value as MessageInitShape<DescMessage>))),
       responseDeserialize: (bytes: Buffer) => fromBinary(method.output, bytes),
     };
@@ -90,7 +112,10 @@ export function addServiceImpl<S extends DescService>(
       handlers[method.localName] = (call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
         const context = contextFor(service, method, call);
         Promise.resolve()
-          .then(() => fn.call(impl, call.request, context))
+          .then(() => {
+            if (call.request instanceof UndecodableRequest) throw undecodable(call.request);
+            return fn.call(impl, call.request, context);
+          })
           .then(
             (response) => {
               call.sendMetadata(responseMetadata(context));
@@ -104,6 +129,7 @@ export function addServiceImpl<S extends DescService>(
       handlers[method.localName] = (call: grpc.ServerWritableStream<unknown, unknown>) => {
         const context = contextFor(service, method, call);
         (async () => {
+          if (call.request instanceof UndecodableRequest) throw undecodable(call.request);
           let headersSent = false;
           for await (const message of fn.call(impl, call.request, context) as AsyncIterable<unknown>) {
             if (call.cancelled) break;

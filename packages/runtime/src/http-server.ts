@@ -50,7 +50,15 @@ function corsMiddleware(allowedOrigins: readonly string[]) {
  */
 export async function startHttpServer(options: HttpServerOptions): Promise<RunningHttpServer> {
   const policy = corsMiddleware(options.allowedOrigins ?? []);
+  let stopping = false;
   const server = http.createServer((req, res) => {
+    // While draining, finish this request but close its keep-alive connection
+    // after it, so the drain ends when the last request does (not at the grace
+    // deadline, which is when idle keep-alive connections would otherwise go).
+    if (stopping) res.setHeader("Connection", "close");
+    res.once("finish", () => {
+      if (stopping) server.closeIdleConnections();
+    });
     const path = (req.url ?? "/").split("?")[0];
     if (req.method === "GET" && path === "/healthz") {
       const serving = options.isServing();
@@ -98,6 +106,7 @@ export async function startHttpServer(options: HttpServerOptions): Promise<Runni
   return {
     port: (server.address() as AddressInfo).port,
     async stop(graceMs) {
+      stopping = true;
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();
       const timer = setTimeout(() => server.closeAllConnections(), graceMs);

@@ -10,4 +10,5 @@ export { startHttpServer, type HttpServerOptions, type RunningHttpServer } from 
 export { createMetrics, type Metrics } from "./metrics.js";
 export { instrumentService, statusName, REQUEST_ID_HEADER } from "./instrument.js";
 export { unimplementedService } from "./unimplemented.js";
+export { HealthStatus, healthService, ServingStatus } from "./health.js";
 export { runService, EXIT_CONFIG } from "./run-service.js";

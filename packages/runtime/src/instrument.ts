@@ -21,21 +21,31 @@ export function statusName(code: number): string {
 /** Header that correlates a call across client, both transports and the logs. */
 export const REQUEST_ID_HEADER = "x-request-id";
 
-/** Yields from `source` until `stopping` aborts, then ends it and throws UNAVAILABLE. */
+/**
+ * Yields from `source` until `stopping` aborts, then ends it and throws
+ * UNAVAILABLE. One abort listener per stream, removed when the stream ends,
+ * and a fresh wait per message: nothing accumulates on a long-lived stream.
+ */
 async function* untilStopping<T>(source: AsyncIterable<T>, stopping: AbortSignal): AsyncGenerator<T> {
+  const shuttingDown = () => rpcError(Code.Unavailable, ErrorReason.SHUTTING_DOWN, "the server is shutting down; reconnect");
+  if (stopping.aborted) throw shuttingDown();
   const iterator = source[Symbol.asyncIterator]();
-  const stopped = new Promise<"stopped">((resolve) => {
-    if (stopping.aborted) resolve("stopped");
-    else stopping.addEventListener("abort", () => resolve("stopped"), { once: true });
-  });
+  let interrupt: (() => void) | undefined;
+  const onStop = () => interrupt?.();
+  stopping.addEventListener("abort", onStop, { once: true });
   try {
     for (;;) {
-      const next = await Promise.race([iterator.next(), stopped]);
-      if (next === "stopped") throw rpcError(Code.Unavailable, ErrorReason.SHUTTING_DOWN, "the server is shutting down; reconnect");
+      const next = await new Promise<IteratorResult<T> | "stopped">((resolve, reject) => {
+        interrupt = () => resolve("stopped");
+        iterator.next().then(resolve, reject);
+      });
+      interrupt = undefined;
+      if (next === "stopped") throw shuttingDown();
       if (next.done) return;
       yield next.value;
     }
   } finally {
+    stopping.removeEventListener("abort", onStop);
     // Not awaited: a generator parked on its next event would hold the stop up.
     // It also sees its context signal abort once the call completes.
     void iterator.return?.()?.catch(() => undefined);
@@ -43,16 +53,32 @@ async function* untilStopping<T>(source: AsyncIterable<T>, stopping: AbortSignal
 }
 
 /**
- * The error as sent: a server-side failure (INTERNAL, UNAVAILABLE, ...) also
- * carries google.rpc.RequestInfo with the request id, to quote in a report
- * and find in the logs (errors.proto).
+ * The error as sent. A call whose deadline passed or whose client went away
+ * ends with the context's reason (DEADLINE_EXCEEDED / CANCELLED), not with
+ * whatever the abort made the implementation throw. A server-side failure
+ * (INTERNAL, UNAVAILABLE, ...) also carries google.rpc.RequestInfo with the
+ * request id, to quote in a report and find in the logs (errors.proto).
  */
-function asSent(err: unknown, requestId: string, aborted: boolean): ConnectError {
-  const error = aborted && !(err instanceof ConnectError) ? new ConnectError("cancelled", Code.Canceled) : toConnectError(err);
-  if (isServerFault(error.code) || error.code === Code.Unavailable) {
-    error.details.push({ desc: RequestInfoSchema, value: { requestId } });
-  }
-  return error;
+function asSent(err: unknown, requestId: string, context: HandlerContext): ConnectError {
+  const error = (!(err instanceof ConnectError) && abortOf(context)) || toConnectError(err);
+  if (!isServerFault(error.code) && error.code !== Code.Unavailable) return error;
+  // A copy: the thrown error may be shared (a cached or replayed outcome).
+  const sent = new ConnectError(error.rawMessage, error.code, error.metadata, undefined, error.cause);
+  sent.details = [...error.details, { desc: RequestInfoSchema, value: { requestId } }];
+  return sent;
+}
+
+/**
+ * Why the call was aborted, if it was: DEADLINE_EXCEEDED when its deadline
+ * has passed (the client usually cancels at its deadline a moment before the
+ * server's own timer fires, so "cancelled" with no time left is a deadline),
+ * CANCELLED otherwise.
+ */
+function abortOf(context: HandlerContext): ConnectError | undefined {
+  if (!context.signal.aborted) return undefined;
+  const remaining = context.timeoutMs();
+  if (remaining !== undefined && remaining <= 50) return new ConnectError("the deadline passed before the call finished", Code.DeadlineExceeded);
+  return ConnectError.from(context.signal.reason, Code.Canceled);
 }
 
 type AnyMethod = (request: unknown, context: HandlerContext) => unknown;
@@ -65,7 +91,8 @@ type AnyMethod = (request: unknown, context: HandlerContext) => unknown;
  * database hiccup is UNAVAILABLE, never a leaked stack trace).
  *
  * Successful calls log at debug (a flash sale makes thousands a second),
- * refusals at info, server faults at error with the cause.
+ * refusals at info, server faults at error; whenever an error has a cause
+ * (a database error behind UNAVAILABLE or ABORTED, say) the cause is logged.
  *
  * When `stopping` aborts, server streams end with UNAVAILABLE (reason
  * SHUTTING_DOWN) so that clients reconnect to another replica, while unary
@@ -81,13 +108,15 @@ export function instrumentService<S extends DescService>(
   for (const method of service.methods) {
     const fn = methods[method.localName].bind(impl);
     const name = `${service.name}/${method.name}`;
+    const begin = (context: HandlerContext) => {
+      const requestId = context.requestHeader.get(REQUEST_ID_HEADER) ?? randomUUID();
+      context.responseHeader.set(REQUEST_ID_HEADER, requestId);
+      return { requestId, startedAt: performance.now() };
+    };
     const finish = (context: HandlerContext, requestId: string, startedAt: number, error?: ConnectError) => {
       const code = error?.code ?? 0;
       const durationMs = performance.now() - startedAt;
-      deps.metrics.rpcDuration.observe(
-        { method: name, protocol: context.protocolName, code: statusName(code) },
-        durationMs / 1000,
-      );
+      deps.metrics.rpcDuration.observe({ method: name, protocol: context.protocolName, code: statusName(code) }, durationMs / 1000);
       const fields = {
         requestId,
         method: name,
@@ -97,16 +126,12 @@ export function instrumentService<S extends DescService>(
       };
       if (error === undefined) {
         deps.logger.debug(fields, "rpc ok");
-      } else {
-        const reason = error.findDetails(ErrorInfoSchema)[0]?.reason;
-        if (isServerFault(error.code)) deps.logger.error({ ...fields, reason, err: error.cause ?? error }, "rpc failed");
-        else deps.logger.info({ ...fields, reason, message: error.rawMessage }, "rpc refused");
+        return;
       }
-    };
-    const begin = (context: HandlerContext) => {
-      const requestId = context.requestHeader.get(REQUEST_ID_HEADER) ?? randomUUID();
-      context.responseHeader.set(REQUEST_ID_HEADER, requestId);
-      return { requestId, startedAt: performance.now() };
+      const reason = error.findDetails(ErrorInfoSchema)[0]?.reason;
+      const cause = error.cause instanceof Error ? { err: error.cause } : {};
+      if (isServerFault(error.code)) deps.logger.error({ ...fields, reason, ...cause }, "rpc failed");
+      else deps.logger.info({ ...fields, reason, message: error.rawMessage, ...cause }, "rpc refused");
     };
 
     if (method.methodKind === "unary") {
@@ -114,10 +139,11 @@ export function instrumentService<S extends DescService>(
         const { requestId, startedAt } = begin(context);
         try {
           const response = await fn(request, context);
-          finish(context, requestId, startedAt);
+          // Finished, but for nobody if the caller gave up meanwhile.
+          finish(context, requestId, startedAt, abortOf(context));
           return response;
         } catch (err) {
-          const error = asSent(err, requestId, false);
+          const error = asSent(err, requestId, context);
           finish(context, requestId, startedAt, error);
           throw error;
         }
@@ -125,13 +151,18 @@ export function instrumentService<S extends DescService>(
     } else {
       wrapped[method.localName] = async function* (request, context) {
         const { requestId, startedAt } = begin(context);
+        // Still "open" in `finally` means the consumer stopped iterating: the client went away.
+        let outcome: ConnectError | "ok" | "open" = "open";
         try {
           yield* untilStopping(fn(request, context) as AsyncIterable<unknown>, deps.stopping);
-          finish(context, requestId, startedAt);
+          outcome = abortOf(context) ?? "ok";
         } catch (err) {
-          const error = asSent(err, requestId, context.signal.aborted);
+          outcome = asSent(err, requestId, context);
+          throw outcome;
+        } finally {
+          const error =
+            outcome === "ok" ? undefined : outcome === "open" ? new ConnectError("the client cancelled the stream", Code.Canceled) : outcome;
           finish(context, requestId, startedAt, error);
-          throw error;
         }
       };
     }

@@ -14,7 +14,9 @@ export async function assertDatabaseReady(knex: Knex, options: { timeoutMs: numb
   const deadline = Date.now() + options.timeoutMs;
   for (let attempt = 1; ; attempt++) {
     try {
-      await knex.raw('SELECT 1');
+      // Each attempt is bounded by what is left of the budget: against a host that
+      // does not answer, a connection attempt alone could outlast it.
+      await withTimeout(knex.raw('SELECT 1'), Math.max(1, deadline - Date.now()));
       break;
     } catch (err) {
       if (Date.now() >= deadline) {
@@ -31,4 +33,12 @@ export async function assertDatabaseReady(knex: Knex, options: { timeoutMs: numb
   if (status.unknown.length > 0) {
     throw new Error(`the database schema is ahead of this build (unknown: ${status.unknown.join(', ')}): deploy the newer build`);
   }
+}
+
+function withTimeout<T>(work: PromiseLike<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+  });
+  return Promise.race([Promise.resolve(work), timeout]).finally(() => clearTimeout(timer));
 }
