@@ -31,7 +31,7 @@ export type LockingStrategy = (typeof LOCKING_STRATEGIES)[number];
 
 export const HOT_SKU_MODES = ['OFF', 'GROUP_COMMIT', 'BUCKETED'] as const;
 /**
- * skus.hot_sku_mode (HotSkuMode; UNSPECIFIED is stored as OFF). Every mode of the
+ * skus.hot_sku_mode (HotSkuMode; NULL = UNSPECIFIED, which means OFF). Every mode of the
  * contract is storable; the service refuses, with UNIMPLEMENTED, a mode its build does
  * not implement yet, before anything is stored.
  */
@@ -184,7 +184,7 @@ export interface SkuRow {
   /** customer_attempt_rate_limit.window, 1 s..1 h; null exactly when rate_limit_max_attempts is. */
   rate_limit_window_ms: number | null;
   abandonment_aware_ttl: boolean;
-  hot_sku_mode: HotSkuMode;
+  hot_sku_mode: HotSkuMode | null;
   /** 1..256; null = server default. */
   stock_buckets: number | null;
   waitlist_disabled: boolean;
@@ -308,6 +308,8 @@ export interface ReservationItemRow {
   status: ReservationStatus;
   /** = reservations.expires_at. */
   expires_at: Date | null;
+  /** = reservations.created_at (never changes). */
+  created_at: Date;
 }
 export type ReservationItemInsert = Optional<ReservationItemRow, 'expires_at'>;
 export type ReservationItemUpdate = Partial<Pick<ReservationItemRow, 'quantity' | 'status' | 'expires_at'>>;

@@ -77,12 +77,13 @@ const UP: readonly string[] = [
     rate_limit_window_ms      bigint      NULL,
     -- proto3 booleans have no "unset": false is the contract's default.
     abandonment_aware_ttl     boolean     NOT NULL DEFAULT false,
-    -- UNSPECIFIED is a fixed alias of OFF in the contract (not a server setting), so
-    -- it is stored as 'OFF'. Every mode of the contract is accepted here; a mode that
-    -- the running server version does not implement yet is refused by the service
-    -- (UNIMPLEMENTED / NOT_IMPLEMENTED) and never stored. The schema does not know
-    -- which build is running, so it must not be the one to refuse.
-    hot_sku_mode              text        NOT NULL DEFAULT 'OFF',
+    -- NULL = UNSPECIFIED, which the contract defines as OFF; stored as NULL because
+    -- Sku.policy reads back as stored (the one "unset" convention). Every mode of the
+    -- contract is accepted here; a mode that the running server version does not
+    -- implement yet is refused by the service (UNIMPLEMENTED / NOT_IMPLEMENTED) and
+    -- never stored. The schema does not know which build is running, so it must not
+    -- be the one to refuse.
+    hot_sku_mode              text        NULL,
     -- Bucket rows for BUCKETED (kept, and ignored, in the other modes).
     stock_buckets             integer     NULL,
     waitlist_disabled         boolean     NOT NULL DEFAULT false,
@@ -343,6 +344,9 @@ const UP: readonly string[] = [
   `CREATE INDEX reservations_customer_created_idx ON reservations (customer_id, created_at, id)`,
   // ListReservations by status, newest first, keyset-paginated on (created_at, id).
   `CREATE INDEX reservations_status_created_idx ON reservations (status, created_at, id)`,
+  // ListReservations with no customer/status filter (or only a type filter), newest
+  // first: without it every page would be a full scan and a sort.
+  `CREATE INDEX reservations_created_idx ON reservations (created_at, id)`,
 
   // ---------------------------------------------------------------------------------
   // reservation_items: the lines of a reservation (Reservation.lines).
@@ -380,9 +384,11 @@ const UP: readonly string[] = [
     reservation_id uuid        NOT NULL REFERENCES reservations (id) ON DELETE CASCADE,
     sku_code       text COLLATE "C" NOT NULL REFERENCES skus (code),
     quantity       integer     NOT NULL,
-    -- Copies of reservations.status / expires_at (see above).
+    -- Copies of reservations.status / expires_at (see above), and of created_at, which
+    -- never changes, for ListReservations by SKU in the header's order.
     status         text        NOT NULL,
     expires_at     timestamptz NULL,
+    created_at     timestamptz NOT NULL,
 
     -- One row per SKU per reservation. Lines naming the same SKU are summed before the
     -- insert (checking two lines of one SKU separately against the same availability is
@@ -405,6 +411,9 @@ const UP: readonly string[] = [
   // quantity are INCLUDEd so all three can be index-only scans.
   `CREATE INDEX reservation_items_held_sku_expires_idx ON reservation_items (sku_code, expires_at)
      INCLUDE (reservation_id, quantity) WHERE status = 'HELD'`,
+  // ListReservations by SKU, newest first, keyset-paginated on (created_at,
+  // reservation_id) like the header indexes.
+  `CREATE INDEX reservation_items_sku_created_idx ON reservation_items (sku_code, created_at, reservation_id)`,
 
   // ---------------------------------------------------------------------------------
   // reconciliation_runs: each check / repair run and what it found (the worker's
@@ -579,7 +588,9 @@ const UP: readonly string[] = [
     -- SKU_CREATED is the first event of every SKU and leaves version 1 (contract);
     -- every later change bumps the version past it.
     CONSTRAINT audit_events_version_after_valid
-      CHECK (CASE WHEN operation = 'SKU_CREATED' THEN version_after = 1 ELSE version_after > 1 END),
+      -- Not "> 1" for the others: an event that moves no counter keeps the version
+      -- (the "record the drift" half of a repair on a SKU still at version 1).
+      CHECK (CASE WHEN operation = 'SKU_CREATED' THEN version_after = 1 ELSE version_after >= 1 END),
     -- Reservation lifecycle events must say which reservation they belong to.
     CONSTRAINT audit_events_reservation_required CHECK (
       operation IN ('SKU_CREATED', 'STOCK_ADJUSTED', 'RECONCILIATION_REPAIR') OR reservation_id IS NOT NULL

@@ -355,7 +355,8 @@ export type AdjustStockResponse = Message<"holdfast.inventory.v1.AdjustStockResp
   availability?: Availability | undefined;
 
   /**
-   * The STOCK_ADJUSTED ledger event written.
+   * The STOCK_ADJUSTED ledger event written; unset when an absolute value
+   * equal to the current on-hand changed nothing.
    *
    * @generated from field: holdfast.inventory.v1.AuditEvent audit_event = 2;
    */
@@ -512,8 +513,9 @@ export type ExtendHoldRequest = Message<"holdfast.inventory.v1.ExtendHoldRequest
 
   /**
    * New remaining life: expire_time becomes now + ttl (never earlier than
-   * the current expire_time). Required; within the SKU's max_hold_ttl, and
-   * the result within create_time + max_hold_lifetime.
+   * the current expire_time). Required; within the SKU's current
+   * max_hold_ttl, and the result within the hold's lifetime limit (fixed at
+   * creation: create_time + the max_hold_lifetime in force then).
    *
    * @generated from field: google.protobuf.Duration ttl = 3;
    */
@@ -2005,7 +2007,10 @@ export const WaitlistNotificationTypeSchema: GenEnum<WaitlistNotificationType> =
  * (HTTP/2), Connect and gRPC-Web with identical behaviour.
  *
  * AUTHENTICATION AND ROLES. Every call carries a bearer JWT in the
- * `authorization` metadata/header. Roles:
+ * `authorization` metadata/header. The caller (principal) is
+ * "<role>:<subject>"; the token's subject follows the customer id rule (see
+ * IDENTIFIERS), otherwise the token is refused (UNAUTHENTICATED /
+ * TOKEN_INVALID). Roles:
  * * admin: catalog, stock, consistency, audit and every read;
  * * service: order/checkout services; holds and allocations on behalf of
  *   any customer, plus reads;
@@ -2113,9 +2118,11 @@ export const InventoryReservationService: GenService<{
   /**
    * Changes a SKU's on-hand stock by a delta or to an absolute value, with a
    * reason; optionally compare-and-set on the availability row's version
-   * (Availability.version). Appends a STOCK_ADJUSTED audit event. Added
-   * stock goes to the SKU's waitlist first (promotion in queue order, in the
-   * same transaction).
+   * (Availability.version). Appends a STOCK_ADJUSTED audit event and bumps
+   * the version. An absolute value equal to the current on-hand changes
+   * nothing: no event (audit_event unset), same version. Added stock goes to
+   * the SKU's waitlist first (promotion in queue order, in the same
+   * transaction).
    *
    * Roles: admin. Idempotent by request_id.
    * Errors: NOT_FOUND / SKU_NOT_FOUND; FAILED_PRECONDITION /
@@ -2159,8 +2166,9 @@ export const InventoryReservationService: GenService<{
   },
   /**
    * Moves a HELD hold's expire_time to now + ttl (never earlier than the
-   * current expire_time), within the SKU's max_hold_ttl and
-   * max_hold_lifetime. Changes no counter and writes no ledger event (there
+   * current expire_time). The ttl is bounded by the SKU's max_hold_ttl in
+   * force now; the result by the hold's own lifetime limit, fixed when the
+   * hold was created (create_time + the max_hold_lifetime then in force). Changes no counter and writes no ledger event (there
    * is no "extended" AuditOperation); Availability.version does not change.
    * Only the reservation's expire_time and update_time change.
    *

@@ -1039,6 +1039,9 @@ export const ReconciliationTriggerSchema: GenEnum<ReconciliationTrigger> = /*@__
  * for a different request. Pagination follows AIP-158 as in the
  * reservation service.
  *
+ * Worker ids (`worker_id` fields; the replica's WORKER_ID setting) are 1–64
+ * characters matching `^[A-Za-z0-9._:-]+$`.
+ *
  * @generated from service holdfast.worker.v1.ExpiryWorkerService
  */
 export const ExpiryWorkerService: GenService<{
