@@ -37,7 +37,6 @@ export interface GrpcServerOptions {
 export interface RunningGrpcServer {
   /** The bound port (useful when 0 was asked for). */
   port: number;
-  health: HealthStatus;
   /** Marks every service NOT_SERVING, lets in-flight calls finish for up to `graceMs`, then cancels the rest. */
   stop(graceMs: number): Promise<void>;
 }
@@ -76,7 +75,6 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Runni
 
   return {
     port,
-    health,
     async stop(graceMs) {
       for (const name of ["", ...serviceNames]) health.set(name, ServingStatus.NOT_SERVING);
       healthStopping.abort();
