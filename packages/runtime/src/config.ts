@@ -92,6 +92,30 @@ export const commonEnv = {
   DATABASE_POOL_MAX: envVar.positiveInt(10, 1000),
   /** How long start-up waits for the database before giving up. */
   DATABASE_CONNECT_TIMEOUT_MS: envVar.positiveInt(30_000, 600_000),
+  /** Server-side statement_timeout of every database connection. */
+  DATABASE_STATEMENT_TIMEOUT_MS: envVar.positiveInt(30_000, 3_600_000),
+  /**
+   * Server-side lock_timeout: the longest a statement waits for a row lock before the
+   * call fails with ABORTED / LOCK_TIMEOUT (the PESSIMISTIC strategy's bound).
+   */
+  LOCK_TIMEOUT_MS: envVar.positiveInt(2_000, 600_000),
   LOG_LEVEL: envVar.logLevel(),
   SHUTDOWN_GRACE_MS: envVar.positiveInt(10_000, 600_000),
 };
+
+/** The database settings of `commonEnv`, as every service passes them to createKnex. */
+export function databaseSettings(env: {
+  DATABASE_URL: string;
+  DATABASE_POOL_MAX: number;
+  DATABASE_CONNECT_TIMEOUT_MS: number;
+  DATABASE_STATEMENT_TIMEOUT_MS: number;
+  LOCK_TIMEOUT_MS: number;
+}) {
+  return {
+    url: env.DATABASE_URL,
+    poolMax: env.DATABASE_POOL_MAX,
+    connectTimeoutMs: env.DATABASE_CONNECT_TIMEOUT_MS,
+    statementTimeoutMs: env.DATABASE_STATEMENT_TIMEOUT_MS,
+    lockTimeoutMs: env.LOCK_TIMEOUT_MS,
+  };
+}

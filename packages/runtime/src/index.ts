@@ -1,4 +1,4 @@
-export { ConfigError, loadConfig, envVar, commonEnv } from "./config.js";
+export { ConfigError, loadConfig, envVar, commonEnv, databaseSettings } from "./config.js";
 export { createLogger, knexLog, type Logger } from "./logger.js";
 export { exitOnShutdownSignal } from "./shutdown.js";
 export { ERROR_DOMAIN, rpcError, invalidArgument, unimplemented, toConnectError, isServerFault, type FieldViolation } from "./errors.js";

@@ -20,6 +20,20 @@ export interface CreateKnexOptions {
    */
   statementTimeoutMs?: number;
   /**
+   * Server-side `lock_timeout` for every connection, in ms: the longest any statement
+   * waits for a row or table lock before failing with SQLSTATE 55P03 (which the
+   * services answer as ABORTED / LOCK_TIMEOUT). Sent in the startup packet like
+   * statement_timeout, so a transaction pays no `SET LOCAL` round trip for it.
+   * Default (or 0): the server's setting.
+   */
+  lockTimeoutMs?: number;
+  /**
+   * Server-side `idle_in_transaction_session_timeout`, in ms: a connection left idle
+   * inside an open transaction (a stuck process) is closed by the server so that its
+   * row locks cannot stall a hot SKU forever. Default (or 0): the server's setting.
+   */
+  idleInTransactionTimeoutMs?: number;
+  /**
    * `search_path` for every connection (e.g. a per-test schema). Default: the server's.
    * The migrations use unqualified names, so they create the schema in the first
    * schema of this path.
@@ -103,16 +117,21 @@ export function createKnex(options: CreateKnexOptions): Knex {
   if (!Number.isInteger(poolMin) || poolMin < 0) throw new RangeError(`poolMin must be an integer >= 0, got ${poolMin}`);
   if (!Number.isInteger(poolMax) || poolMax < 1) throw new RangeError(`poolMax must be an integer >= 1, got ${poolMax}`);
   if (poolMin > poolMax) throw new RangeError(`poolMin (${poolMin}) must not exceed poolMax (${poolMax})`);
-  const statementTimeoutMs = options.statementTimeoutMs ?? 0;
-  if (!Number.isInteger(statementTimeoutMs) || statementTimeoutMs < 0) {
-    throw new RangeError(`statementTimeoutMs must be an integer >= 0, got ${statementTimeoutMs}`);
+  const timeouts = {
+    statement_timeout: options.statementTimeoutMs ?? 0,
+    lock_timeout: options.lockTimeoutMs ?? 0,
+    idle_in_transaction_session_timeout: options.idleInTransactionTimeoutMs ?? 0,
+  };
+  for (const [name, value] of Object.entries(timeouts)) {
+    if (!Number.isInteger(value) || value < 0) throw new RangeError(`${name} must be an integer >= 0 (ms), got ${value}`);
   }
 
   const connection: Knex.PgConnectionConfig = {
     connectionString: options.url.trim(),
     // Parameters written in the URL itself take precedence over these (pg's rule).
     application_name: options.applicationName ?? 'holdfast',
-    ...(statementTimeoutMs > 0 ? { statement_timeout: statementTimeoutMs } : {}),
+    // pg sends these in the startup packet; 0 means "leave the server's setting".
+    ...Object.fromEntries(Object.entries(timeouts).filter(([, value]) => value > 0)),
     types: holdfastTypeParsers,
   };
 

@@ -35,3 +35,17 @@ export * from './rows.js';
 export * from './limits.js';
 export { MIGRATION_COMMANDS, MIGRATION_USAGE, isMigrationCommand, runMigrationCommand, type MigrationCommand } from './commands.js';
 export { assertDatabaseReady } from './readiness.js';
+export { query, type Db } from './query.js';
+export {
+  applyCounterChanges,
+  lockInventoryRows,
+  readInventoryRows,
+  claimReclaimableHolds,
+  expireClaimedHolds,
+  skuOrder,
+  type CounterChange,
+  type ChangeOrigin,
+  type ApplyOptions,
+  type AppliedChanges,
+  type HeldLine,
+} from './ledger.js';

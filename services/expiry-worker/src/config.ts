@@ -1,6 +1,6 @@
 import { hostname } from "node:os";
 import { z } from "zod";
-import { commonEnv, envVar, loadConfig } from "@holdfast/runtime";
+import { commonEnv, databaseSettings, envVar, loadConfig } from "@holdfast/runtime";
 
 const environment = z
   .object({
@@ -20,7 +20,7 @@ const environment = z
     logLevel: env.LOG_LEVEL,
     shutdownGraceMs: env.SHUTDOWN_GRACE_MS,
     workerId: env.WORKER_ID,
-    database: { url: env.DATABASE_URL, poolMax: env.DATABASE_POOL_MAX, connectTimeoutMs: env.DATABASE_CONNECT_TIMEOUT_MS },
+    database: databaseSettings(env),
     grpc: { host: env.WORKER_GRPC_HOST, port: env.WORKER_GRPC_PORT, reflection: env.GRPC_REFLECTION },
     http: { host: env.WORKER_HTTP_HOST, port: env.WORKER_HTTP_PORT },
   }));

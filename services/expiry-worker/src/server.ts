@@ -16,7 +16,7 @@ export interface RunningExpiryWorker {
  * all coordination goes through the database.
  */
 export async function startExpiryWorker(config: ExpiryWorkerConfig, logger: Logger): Promise<RunningExpiryWorker> {
-  const db = createKnex({ url: config.database.url, poolMax: config.database.poolMax, applicationName: `holdfast-expiry-worker:${config.workerId}`, log: knexLog(logger) });
+  const db = createKnex({ ...config.database, applicationName: `holdfast-expiry-worker:${config.workerId}`, log: knexLog(logger) });
   await assertDatabaseReady(db, { timeoutMs: config.database.connectTimeoutMs, logger });
 
   const metrics = createMetrics("expiry-worker");

@@ -1,6 +1,17 @@
 import { existsSync } from "node:fs";
 import { z } from "zod";
-import { commonEnv, envVar, loadConfig } from "@holdfast/runtime";
+import { commonEnv, databaseSettings, envVar, loadConfig } from "@holdfast/runtime";
+import {
+  DEFAULT_HOLD_TTL_DEFAULT_MS,
+  HOLD_TTL_MAX_DEFAULT_MS,
+  HOLD_TTL_MIN_DEFAULT_MS,
+  IDEMPOTENCY_WINDOW_DEFAULT_MS,
+  LINES_PER_REQUEST_MAX_DEFAULT,
+  MAX_HOLD_LIFETIME_DEFAULT_MS,
+  MAX_HOLD_LIFETIME_MAX_MS,
+} from "@holdfast/schema";
+
+import type { ReservationSettings } from "./core/settings.js";
 
 const MiB = 1024 * 1024;
 
@@ -22,12 +33,28 @@ const environment = z
     GRPC_TLS_CERT_FILE: envVar.optionalFile(),
     GRPC_TLS_KEY_FILE: envVar.optionalFile(),
     MAX_MESSAGE_BYTES: envVar.positiveInt(4 * MiB, 64 * MiB),
+    // Reservation behaviour (see docs/concurrency.md and the contract's "unless configured").
+    DEFAULT_LOCKING_STRATEGY: z.enum(["PESSIMISTIC", "OPTIMISTIC"], { error: "must be PESSIMISTIC or OPTIMISTIC" }).default("PESSIMISTIC"),
+    OPTIMISTIC_MAX_ATTEMPTS: envVar.positiveInt(8, 100),
+    OPTIMISTIC_BACKOFF_BASE_MS: envVar.positiveInt(2, 10_000),
+    OPTIMISTIC_BACKOFF_MAX_MS: envVar.positiveInt(100, 60_000),
+    MAX_LINES_PER_REQUEST: envVar.positiveInt(LINES_PER_REQUEST_MAX_DEFAULT, 1_000),
+    HOLD_TTL_MIN_MS: envVar.positiveInt(HOLD_TTL_MIN_DEFAULT_MS, MAX_HOLD_LIFETIME_MAX_MS),
+    HOLD_TTL_MAX_MS: envVar.positiveInt(HOLD_TTL_MAX_DEFAULT_MS, MAX_HOLD_LIFETIME_MAX_MS),
+    DEFAULT_HOLD_TTL_MS: envVar.positiveInt(DEFAULT_HOLD_TTL_DEFAULT_MS, MAX_HOLD_LIFETIME_MAX_MS),
+    MAX_HOLD_LIFETIME_MS: envVar.positiveInt(MAX_HOLD_LIFETIME_DEFAULT_MS, MAX_HOLD_LIFETIME_MAX_MS),
+    IDEMPOTENCY_WINDOW_MS: envVar.positiveInt(IDEMPOTENCY_WINDOW_DEFAULT_MS, 30 * 24 * 3_600_000),
+    OVERDUE_HOLD_GRACE_MS: envVar.positiveInt(60_000, 24 * 3_600_000),
   })
   .superRefine((env, ctx) => {
     if ((env.GRPC_TLS_CERT_FILE === undefined) !== (env.GRPC_TLS_KEY_FILE === undefined)) {
       const missing = env.GRPC_TLS_CERT_FILE === undefined ? "GRPC_TLS_CERT_FILE" : "GRPC_TLS_KEY_FILE";
       ctx.addIssue({ code: "custom", path: [missing], message: "must be set together with the other GRPC_TLS_* file" });
     }
+    const ttl = (path: string, message: string) => ctx.addIssue({ code: "custom", path: [path], message });
+    if (env.HOLD_TTL_MIN_MS > env.HOLD_TTL_MAX_MS) ttl("HOLD_TTL_MIN_MS", "must not exceed HOLD_TTL_MAX_MS");
+    if (env.HOLD_TTL_MAX_MS > env.MAX_HOLD_LIFETIME_MS) ttl("HOLD_TTL_MAX_MS", "must not exceed MAX_HOLD_LIFETIME_MS");
+    if (env.OPTIMISTIC_BACKOFF_BASE_MS > env.OPTIMISTIC_BACKOFF_MAX_MS) ttl("OPTIMISTIC_BACKOFF_BASE_MS", "must not exceed OPTIMISTIC_BACKOFF_MAX_MS");
     for (const variable of ["GRPC_TLS_CERT_FILE", "GRPC_TLS_KEY_FILE"] as const) {
       const file = env[variable];
       if (file !== undefined && !existsSync(file)) ctx.addIssue({ code: "custom", path: [variable], message: "file does not exist" });
@@ -37,7 +64,7 @@ const environment = z
     nodeEnv: env.NODE_ENV,
     logLevel: env.LOG_LEVEL,
     shutdownGraceMs: env.SHUTDOWN_GRACE_MS,
-    database: { url: env.DATABASE_URL, poolMax: env.DATABASE_POOL_MAX, connectTimeoutMs: env.DATABASE_CONNECT_TIMEOUT_MS },
+    database: databaseSettings(env),
     grpc: {
       host: env.GRPC_HOST,
       port: env.GRPC_PORT,
@@ -49,6 +76,21 @@ const environment = z
     },
     http: { host: env.HTTP_HOST, port: env.HTTP_PORT, allowedOrigins: env.CORS_ALLOWED_ORIGINS },
     maxMessageBytes: env.MAX_MESSAGE_BYTES,
+    reservations: {
+      defaultLockingStrategy: env.DEFAULT_LOCKING_STRATEGY,
+      lockTimeoutMs: env.LOCK_TIMEOUT_MS,
+      optimisticMaxAttempts: env.OPTIMISTIC_MAX_ATTEMPTS,
+      optimisticBackoffBaseMs: env.OPTIMISTIC_BACKOFF_BASE_MS,
+      optimisticBackoffMaxMs: env.OPTIMISTIC_BACKOFF_MAX_MS,
+      maxLinesPerRequest: env.MAX_LINES_PER_REQUEST,
+      holdTtlMinMs: env.HOLD_TTL_MIN_MS,
+      holdTtlMaxMs: env.HOLD_TTL_MAX_MS,
+      // The default is capped at the maximum (contract: "itself capped at the effective max_hold_ttl").
+      defaultHoldTtlMs: Math.min(env.DEFAULT_HOLD_TTL_MS, env.HOLD_TTL_MAX_MS),
+      maxHoldLifetimeMs: env.MAX_HOLD_LIFETIME_MS,
+      idempotencyWindowMs: env.IDEMPOTENCY_WINDOW_MS,
+      overdueHoldGraceMs: env.OVERDUE_HOLD_GRACE_MS,
+    } satisfies ReservationSettings,
   }));
 
 export type ReservationServiceConfig = z.output<typeof environment>;

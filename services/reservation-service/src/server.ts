@@ -17,12 +17,12 @@ export interface RunningReservationService {
  * Connect / gRPC-Web (connect-node, with CORS) for browsers.
  */
 export async function startReservationService(config: ReservationServiceConfig, logger: Logger): Promise<RunningReservationService> {
-  const db = createKnex({ url: config.database.url, poolMax: config.database.poolMax, applicationName: "holdfast-reservation-service", log: knexLog(logger) });
+  const db = createKnex({ ...config.database, applicationName: "holdfast-reservation-service", log: knexLog(logger) });
   await assertDatabaseReady(db, { timeoutMs: config.database.connectTimeoutMs, logger });
 
   const metrics = createMetrics("reservation-service");
   const stopping = new AbortController();
-  const impl = instrumentService(InventoryReservationService, createInventoryReservationService({ db }), {
+  const impl = instrumentService(InventoryReservationService, createInventoryReservationService({ db, settings: config.reservations, logger }), {
     logger,
     metrics,
     stopping: stopping.signal,

@@ -1,0 +1,293 @@
+/**
+ * The statements that change stock counters. Every writer of `inventory` (the
+ * reservation-service's RPCs, the expiry-worker's sweeps and repairs) goes through
+ * these functions, so the rules below hold for all of them:
+ *
+ * - LEDGER IN THE SAME STATEMENT. A counter change and its audit events are one SQL
+ *   statement (a data-modifying CTE): the events are computed from the values the
+ *   UPDATE returned while it holds the row lock, so they cannot disagree with the row,
+ *   and recording them costs no extra round trip inside the lock window.
+ * - LOCK ORDER. Rows are locked in SKU order (COLLATE "C", the contract's ORDERS),
+ *   whoever locks them: a single-row UPDATE needs no ordering; several rows are first
+ *   locked by `lockInventoryRows` (SELECT ... ORDER BY sku_code FOR NO KEY UPDATE
+ *   locks rows as the sorted output is produced), because the row order of an
+ *   UPDATE ... FROM join is the planner's choice. Reservation headers are always
+ *   locked before inventory rows (lifecycle RPCs, the sweeper), and a transaction
+ *   that already holds inventory rows only ever claims headers with SKIP LOCKED (the
+ *   in-line reclaim), so no cycle of waits can form.
+ * - LOCK WINDOW. A hot row stays locked from its first write until COMMIT, so callers
+ *   write everything else first (reservation rows, the idempotency record) and call
+ *   `applyCounterChanges` last, then commit.
+ * - GUARD. The UPDATE only touches rows whose counters stay valid (no counter
+ *   negative, available >= 0) and, when asked, whose version is the expected one
+ *   (compare-and-set). PostgreSQL re-evaluates that WHERE on the newest row version
+ *   after waiting for a concurrent writer (READ COMMITTED), so the check and the write
+ *   are one atomic step. If any row fails the guard, nothing is changed and the failing
+ *   SKUs are reported in `refused`; the CHECK constraints on `inventory` stay the last
+ *   line of defence.
+ */
+import { query, type Db } from './query.js';
+import type { AuditEventRow, AuditOperation, InventoryRow } from './rows.js';
+
+/** One audit event to write: a change of one SKU's counters, for one reservation (or none). */
+export interface CounterChange {
+  sku: string;
+  operation: AuditOperation;
+  reservationId?: string | null;
+  onHand?: number;
+  reserved?: number;
+  allocated?: number;
+  reason?: string | null;
+}
+
+/** Who made a change (the ledger's actor, request id and, for repairs, the run). */
+export interface ChangeOrigin {
+  /** "<role>:<subject>", "worker:<id>" or "system:waitlist". */
+  actor: string;
+  /** The client's request_id; null for worker-initiated changes. */
+  requestId: string | null;
+  reconciliationRunId?: string | null;
+}
+
+export interface ApplyOptions {
+  /**
+   * Compare-and-set: apply a SKU's changes only if its row is at exactly this version
+   * (OPTIMISTIC strategy, AdjustStock.expected_version). SKUs not in the map are not
+   * version-checked.
+   */
+  expectedVersions?: ReadonlyMap<string, number>;
+}
+
+export interface AppliedChanges {
+  /** The events written, in SKU order and, within a SKU, in the order of `changes`. */
+  events: AuditEventRow[];
+  /**
+   * SKUs whose changes were refused: they would have made a counter negative or
+   * available < 0, the version did not match, or the SKU has no inventory row. All or
+   * nothing: when this is not empty, no row was changed and no event written.
+   */
+  refused: string[];
+}
+
+/** Distinct SKU codes in SKU order (byte-wise, the order of COLLATE "C"). */
+export function skuOrder(codes: Iterable<string>): string[] {
+  return [...new Set(codes)].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+}
+
+/**
+ * Locks the inventory rows of `skus` in SKU order and returns them (fresh values, in
+ * SKU order). Waits at most the connection's lock_timeout per row. SKUs without a row
+ * are simply absent from the result.
+ */
+export async function lockInventoryRows(db: Db, skus: readonly string[]): Promise<InventoryRow[]> {
+  return query<InventoryRow>(db, `SELECT * FROM inventory WHERE sku_code = ANY(?::text[]) ORDER BY sku_code FOR NO KEY UPDATE`, [
+    skuOrder(skus),
+  ]);
+}
+
+/** Reads inventory rows without locking (one statement, so one consistent snapshot). */
+export async function readInventoryRows(db: Db, skus: readonly string[]): Promise<InventoryRow[]> {
+  return query<InventoryRow>(db, `SELECT * FROM inventory WHERE sku_code = ANY(?::text[]) ORDER BY sku_code`, [skuOrder(skus)]);
+}
+
+/*
+ * One statement: sum the changes per SKU, update each SKU's row once (version moves by
+ * the number of its events, so every event gets a version of its own), and insert one
+ * audit event per change with its before/after values. Within a SKU the events apply
+ * in `ord` order: event k's "after" is the row's final value minus the deltas of the
+ * events after it (a window over the following rows), its "before" is after - delta.
+ *
+ * ORDER BY in the INSERT's SELECT makes ids follow SKU order, then `ord`.
+ */
+const APPLY_COUNTER_CHANGES = `
+WITH ch AS (
+  SELECT *
+    FROM unnest(?::int[], ?::text[], ?::text[], ?::uuid[], ?::bigint[], ?::bigint[], ?::bigint[], ?::text[])
+      AS t(ord, sku_code, operation, reservation_id, d_on_hand, d_reserved, d_allocated, reason)
+),
+per_sku AS (
+  SELECT sku_code COLLATE "C" AS sku_code, sum(d_on_hand) AS d_on_hand, sum(d_reserved) AS d_reserved,
+         sum(d_allocated) AS d_allocated, count(*) AS n
+    FROM ch GROUP BY sku_code
+),
+expected AS (
+  SELECT * FROM unnest(?::text[], ?::bigint[]) AS e(sku_code, version)
+),
+u AS (
+  UPDATE inventory i
+     SET on_hand = i.on_hand + p.d_on_hand,
+         reserved = i.reserved + p.d_reserved,
+         allocated = i.allocated + p.d_allocated,
+         version = i.version + p.n,
+         updated_at = now()
+    FROM per_sku p
+   WHERE i.sku_code = p.sku_code
+     -- The guard: every counter stays >= 0 and nothing is promised twice.
+     AND i.on_hand + p.d_on_hand >= 0
+     AND i.reserved + p.d_reserved >= 0
+     AND i.allocated + p.d_allocated >= 0
+     AND (i.on_hand + p.d_on_hand) - (i.reserved + p.d_reserved) - (i.allocated + p.d_allocated) >= 0
+     -- Compare-and-set, for the SKUs that have an expected version.
+     AND NOT EXISTS (SELECT 1 FROM expected e WHERE e.sku_code = i.sku_code AND e.version <> i.version)
+  RETURNING i.sku_code, i.on_hand, i.reserved, i.allocated, i.version
+),
+ev AS (
+  SELECT ch.*, u.on_hand AS f_on_hand, u.reserved AS f_reserved, u.allocated AS f_allocated, u.version AS f_version,
+         coalesce(sum(ch.d_on_hand) OVER later, 0) AS later_on_hand,
+         coalesce(sum(ch.d_reserved) OVER later, 0) AS later_reserved,
+         coalesce(sum(ch.d_allocated) OVER later, 0) AS later_allocated,
+         count(*) OVER later AS later_events
+    FROM ch JOIN u ON u.sku_code = ch.sku_code
+  WINDOW later AS (PARTITION BY ch.sku_code ORDER BY ch.ord ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING)
+)
+INSERT INTO audit_events (
+  operation, sku_code, reservation_id, delta_on_hand, delta_reserved, delta_allocated,
+  on_hand_before, reserved_before, allocated_before, on_hand_after, reserved_after, allocated_after,
+  version_after, actor, request_id, reason, reconciliation_run_id)
+SELECT operation, sku_code, reservation_id, d_on_hand, d_reserved, d_allocated,
+       f_on_hand - later_on_hand - d_on_hand, f_reserved - later_reserved - d_reserved, f_allocated - later_allocated - d_allocated,
+       f_on_hand - later_on_hand, f_reserved - later_reserved, f_allocated - later_allocated,
+       f_version - later_events, ?, ?, reason, ?::uuid
+  FROM ev
+ ORDER BY sku_code, ord
+RETURNING *`;
+
+/**
+ * Applies counter changes and writes their audit events in one statement (see the
+ * rules at the top of this file), all or nothing. Locks the affected rows in SKU
+ * order first when more than one SKU is involved; a single row is locked by the
+ * UPDATE itself.
+ */
+export async function applyCounterChanges(
+  db: Db,
+  changes: readonly CounterChange[],
+  origin: ChangeOrigin,
+  options: ApplyOptions = {},
+): Promise<AppliedChanges> {
+  if (changes.length === 0) return { events: [], refused: [] };
+  const skus = skuOrder(changes.map((c) => c.sku));
+  if (skus.length > 1) {
+    // Several rows: lock them in SKU order, then decide all or nothing on the locked
+    // values (the UPDATE's own guard would skip failing rows and apply the others).
+    const refused = refusedByGuard(await lockInventoryRows(db, skus), skus, changes, options.expectedVersions);
+    if (refused.length > 0) return { events: [], refused };
+  }
+  const expected = [...(options.expectedVersions ?? new Map<string, number>())];
+  const rows = await query<AuditEventRow>(db, APPLY_COUNTER_CHANGES, [
+    changes.map((_, i) => i),
+    changes.map((c) => c.sku),
+    changes.map((c) => c.operation),
+    changes.map((c) => c.reservationId ?? null),
+    changes.map((c) => c.onHand ?? 0),
+    changes.map((c) => c.reserved ?? 0),
+    changes.map((c) => c.allocated ?? 0),
+    changes.map((c) => c.reason ?? null),
+    expected.map(([sku]) => sku),
+    expected.map(([, version]) => version),
+    origin.actor,
+    origin.requestId,
+    origin.reconciliationRunId ?? null,
+  ]);
+  const changed = new Set(rows.map((r) => r.sku_code));
+  return { events: rows, refused: skus.filter((s) => !changed.has(s)) };
+}
+
+/** The SQL guard of APPLY_COUNTER_CHANGES, evaluated on rows this transaction has locked. */
+function refusedByGuard(
+  rows: readonly InventoryRow[],
+  skus: readonly string[],
+  changes: readonly CounterChange[],
+  expectedVersions: ReadonlyMap<string, number> | undefined,
+): string[] {
+  const bySku = new Map(rows.map((r) => [r.sku_code, r]));
+  return skus.filter((sku) => {
+    const row = bySku.get(sku);
+    if (row === undefined) return true;
+    const expected = expectedVersions?.get(sku);
+    if (expected !== undefined && expected !== row.version) return true;
+    let onHand = row.on_hand;
+    let reserved = row.reserved;
+    let allocated = row.allocated;
+    for (const c of changes) {
+      if (c.sku !== sku) continue;
+      onHand += c.onHand ?? 0;
+      reserved += c.reserved ?? 0;
+      allocated += c.allocated ?? 0;
+    }
+    return onHand < 0 || reserved < 0 || allocated < 0 || onHand - reserved - allocated < 0;
+  });
+}
+
+// ---------------------------------------------------------------------------------------
+// Expiry: the worker's sweep and the in-line reclaim of CreateHold share these.
+// ---------------------------------------------------------------------------------------
+
+/** A line of a hold being expired. */
+export interface HeldLine {
+  reservation_id: string;
+  sku_code: string;
+  quantity: number;
+}
+
+/**
+ * Claims expired HELD holds whose every line is on one of `lockSet`'s SKUs (the in-line
+ * reclaim: a CreateHold that holds, or is about to take, exactly those rows in SKU
+ * order). Headers are claimed FOR UPDATE SKIP LOCKED: a header another transaction is
+ * confirming, releasing or sweeping is skipped, never waited for (that transaction may
+ * be waiting for our inventory rows). Holds that also touch other SKUs are left to the
+ * sweeper, which locks headers first and SKUs in order.
+ */
+export async function claimReclaimableHolds(db: Db, lockSet: readonly string[], limit: number): Promise<string[]> {
+  const skus = skuOrder(lockSet);
+  const rows = await query<{ id: string }>(
+    db,
+    `SELECT r.id
+       FROM reservations r
+      WHERE r.id IN (
+              SELECT i.reservation_id
+                FROM reservation_items i
+               WHERE i.sku_code = ANY(?::text[]) AND i.status = 'HELD' AND i.expires_at <= now()
+                 AND NOT EXISTS (SELECT 1 FROM reservation_items o
+                                  WHERE o.reservation_id = i.reservation_id AND o.sku_code <> ALL(?::text[])))
+        AND r.status = 'HELD' AND r.expires_at <= now()
+      ORDER BY r.expires_at, r.id
+      LIMIT ?
+        FOR UPDATE SKIP LOCKED`,
+    [skus, skus, limit],
+  );
+  return rows.map((r) => r.id);
+}
+
+/**
+ * Moves claimed (locked) HELD holds that are past their expiry to EXPIRED, with their
+ * lines, and returns their units: one HOLD_EXPIRED event per line. The caller must
+ * hold the headers' row locks (claimReclaimableHolds, or the sweeper's claim), and, if
+ * it already holds inventory rows, every SKU of these holds must be among them.
+ * Re-checks status and expiry, so a hold confirmed meanwhile is left alone.
+ */
+export async function expireClaimedHolds(db: Db, reservationIds: readonly string[], origin: ChangeOrigin): Promise<AppliedChanges & { expired: string[] }> {
+  if (reservationIds.length === 0) return { events: [], refused: [], expired: [] };
+  const lines = await query<HeldLine>(
+    db,
+    `WITH h AS (
+       UPDATE reservations
+          SET status = 'EXPIRED', closed_at = now(), updated_at = now(), close_reason = 'expired'
+        WHERE id = ANY(?::uuid[]) AND status = 'HELD' AND expires_at <= now()
+        RETURNING id
+     )
+     UPDATE reservation_items i SET status = 'EXPIRED'
+       FROM h WHERE i.reservation_id = h.id
+     RETURNING i.reservation_id, i.sku_code, i.quantity`,
+    [[...reservationIds]],
+  );
+  const applied = await applyCounterChanges(
+    db,
+    lines.map((l) => ({ sku: l.sku_code, operation: 'HOLD_EXPIRED' as const, reservationId: l.reservation_id, reserved: -l.quantity })),
+    origin,
+  );
+  if (applied.refused.length > 0) {
+    // reserved < Σ HELD lines: the books were already wrong. Fail loudly (rolls back).
+    throw new Error(`expiring holds would make reserved negative for ${applied.refused.join(', ')}: counters disagree with the lines`);
+  }
+  return { ...applied, expired: [...new Set(lines.map((l) => l.reservation_id))] };
+}

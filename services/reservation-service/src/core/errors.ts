@@ -1,0 +1,171 @@
+/**
+ * The business errors of the reservation logic, each with the status code, reason
+ * and details that errors.proto promises for it. Transport-independent: thrown as
+ * ConnectErrors, which both transports encode the same way.
+ */
+import { Code, type ConnectError } from "@connectrpc/connect";
+import { ErrorReason } from "@holdfast/contracts";
+import { BadRequestSchema, PreconditionFailureSchema, ResourceInfoSchema, RetryInfoSchema } from "@holdfast/contracts/rpc";
+import { rpcError } from "@holdfast/runtime";
+
+const SKU_RESOURCE = "holdfast.inventory.v1.Sku";
+const RESERVATION_RESOURCE = "holdfast.inventory.v1.Reservation";
+
+const retryAfter = (ms: number) => ({
+  desc: RetryInfoSchema,
+  value: { retryDelay: { seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 } },
+});
+
+const precondition = (violations: { type: string; subject: string; description: string }[]) => ({
+  desc: PreconditionFailureSchema,
+  value: { violations },
+});
+
+const badRequestField = (field: string, description: string) => ({
+  desc: BadRequestSchema,
+  value: { fieldViolations: [{ field, description }] },
+});
+
+export function skuNotFound(codes: readonly string[]): ConnectError {
+  const sorted = [...new Set(codes)].sort();
+  return rpcError(Code.NotFound, ErrorReason.SKU_NOT_FOUND, `unknown SKU${sorted.length > 1 ? "s" : ""}: ${sorted.join(", ")}`, {
+    metadata: { sku: sorted.join(",") },
+    details: sorted.map((code) => ({ desc: ResourceInfoSchema, value: { resourceType: SKU_RESOURCE, resourceName: code, description: "no such SKU" } })),
+  });
+}
+
+export function skuAlreadyExists(code: string): ConnectError {
+  return rpcError(Code.AlreadyExists, ErrorReason.SKU_ALREADY_EXISTS, `SKU ${code} already exists`, {
+    metadata: { sku: code },
+    details: [{ desc: ResourceInfoSchema, value: { resourceType: SKU_RESOURCE, resourceName: code, description: "already exists" } }],
+  });
+}
+
+export function reservationNotFound(id: string): ConnectError {
+  return rpcError(Code.NotFound, ErrorReason.RESERVATION_NOT_FOUND, `no reservation ${id}`, {
+    metadata: { reservation_id: id },
+    details: [{ desc: ResourceInfoSchema, value: { resourceType: RESERVATION_RESOURCE, resourceName: id, description: "no such reservation" } }],
+  });
+}
+
+export interface ShortLine {
+  sku: string;
+  requested: number;
+  available: number;
+}
+
+/** FAILED_PRECONDITION / INSUFFICIENT_STOCK naming every short line, in SKU order. */
+export function insufficientStock(short: readonly ShortLine[]): ConnectError {
+  const lines = [...short].sort((a, b) => (a.sku < b.sku ? -1 : 1));
+  return rpcError(
+    Code.FailedPrecondition,
+    ErrorReason.INSUFFICIENT_STOCK,
+    `insufficient stock: ${lines.map((l) => `${l.sku} (requested ${l.requested}, available ${l.available})`).join(", ")}`,
+    {
+      metadata: { sku: lines.map((l) => l.sku).join(",") },
+      details: [
+        precondition(lines.map((l) => ({ type: "STOCK", subject: `sku/${l.sku}`, description: `requested ${l.requested}, available ${l.available}` }))),
+      ],
+    },
+  );
+}
+
+/** FAILED_PRECONDITION / INVALID_TRANSITION: the reservation's status or type forbids the call. */
+export function invalidTransition(r: { id: string; status: string; type: string }, method: string, needs: string): ConnectError {
+  const description = `status is ${r.status}${r.type === "ALLOCATION" ? " (a direct allocation)" : ""}; ${method} needs ${needs}`;
+  return rpcError(Code.FailedPrecondition, ErrorReason.INVALID_TRANSITION, `reservation ${r.id}: ${description}`, {
+    metadata: { reservation_id: r.id, status: r.status, type: r.type },
+    details: [precondition([{ type: "STATUS", subject: `reservation/${r.id}`, description }])],
+  });
+}
+
+export function holdExpired(id: string, expiresAt: Date): ConnectError {
+  const when = expiresAt.toISOString();
+  return rpcError(Code.FailedPrecondition, ErrorReason.HOLD_EXPIRED, `hold ${id} expired at ${when}`, {
+    metadata: { reservation_id: id, expire_time: when },
+    details: [precondition([{ type: "EXPIRY", subject: `reservation/${id}`, description: `expired at ${when}` }])],
+  });
+}
+
+export function holdLifetimeExceeded(id: string, maxExpiresAt: Date): ConnectError {
+  const when = maxExpiresAt.toISOString();
+  return rpcError(Code.FailedPrecondition, ErrorReason.HOLD_LIFETIME_EXCEEDED, `hold ${id} cannot live past ${when}`, {
+    metadata: { reservation_id: id, max_expire_time: when },
+    details: [precondition([{ type: "EXPIRY", subject: `reservation/${id}`, description: `lifetime ends at ${when}` }])],
+  });
+}
+
+export function stockBelowCommitted(sku: string, onHand: number, committed: number): ConnectError {
+  const description = `on_hand would be ${onHand}, reserved + allocated is ${committed}`;
+  return rpcError(Code.FailedPrecondition, ErrorReason.STOCK_BELOW_COMMITTED, `${sku}: ${description}`, {
+    metadata: { sku, on_hand: String(onHand), committed: String(committed) },
+    details: [precondition([{ type: "STOCK", subject: `sku/${sku}`, description }])],
+  });
+}
+
+export function versionMismatch(sku: string, expected: number, current: number): ConnectError {
+  return rpcError(Code.Aborted, ErrorReason.VERSION_MISMATCH, `${sku} is at version ${current}, not ${expected}; re-read before deciding`, {
+    metadata: { sku, expected_version: String(expected), current_version: String(current) },
+  });
+}
+
+export function conflictRetriesExhausted(skus: readonly string[], attempts: number): ConnectError {
+  return rpcError(
+    Code.Aborted,
+    ErrorReason.CONFLICT_RETRIES_EXHAUSTED,
+    `lost ${attempts} compare-and-set races on ${skus.join(", ")} although stock was available; retry with the same request id`,
+    { metadata: { sku: skus.join(","), attempts: String(attempts) }, details: [retryAfter(20)] },
+  );
+}
+
+export function requestInProgress(requestId: string): ConnectError {
+  return rpcError(
+    Code.Aborted,
+    ErrorReason.REQUEST_IN_PROGRESS,
+    `a request with request_id ${requestId} is still executing; retry with the same request_id to get its outcome`,
+    { metadata: { request_id: requestId }, details: [retryAfter(100)] },
+  );
+}
+
+/** Same-id different request, or an id that stays attached to a reservation. */
+export function idempotencyKeyReused(requestId: string, about: { originalMethod?: string; reservationId?: string; waitlistEntryId?: string }): ConnectError {
+  const metadata: Record<string, string> = { request_id: requestId };
+  if (about.originalMethod) metadata.original_method = about.originalMethod;
+  if (about.reservationId) metadata.reservation_id = about.reservationId;
+  if (about.waitlistEntryId) metadata.waitlist_entry_id = about.waitlistEntryId;
+  const why = about.reservationId
+    ? `is attached to reservation ${about.reservationId}`
+    : about.originalMethod
+      ? `was used for a different ${about.originalMethod.split("/").pop()} request`
+      : "was used for a different request";
+  return rpcError(Code.InvalidArgument, ErrorReason.IDEMPOTENCY_KEY_REUSED, `request_id ${requestId} ${why}; use a new request_id`, {
+    metadata,
+    details: [badRequestField("request_id", `already used ${about.reservationId ? "by a reservation" : "for a different request"}`)],
+  });
+}
+
+export function ttlOutOfRange(field: string, ms: number, minMs: number, maxMs: number, sku?: string): ConnectError {
+  const description = `must be between ${minMs / 1000}s and ${maxMs / 1000}s${sku ? ` for SKU ${sku}` : ""}`;
+  const metadata: Record<string, string> = { min_ttl_ms: String(minMs), max_ttl_ms: String(maxMs) };
+  if (sku) metadata.sku = sku;
+  return rpcError(Code.InvalidArgument, ErrorReason.TTL_OUT_OF_RANGE, `${field}: ${ms / 1000}s ${description}`, {
+    metadata,
+    details: [badRequestField(field, description)],
+  });
+}
+
+export function invalidPageToken(why: string): ConnectError {
+  return rpcError(Code.InvalidArgument, ErrorReason.INVALID_PAGE_TOKEN, `page_token: ${why}`, {
+    details: [badRequestField("page_token", why)],
+  });
+}
+
+export function invalidUpdateMask(index: number, path: string, why: string): ConnectError {
+  return rpcError(Code.InvalidArgument, ErrorReason.INVALID_UPDATE_MASK, `update_mask.paths[${index}] "${path}": ${why}`, {
+    details: [badRequestField(`update_mask.paths[${index}]`, why)],
+  });
+}
+
+export function notImplementedFeature(feature: string, message: string): ConnectError {
+  return rpcError(Code.Unimplemented, ErrorReason.NOT_IMPLEMENTED, message, { metadata: { feature } });
+}

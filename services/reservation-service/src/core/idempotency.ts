@@ -1,0 +1,194 @@
+/**
+ * Idempotency by (caller, request_id), the rules of errors.proto (IDEMPOTENCY):
+ *
+ * - The record is claimed by the first statement of the call's transaction:
+ *   INSERT ... ON CONFLICT DO NOTHING on the primary key (caller, request_id). A
+ *   duplicate that arrives while the first is in flight blocks on that key until the
+ *   first commits or rolls back (bounded by lock_timeout, then REQUEST_IN_PROGRESS);
+ *   it then finds the COMPLETED record and replays it. The work and its record commit
+ *   together, so duplicates execute once and a crash leaves nothing half-recorded.
+ * - Successes and business refusals (FAILED_PRECONDITION, NOT_FOUND, ALREADY_EXISTS)
+ *   are recorded and replayed; anything else (ABORTED, UNAVAILABLE, INVALID_ARGUMENT,
+ *   ...) rolls back with the claim, so the client may retry with the same id.
+ * - Same id, different request (another method or other fields): the request hash
+ *   differs, INVALID_ARGUMENT / IDEMPOTENCY_KEY_REUSED, nothing recorded.
+ * - Records live for the configured window. A record past it is taken over by the
+ *   next claim (ON CONFLICT ... DO UPDATE ... WHERE expires_at <= now()), so an old
+ *   id is executed again as new, as the contract says; ids attached to reservations
+ *   stay taken through the reservations' own unique key (see reserve.ts).
+ */
+import { createHash } from "node:crypto";
+import { create, fromBinary, toBinary, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
+import { AnySchema, anyPack } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { ErrorInfoSchema, StatusSchema } from "@holdfast/contracts/rpc";
+import { query, type Db } from "@holdfast/schema";
+import type { Knex } from "knex";
+import { idempotencyKeyReused, requestInProgress } from "./errors.js";
+
+export interface IdempotencyKey {
+  caller: string;
+  requestId: string;
+  /** Fully qualified method, e.g. "holdfast.inventory.v1.InventoryReservationService/CreateHold". */
+  method: string;
+  /** sha256 of the method and the request's binary encoding. */
+  hash: string;
+}
+
+export function idempotencyKey<D extends DescMessage>(caller: string, method: string, schema: D, request: MessageShape<D> & { requestId: string }): IdempotencyKey {
+  const hash = createHash("sha256").update(method).update("\0").update(toBinary(schema, request)).digest("hex");
+  return { caller, requestId: request.requestId, method, hash };
+}
+
+/** A business refusal to record and commit together with the work's other changes. */
+export class Refusal {
+  constructor(readonly error: ConnectError) {}
+}
+
+/** Outcomes recorded for replay (errors.proto, IDEMPOTENCY). */
+export function isRecordedRefusal(err: unknown): err is ConnectError {
+  return err instanceof ConnectError && (err.code === Code.FailedPrecondition || err.code === Code.NotFound || err.code === Code.AlreadyExists);
+}
+
+const SQLSTATE_LOCK_NOT_AVAILABLE = "55P03";
+
+type Record = {
+  method: string;
+  request_hash: string;
+  state: "IN_FLIGHT" | "COMPLETED";
+  status_code: number | null;
+  response: Buffer | null;
+};
+
+/** `work` gets the transaction and `record`, to store the response before touching hot rows. */
+export type Work<R> = (trx: Knex.Transaction, record: (response: R) => Promise<void>) => Promise<R | Refusal>;
+
+export class Idempotency {
+  constructor(
+    private readonly db: Knex,
+    private readonly windowMs: number,
+  ) {}
+
+  /**
+   * Runs `work` at most once per key and returns its response, or the recorded
+   * outcome of an earlier identical request (`replayed` set / ErrorInfo metadata
+   * "replayed"). Throws refusals, and transient errors without recording them.
+   */
+  async run<D extends DescMessage>(key: IdempotencyKey, schema: D, work: Work<MessageShape<D>>): Promise<MessageShape<D>> {
+    type R = MessageShape<D>;
+    for (let attempt = 0; ; attempt++) {
+      let outcome: { kind: "done"; value: R | Refusal } | { kind: "exists" };
+      try {
+        outcome = await this.db.transaction(async (trx) => {
+          if (!(await this.claim(trx, key))) return { kind: "exists" } as const;
+          let recorded = false;
+          const record = async (response: R) => {
+            await this.complete(trx, key, 0, toBinary(schema, response));
+            recorded = true;
+          };
+          const value = await work(trx, record);
+          if (value instanceof Refusal) await this.complete(trx, key, value.error.code, encodeError(value.error));
+          else if (!recorded) await record(value);
+          return { kind: "done", value } as const;
+        });
+      } catch (err) {
+        // Refused before anything changed (rolled back): record the refusal on its own.
+        if (isRecordedRefusal(err)) {
+          if (await this.recordAlone(key, err)) throw err;
+          outcome = { kind: "exists" };
+        } else {
+          throw err;
+        }
+      }
+      if (outcome.kind === "done") {
+        if (outcome.value instanceof Refusal) throw outcome.value.error;
+        return outcome.value;
+      }
+      const replay = await this.replay(key, schema);
+      if (replay !== undefined) return replay;
+      // The record vanished between our claim and our read (pruned, or taken over as
+      // expired): claim again. Bounded, although each retry needs a new race to lose.
+      if (attempt >= 3) throw requestInProgress(key.requestId);
+    }
+  }
+
+  /** True if this call now owns the record (new, or taken over after its window). */
+  private async claim(trx: Knex.Transaction, key: IdempotencyKey): Promise<boolean> {
+    try {
+      const rows = await query(
+        trx,
+        `INSERT INTO idempotency_records (caller, request_id, method, request_hash, state, expires_at)
+         VALUES (?, ?, ?, ?, 'IN_FLIGHT', now() + ? * interval '1 millisecond')
+         ON CONFLICT (caller, request_id) DO UPDATE
+            SET method = EXCLUDED.method, request_hash = EXCLUDED.request_hash, state = 'IN_FLIGHT',
+                response = NULL, status_code = NULL, created_at = now(), completed_at = NULL,
+                expires_at = EXCLUDED.expires_at, lease_expires_at = NULL
+          WHERE idempotency_records.expires_at <= now()
+         RETURNING 1`,
+        [key.caller, key.requestId, key.method, key.hash, this.windowMs],
+      );
+      return rows.length === 1;
+    } catch (err) {
+      // Waited lock_timeout for a duplicate still in flight.
+      if ((err as { code?: string }).code === SQLSTATE_LOCK_NOT_AVAILABLE) throw requestInProgress(key.requestId);
+      throw err;
+    }
+  }
+
+  private async complete(trx: Db, key: IdempotencyKey, statusCode: number, response: Uint8Array): Promise<void> {
+    await query(
+      trx,
+      `UPDATE idempotency_records SET state = 'COMPLETED', status_code = ?, response = ?, completed_at = now()
+        WHERE caller = ? AND request_id = ?`,
+      [statusCode, Buffer.from(response), key.caller, key.requestId],
+    );
+  }
+
+  /** Records a refusal in its own statement; false if another request got the key first. */
+  private async recordAlone(key: IdempotencyKey, error: ConnectError): Promise<boolean> {
+    return this.db.transaction(async (trx) => {
+      if (!(await this.claim(trx, key))) return false;
+      await this.complete(trx, key, error.code, encodeError(error));
+      return true;
+    });
+  }
+
+  private async replay<D extends DescMessage>(key: IdempotencyKey, schema: D): Promise<MessageShape<D> | undefined> {
+    const [record] = await query<Record>(
+      this.db,
+      `SELECT method, request_hash, state, status_code, response FROM idempotency_records WHERE caller = ? AND request_id = ?`,
+      [key.caller, key.requestId],
+    );
+    if (record === undefined) return undefined;
+    if (record.request_hash !== key.hash) throw idempotencyKeyReused(key.requestId, { originalMethod: record.method });
+    if (record.state !== "COMPLETED" || record.response === null) throw requestInProgress(key.requestId);
+    if (record.status_code === 0) {
+      const response = fromBinary(schema, record.response) as MessageShape<D> & { replayed?: boolean };
+      if ("replayed" in response) response.replayed = true;
+      return response;
+    }
+    throw decodeError(record.response);
+  }
+}
+
+/** A refusal as a binary google.rpc.Status (code, message, every detail). */
+function encodeError(error: ConnectError): Uint8Array {
+  const details = error.details.map((d) =>
+    "desc" in d ? anyPack(d.desc, create(d.desc, d.value)) : create(AnySchema, { typeUrl: `type.googleapis.com/${d.type}`, value: d.value }),
+  );
+  return toBinary(StatusSchema, create(StatusSchema, { code: error.code, message: error.rawMessage, details }));
+}
+
+/** The recorded refusal, marked as a replay in its ErrorInfo (metadata "replayed" = "true"). */
+function decodeError(bytes: Uint8Array): ConnectError {
+  const status = fromBinary(StatusSchema, bytes);
+  const error = new ConnectError(status.message, status.code as Code);
+  error.details = status.details.map((any) => {
+    const type = any.typeUrl.slice(any.typeUrl.lastIndexOf("/") + 1);
+    if (type !== ErrorInfoSchema.typeName) return { type, value: any.value };
+    const info = fromBinary(ErrorInfoSchema, any.value);
+    info.metadata.replayed = "true";
+    return { desc: ErrorInfoSchema, value: info };
+  });
+  return error;
+}

@@ -1,0 +1,264 @@
+/**
+ * The reservation lifecycle after creation (contract, ReservationStatus):
+ *   HELD -> ALLOCATED (ConfirmHold) | RELEASED (ReleaseHold) | EXPIRED (expiry);
+ *   ALLOCATED -> FULFILLED (FulfillAllocation) | CANCELLED (CancelAllocation).
+ *
+ * Every transition locks the reservation's header first (SELECT ... FOR UPDATE), then
+ * changes the lines and, last, the counters with their ledger events (one statement,
+ * SKUs locked in SKU order): the lock order of ledger.ts. The header lock serialises
+ * every transition of one reservation, including the worker's sweep (which claims
+ * headers with SKIP LOCKED), so a hold racing its expiry ends confirmed or expired,
+ * never both.
+ *
+ * Expiry is a rule, judged by the database clock at the moment the header is locked
+ * (clock_timestamp() in the guarded UPDATE, not the transaction's start, which may be
+ * a lock wait earlier): a HELD hold past expires_at is dead. Confirming or extending
+ * it is FAILED_PRECONDITION / HOLD_EXPIRED, and the same transaction records it as
+ * EXPIRED and returns its units, so nobody has to wait for the sweeper.
+ *
+ * Counter changes here cannot oversell (they move units out of reserved/allocated, or
+ * from reserved to allocated), so both locking strategies use the same guarded
+ * statement; a compare-and-set would add aborts without protecting anything, since the
+ * header lock already serialises the reservation's transitions. The strategy a caller
+ * names on ConfirmHold is validated and otherwise has no effect.
+ */
+import { create, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
+import {
+  CancelAllocationRequestSchema,
+  CancelAllocationResponseSchema,
+  ConfirmHoldRequestSchema,
+  ConfirmHoldResponseSchema,
+  ExtendHoldRequestSchema,
+  ExtendHoldResponseSchema,
+  FulfillAllocationRequestSchema,
+  FulfillAllocationResponseSchema,
+  InventoryReservationService,
+  LockingStrategy,
+  ReleaseHoldRequestSchema,
+  ReleaseHoldResponseSchema,
+  type CancelAllocationRequest,
+  type CancelAllocationResponse,
+  type ConfirmHoldRequest,
+  type ConfirmHoldResponse,
+  type ExtendHoldRequest,
+  type ExtendHoldResponse,
+  type FulfillAllocationRequest,
+  type FulfillAllocationResponse,
+  type ReleaseHoldRequest,
+  type ReleaseHoldResponse,
+  type Reservation,
+} from "@holdfast/contracts";
+import { applyCounterChanges, expireClaimedHolds, query, type AuditOperation, type ReservationRow, type ReservationStatus, type SkuRow } from "@holdfast/schema";
+import type { Knex } from "knex";
+import type { Call, Deps } from "./context.js";
+import { toReservation, type LineRow } from "./convert.js";
+import { holdExpired, holdLifetimeExceeded, invalidTransition, reservationNotFound, ttlOutOfRange } from "./errors.js";
+import { Idempotency, Refusal, idempotencyKey } from "./idempotency.js";
+import { ttlBounds } from "./reserve.js";
+import { Violations } from "./validate.js";
+
+/** A reservation locked by this transaction, with its lines and the database clock at the lock. */
+interface Locked {
+  row: ReservationRow;
+  lines: LineRow[];
+  /** clock_timestamp() after the header lock was granted. */
+  now: Date;
+  /** HELD but past expires_at. */
+  lapsed: boolean;
+}
+
+type Step = (trx: Knex.Transaction, locked: Locked, call: Call) => Promise<Reservation | Refusal>;
+
+const method = (name: string) => `${InventoryReservationService.typeName}/${name}`;
+
+/**
+ * Runs one transition idempotently: validate, claim the request id, lock the header,
+ * then `step`. An unknown reservation is NOT_FOUND (recorded, like every refusal).
+ */
+async function transition<D extends DescMessage, Req extends { requestId: string; reservationId: string }>(
+  deps: Deps,
+  call: Call,
+  name: string,
+  requestSchema: DescMessage,
+  responseSchema: D,
+  req: Req,
+  validate: (v: Violations) => void,
+  step: Step,
+): Promise<MessageShape<D>> {
+  const v = new Violations().requestId("request_id", req.requestId).uuid("reservation_id", req.reservationId);
+  validate(v);
+  v.throwIfAny();
+  const key = idempotencyKey(call.principal.id, method(name), requestSchema, req as never);
+  const idempotency = new Idempotency(deps.db, deps.settings.idempotencyWindowMs);
+  return idempotency.run(key, responseSchema, async (trx) => {
+    const locked = await lockReservation(trx, req.reservationId);
+    const outcome = await step(trx, locked, call);
+    if (outcome instanceof Refusal) return outcome;
+    return create(responseSchema, { reservation: outcome } as never) as MessageShape<D>;
+  });
+}
+
+async function lockReservation(trx: Knex.Transaction, id: string): Promise<Locked> {
+  const [row] = await query<ReservationRow>(trx, `SELECT * FROM reservations WHERE id = ? FOR UPDATE`, [id]);
+  if (row === undefined) throw reservationNotFound(id);
+  // Read after the lock is granted, so a long lock wait cannot make a dead hold look alive.
+  const lines = await query<LineRow & { now: Date }>(
+    trx,
+    `SELECT sku_code, quantity, clock_timestamp() AS now FROM reservation_items WHERE reservation_id = ? ORDER BY sku_code`,
+    [id],
+  );
+  const now = lines[0]?.now ?? new Date();
+  const lapsed = row.status === "HELD" && row.expires_at !== null && row.expires_at.getTime() <= now.getTime();
+  return { row, lines: lines.map(({ sku_code, quantity }) => ({ sku_code, quantity })), now, lapsed };
+}
+
+/**
+ * Moves the header and its lines to `status` and applies one counter change per line,
+ * with its ledger events. Returns the reservation as it now is.
+ */
+async function moveTo(
+  trx: Knex.Transaction,
+  locked: Locked,
+  call: Call,
+  requestId: string,
+  status: ReservationStatus,
+  change: { operation: AuditOperation; onHand?: 1 | -1 | 0; reserved?: 1 | -1 | 0; allocated?: 1 | -1 | 0 },
+  closeReason: string | null,
+): Promise<Reservation> {
+  const final = status !== "ALLOCATED";
+  const [row] = await query<ReservationRow>(
+    trx,
+    `WITH h AS (
+       UPDATE reservations
+          SET status = ?, updated_at = now(),
+              confirmed_at = CASE WHEN ? = 'ALLOCATED' THEN now() ELSE confirmed_at END,
+              closed_at = CASE WHEN ? THEN now() END,
+              close_reason = ?
+        WHERE id = ?
+        RETURNING *
+     ), lines AS (
+       UPDATE reservation_items i SET status = h.status FROM h WHERE i.reservation_id = h.id
+     )
+     SELECT * FROM h`,
+    [status, status, final, closeReason, locked.row.id],
+  );
+  const applied = await applyCounterChanges(
+    trx,
+    locked.lines.map((l) => ({
+      sku: l.sku_code,
+      operation: change.operation,
+      reservationId: locked.row.id,
+      onHand: (change.onHand ?? 0) * l.quantity,
+      reserved: (change.reserved ?? 0) * l.quantity,
+      allocated: (change.allocated ?? 0) * l.quantity,
+      reason: closeReason,
+    })),
+    { actor: call.principal.id, requestId },
+  );
+  // Only a ledger that already disagrees with the lines can refuse these moves.
+  if (applied.refused.length > 0) throw new Error(`${change.operation} of ${locked.row.id} refused on ${applied.refused.join(", ")}: counters disagree with the lines`);
+  return toReservation(row!, locked.lines, locked.now);
+}
+
+/** Records a lapsed (unswept) hold as EXPIRED and returns its units, in this transaction. */
+async function expireNow(trx: Knex.Transaction, locked: Locked, call: Call, requestId: string): Promise<Reservation> {
+  await expireClaimedHolds(trx, [locked.row.id], { actor: call.principal.id, requestId });
+  const [row] = await query<ReservationRow>(trx, `SELECT * FROM reservations WHERE id = ?`, [locked.row.id]);
+  return toReservation(row!, locked.lines, locked.now);
+}
+
+const unchanged = (locked: Locked) => toReservation(locked.row, locked.lines, locked.now);
+
+const strategyField = (v: Violations, value: LockingStrategy) =>
+  v.enumValue("locking_strategy", value, [LockingStrategy.OPTIMISTIC, LockingStrategy.PESSIMISTIC]);
+
+export function confirmHold(deps: Deps, call: Call, req: ConfirmHoldRequest): Promise<ConfirmHoldResponse> {
+  return transition(deps, call, "ConfirmHold", ConfirmHoldRequestSchema, ConfirmHoldResponseSchema, req, (v) => strategyField(v, req.lockingStrategy), async (trx, locked) => {
+    const { row } = locked;
+    if (row.type !== "HOLD") throw invalidTransition(row, "ConfirmHold", "a HELD hold");
+    if (row.status === "ALLOCATED") return unchanged(locked); // already confirmed: succeeds, changes nothing
+    if (locked.lapsed) {
+      await expireNow(trx, locked, call, req.requestId);
+      return new Refusal(holdExpired(row.id, row.expires_at!));
+    }
+    if (row.status === "EXPIRED") throw holdExpired(row.id, row.expires_at!);
+    if (row.status !== "HELD") throw invalidTransition(row, "ConfirmHold", "HELD");
+    return moveTo(trx, locked, call, req.requestId, "ALLOCATED", { operation: "HOLD_CONFIRMED", reserved: -1, allocated: 1 }, null);
+  });
+}
+
+export function releaseHold(deps: Deps, call: Call, req: ReleaseHoldRequest): Promise<ReleaseHoldResponse> {
+  return transition(deps, call, "ReleaseHold", ReleaseHoldRequestSchema, ReleaseHoldResponseSchema, req, (v) => v.reason("reason", req.reason, false), async (trx, locked) => {
+    const { row } = locked;
+    if (row.status === "RELEASED" || row.status === "EXPIRED") return unchanged(locked); // succeeds, changes nothing
+    if (row.status !== "HELD") throw invalidTransition(row, "ReleaseHold", "HELD (use CancelAllocation for an allocation)");
+    // Past its expiry the hold is already dead: recorded as EXPIRED, not RELEASED (contract).
+    if (locked.lapsed) return expireNow(trx, locked, call, req.requestId);
+    return moveTo(trx, locked, call, req.requestId, "RELEASED", { operation: "HOLD_RELEASED", reserved: -1 }, req.reason === "" ? null : req.reason);
+  });
+}
+
+export function fulfillAllocation(deps: Deps, call: Call, req: FulfillAllocationRequest): Promise<FulfillAllocationResponse> {
+  return transition(deps, call, "FulfillAllocation", FulfillAllocationRequestSchema, FulfillAllocationResponseSchema, req, () => undefined, async (trx, locked) => {
+    const { row } = locked;
+    if (row.status === "FULFILLED") return unchanged(locked);
+    if (row.status !== "ALLOCATED") throw invalidTransition({ ...row, status: locked.lapsed ? "EXPIRED" : row.status }, "FulfillAllocation", "ALLOCATED");
+    return moveTo(trx, locked, call, req.requestId, "FULFILLED", { operation: "ALLOCATION_FULFILLED", onHand: -1, allocated: -1 }, null);
+  });
+}
+
+export function cancelAllocation(deps: Deps, call: Call, req: CancelAllocationRequest): Promise<CancelAllocationResponse> {
+  return transition(deps, call, "CancelAllocation", CancelAllocationRequestSchema, CancelAllocationResponseSchema, req, (v) => v.reason("reason", req.reason, false), async (trx, locked) => {
+    const { row } = locked;
+    if (row.status === "CANCELLED") return unchanged(locked);
+    if (row.status !== "ALLOCATED") {
+      throw invalidTransition({ ...row, status: locked.lapsed ? "EXPIRED" : row.status }, "CancelAllocation", "ALLOCATED (use ReleaseHold for a hold)");
+    }
+    return moveTo(trx, locked, call, req.requestId, "CANCELLED", { operation: "ALLOCATION_CANCELLED", allocated: -1 }, req.reason === "" ? null : req.reason);
+  });
+}
+
+export function extendHold(deps: Deps, call: Call, req: ExtendHoldRequest): Promise<ExtendHoldResponse> {
+  let ttlMs: number | undefined;
+  return transition(
+    deps,
+    call,
+    "ExtendHold",
+    ExtendHoldRequestSchema,
+    ExtendHoldResponseSchema,
+    req,
+    (v) => {
+      if (req.ttl === undefined) v.add("ttl", "is required");
+      ttlMs = v.duration("ttl", req.ttl);
+      if (ttlMs !== undefined && ttlMs <= 0) v.add("ttl", "must be positive");
+    },
+    async (trx, locked) => {
+      const { row } = locked;
+      if (row.type !== "HOLD") throw invalidTransition(row, "ExtendHold", "a HELD hold");
+      if (locked.lapsed) {
+        await expireNow(trx, locked, call, req.requestId);
+        return new Refusal(holdExpired(row.id, row.expires_at!));
+      }
+      if (row.status === "EXPIRED") throw holdExpired(row.id, row.expires_at!);
+      if (row.status !== "HELD") throw invalidTransition(row, "ExtendHold", "HELD");
+      // Bounded by the SKUs' max_hold_ttl in force now (not a refusal: INVALID_ARGUMENT, not recorded).
+      const skus = await query<SkuRow>(trx, `SELECT * FROM skus WHERE code = ANY(?::text[])`, [locked.lines.map((l) => l.sku_code)]);
+      const { minMs, maxMs, boundSku } = ttlBounds(skus, deps.settings);
+      if (ttlMs! < minMs || ttlMs! > maxMs) throw ttlOutOfRange("ttl", ttlMs!, minMs, maxMs, boundSku);
+      const wanted = Math.max(row.expires_at!.getTime(), locked.now.getTime() + ttlMs!);
+      if (wanted > row.max_expires_at!.getTime()) throw holdLifetimeExceeded(row.id, row.max_expires_at!);
+      // No counter changes and no ledger event (there is no "extended" operation).
+      const [updated] = await query<ReservationRow>(
+        trx,
+        `WITH h AS (
+           UPDATE reservations SET expires_at = GREATEST(expires_at, ?::timestamptz), updated_at = now() WHERE id = ? RETURNING *
+         ), lines AS (
+           UPDATE reservation_items i SET expires_at = h.expires_at FROM h WHERE i.reservation_id = h.id
+         )
+         SELECT * FROM h`,
+        [new Date(wanted), row.id],
+      );
+      return toReservation(updated!, locked.lines, locked.now);
+    },
+  );
+}

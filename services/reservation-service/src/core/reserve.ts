@@ -1,0 +1,353 @@
+/**
+ * CreateHold and CreateAllocation: taking stock, all or nothing, under either
+ * locking strategy. docs/concurrency.md tells the story; the rules are:
+ *
+ * - One transaction per attempt. Its statements, in order: claim the idempotency
+ *   record; read the SKUs' policies and counters (no lock); insert the reservation
+ *   and its lines; record the response; then, last, change the counters and write
+ *   the ledger (one statement, see packages/schema/src/ledger.ts); COMMIT. A hot
+ *   inventory row is therefore locked for one statement plus the commit.
+ * - PESSIMISTIC: the counter statement is guarded (`available >= q` per row) and
+ *   waits for the row lock (at most lock_timeout, then ABORTED / LOCK_TIMEOUT).
+ *   Several SKUs are locked in SKU order first, so overlapping batches cannot
+ *   deadlock.
+ * - OPTIMISTIC: the same statement, compare-and-set on the versions read at the start
+ *   of the attempt. If it loses, a fresh read decides: really short -> the shortage
+ *   path below; otherwise the attempt rolls back and is retried after a jittered
+ *   backoff, up to the configured bound (ABORTED / CONFLICT_RETRIES_EXHAUSTED).
+ * - Shortage: if expired holds could be reclaimed for the SKUs, lock the request's
+ *   rows in SKU order, expire those holds in this same transaction (the in-line
+ *   reclaim; deadlock rule in ledger.ts), and decide on the locked values. Otherwise
+ *   the fresh read is the answer: FAILED_PRECONDITION / INSUFFICIENT_STOCK naming
+ *   every short line, recorded for replay.
+ */
+import { setTimeout as sleep } from "node:timers/promises";
+import { create, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
+import { Code } from "@connectrpc/connect";
+import {
+  CreateAllocationRequestSchema,
+  CreateAllocationResponseSchema,
+  CreateHoldRequestSchema,
+  CreateHoldResponseSchema,
+  ErrorReason,
+  InventoryReservationService,
+  LockingStrategy,
+  type CreateAllocationRequest,
+  type CreateAllocationResponse,
+  type CreateHoldRequest,
+  type CreateHoldResponse,
+  type Reservation,
+  type ReservationLine,
+} from "@holdfast/contracts";
+import { RetryInfoSchema } from "@holdfast/contracts/rpc";
+import { rpcError } from "@holdfast/runtime";
+import {
+  MAX_HOLD_LIFETIME_MAX_MS,
+  QUANTITY_MAX,
+  applyCounterChanges,
+  claimReclaimableHolds,
+  expireClaimedHolds,
+  lockInventoryRows,
+  query,
+  readInventoryRows,
+  skuOrder,
+  type AuditOperation,
+  type InventoryRow,
+  type LockingStrategy as StoredStrategy,
+  type ReservationRow,
+  type SkuRow,
+} from "@holdfast/schema";
+import type { Knex } from "knex";
+import type { Call, Deps } from "./context.js";
+import { enumName, toReservation } from "./convert.js";
+import { conflictRetriesExhausted, idempotencyKeyReused, insufficientStock, notImplementedFeature, skuNotFound, ttlOutOfRange, type ShortLine } from "./errors.js";
+import { Idempotency, Refusal, idempotencyKey, type IdempotencyKey } from "./idempotency.js";
+import type { ReservationSettings } from "./settings.js";
+import { Violations } from "./validate.js";
+
+/** A request line after summing lines of one SKU. */
+export interface Line {
+  sku: string;
+  quantity: number;
+}
+
+/** At most this many expired holds are reclaimed in line by one request (the sweeper does the rest). */
+const RECLAIM_LIMIT = 500;
+
+/**
+ * Validates request lines and sums those naming the same SKU (checking two lines of
+ * one SKU separately against the same availability is how oversell happens).
+ * Returns the lines in SKU order.
+ */
+export function summedLines(v: Violations, lines: readonly ReservationLine[], maxLines: number): Line[] {
+  if (lines.length === 0) v.add("lines", "must have at least one line");
+  if (lines.length > maxLines) v.add("lines", `must have at most ${maxLines} lines`);
+  const totals = new Map<string, number>();
+  lines.forEach((line, i) => {
+    const before = v.list.length;
+    v.sku(`lines[${i}].sku`, line.sku).quantity(`lines[${i}].quantity`, line.quantity);
+    if (v.list.length === before) totals.set(line.sku, (totals.get(line.sku) ?? 0) + line.quantity);
+  });
+  for (const [sku, quantity] of totals) {
+    if (quantity > QUANTITY_MAX) v.add("lines", `the lines for SKU ${sku} add up to ${quantity}, more than ${QUANTITY_MAX}`);
+  }
+  return skuOrder(totals.keys()).map((sku) => ({ sku, quantity: totals.get(sku)! }));
+}
+
+/** The strategy of a request: its own, else the SKUs' common default, else the server's. */
+export function strategyFor(requested: LockingStrategy, skus: readonly SkuRow[], settings: ReservationSettings): StoredStrategy {
+  const own = enumName(LockingStrategy, requested) as StoredStrategy | null;
+  if (own !== null) return own;
+  const defaults = new Set(skus.map((s) => s.default_locking_strategy));
+  const [only] = defaults;
+  return defaults.size === 1 && only !== null && only !== undefined ? only : settings.defaultLockingStrategy;
+}
+
+/** The TTL bounds of a hold on these SKUs: the smallest applicable bound wins (contract). */
+export function ttlBounds(skus: readonly SkuRow[], settings: ReservationSettings): { minMs: number; maxMs: number; boundSku?: string } {
+  let maxMs = settings.holdTtlMaxMs;
+  let boundSku: string | undefined;
+  for (const s of skus) {
+    if (s.max_hold_ttl_ms !== null && s.max_hold_ttl_ms < maxMs) {
+      maxMs = s.max_hold_ttl_ms;
+      boundSku = s.code;
+    }
+  }
+  return { minMs: settings.holdTtlMinMs, maxMs: Math.max(maxMs, settings.holdTtlMinMs), boundSku };
+}
+
+/** TTL and lifetime of a new hold. Throws INVALID_ARGUMENT / TTL_OUT_OF_RANGE for a requested TTL outside the bounds. */
+function holdTerms(skus: readonly SkuRow[], settings: ReservationSettings, requestedMs: number | undefined): { ttlMs: number; lifetimeMs: number } {
+  const { minMs, maxMs, boundSku } = ttlBounds(skus, settings);
+  if (requestedMs !== undefined && (requestedMs < minMs || requestedMs > maxMs)) throw ttlOutOfRange("ttl", requestedMs, minMs, maxMs, boundSku);
+  const defaultMs = Math.min(settings.defaultHoldTtlMs, ...skus.map((s) => s.default_hold_ttl_ms ?? Infinity));
+  const ttlMs = requestedMs ?? Math.max(minMs, Math.min(defaultMs, maxMs));
+  const lifetimeMs = Math.min(settings.maxHoldLifetimeMs, MAX_HOLD_LIFETIME_MAX_MS, ...skus.map((s) => s.max_hold_lifetime_ms ?? Infinity));
+  // "never less than the effective max_hold_ttl" (SkuPolicy.max_hold_lifetime).
+  return { ttlMs, lifetimeMs: Math.max(lifetimeMs, maxMs, ttlMs) };
+}
+
+/** What to reserve. */
+interface ReserveSpec {
+  type: "HOLD" | "ALLOCATION";
+  customerId: string;
+  lines: Line[];
+  ttlMs: number | undefined;
+  strategy: LockingStrategy;
+}
+
+/** An optimistic attempt lost its compare-and-set although stock was there: retry. */
+class Conflict extends Error {
+  constructor(readonly skus: string[]) {
+    super(`compare-and-set lost on ${skus.join(", ")}`);
+  }
+}
+
+const HOLD_METHOD = `${InventoryReservationService.typeName}/CreateHold`;
+const ALLOCATION_METHOD = `${InventoryReservationService.typeName}/CreateAllocation`;
+
+export async function createHold(deps: Deps, call: Call, req: CreateHoldRequest): Promise<CreateHoldResponse> {
+  const v = new Violations().requestId("request_id", req.requestId).customerId("customer_id", req.customerId);
+  const lines = summedLines(v, req.lines, deps.settings.maxLinesPerRequest);
+  const ttlMs = v.duration("ttl", req.ttl);
+  if (ttlMs !== undefined && ttlMs <= 0) v.add("ttl", "must be positive");
+  v.enumValue("locking_strategy", req.lockingStrategy, [LockingStrategy.OPTIMISTIC, LockingStrategy.PESSIMISTIC]);
+  v.throwIfAny();
+  if (req.joinWaitlistIfShort) {
+    throw notImplementedFeature("join_waitlist_if_short", "join_waitlist_if_short is not implemented yet (the waitlist lands with its own release); retry without it");
+  }
+  const key = idempotencyKey(call.principal.id, HOLD_METHOD, CreateHoldRequestSchema, req);
+  const spec: ReserveSpec = { type: "HOLD", customerId: req.customerId, lines, ttlMs, strategy: req.lockingStrategy };
+  return reserve(deps, call, key, spec, CreateHoldResponseSchema, (reservation) => create(CreateHoldResponseSchema, { reservation }));
+}
+
+export async function createAllocation(deps: Deps, call: Call, req: CreateAllocationRequest): Promise<CreateAllocationResponse> {
+  const v = new Violations().requestId("request_id", req.requestId).customerId("customer_id", req.customerId);
+  const lines = summedLines(v, req.lines, deps.settings.maxLinesPerRequest);
+  v.enumValue("locking_strategy", req.lockingStrategy, [LockingStrategy.OPTIMISTIC, LockingStrategy.PESSIMISTIC]);
+  v.throwIfAny();
+  const key = idempotencyKey(call.principal.id, ALLOCATION_METHOD, CreateAllocationRequestSchema, req);
+  const spec: ReserveSpec = { type: "ALLOCATION", customerId: req.customerId, lines, ttlMs: undefined, strategy: req.lockingStrategy };
+  return reserve(deps, call, key, spec, CreateAllocationResponseSchema, (reservation) => create(CreateAllocationResponseSchema, { reservation }));
+}
+
+async function reserve<D extends DescMessage>(
+  deps: Deps,
+  call: Call,
+  key: IdempotencyKey,
+  spec: ReserveSpec,
+  schema: D,
+  respond: (reservation: Reservation) => MessageShape<D>,
+): Promise<MessageShape<D>> {
+  const idempotency = new Idempotency(deps.db, deps.settings.idempotencyWindowMs);
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await idempotency.run(key, schema, (trx, record) => reserveOnce(trx, deps.settings, call, key, spec, respond, record));
+    } catch (err) {
+      if (err instanceof Conflict) {
+        if (attempt >= deps.settings.optimisticMaxAttempts) throw conflictRetriesExhausted(err.skus, attempt);
+        // "Full jitter": spreads the retries of clients that lost the same race.
+        const ceiling = Math.min(deps.settings.optimisticBackoffMaxMs, deps.settings.optimisticBackoffBaseMs * 2 ** attempt);
+        await sleep(Math.random() * ceiling, undefined, { signal: call.signal });
+        continue;
+      }
+      throw await explain(deps.db, err, key, spec);
+    }
+  }
+}
+
+/** Database errors that mean something precise here. */
+async function explain(db: Knex, err: unknown, key: IdempotencyKey, spec: ReserveSpec): Promise<unknown> {
+  const pg = err as { code?: string; constraint?: string };
+  if (pg.code === "23505" && pg.constraint === "reservations_caller_request_id_key") {
+    // The request id is attached to a reservation whose idempotency record has gone
+    // (past the window): it stays taken forever (errors.proto, IDEMPOTENCY).
+    const [existing] = await query<{ id: string }>(db, `SELECT id FROM reservations WHERE caller = ? AND request_id = ?`, [key.caller, key.requestId]);
+    return idempotencyKeyReused(key.requestId, { reservationId: existing?.id });
+  }
+  if (pg.code === "55P03") {
+    return rpcError(Code.Aborted, ErrorReason.LOCK_TIMEOUT, "timed out waiting for the SKUs' row locks; retry with the same request id", {
+      metadata: { sku: spec.lines.map((l) => l.sku).join(",") },
+      details: [{ desc: RetryInfoSchema, value: { retryDelay: { nanos: 50_000_000 } } }],
+      cause: err,
+    });
+  }
+  return err;
+}
+
+type SkuWithCounters = SkuRow & Pick<InventoryRow, "on_hand" | "reserved" | "allocated" | "available" | "version">;
+
+async function reserveOnce<R>(
+  trx: Knex.Transaction,
+  settings: ReservationSettings,
+  call: Call,
+  key: IdempotencyKey,
+  spec: ReserveSpec,
+  respond: (reservation: Reservation) => R,
+  record: (response: R) => Promise<void>,
+): Promise<R | Refusal> {
+  const skus = spec.lines.map((l) => l.sku);
+  // Policies and counters in one plain read: no lock, so a sold-out SKU costs its
+  // refused buyers no wait on the hot row.
+  const rows = await query<SkuWithCounters>(
+    trx,
+    `SELECT s.*, i.on_hand, i.reserved, i.allocated, i.available, i.version
+       FROM skus s JOIN inventory i ON i.sku_code = s.code
+      WHERE s.code = ANY(?::text[])`,
+    [skus],
+  );
+  const known = new Set(rows.map((r) => r.code));
+  if (known.size < skus.length) throw skuNotFound(skus.filter((s) => !known.has(s)));
+
+  const strategy = strategyFor(spec.strategy, rows, settings);
+  const terms = spec.type === "HOLD" ? holdTerms(rows, settings, spec.ttlMs) : undefined;
+  const origin = { actor: call.principal.id, requestId: key.requestId };
+  const operation: AuditOperation = spec.type === "HOLD" ? "HOLD_CREATED" : "ALLOCATION_CREATED";
+  const changesFor = (reservationId: string) =>
+    spec.lines.map((l) => ({
+      sku: l.sku,
+      operation,
+      reservationId,
+      ...(spec.type === "HOLD" ? { reserved: l.quantity } : { allocated: l.quantity }),
+    }));
+  const insert = async () => {
+    const header = await insertReservation(trx, spec, strategy, terms, key);
+    const response = respond(toReservation(header, spec.lines.map((l) => ({ sku_code: l.sku, quantity: l.quantity })), header.created_at));
+    await record(response);
+    return { header, response };
+  };
+
+  let shortNow = shortLines(spec.lines, rows.map(asInventory));
+  let inserted: { header: ReservationRow; response: R } | undefined;
+  if (shortNow.length === 0) {
+    inserted = await insert();
+    const expectedVersions = strategy === "OPTIMISTIC" ? new Map(rows.map((r) => [r.code, r.version])) : undefined;
+    const applied = await applyCounterChanges(trx, changesFor(inserted.header.id), origin, { expectedVersions });
+    if (applied.refused.length === 0) return inserted.response;
+    // Refused by the guard (or the version): look again, without a lock.
+    shortNow = shortLines(spec.lines, await readInventoryRows(trx, skus));
+    if (shortNow.length === 0 && strategy === "OPTIMISTIC") throw new Conflict(applied.refused);
+  }
+
+  // Short, or a pessimistic guard lost to a change that the read no longer shows.
+  // Unless there is something to reclaim, a fresh read that shows the shortage is
+  // the answer, and the hot rows are not locked just to refuse.
+  if (shortNow.length > 0 && !(await hasReclaimableHolds(trx, skus))) {
+    return refuse(trx, inserted?.header, shortNow);
+  }
+  const locked = await lockInventoryRows(trx, skus);
+  const expired = await claimReclaimableHolds(trx, skus, RECLAIM_LIMIT);
+  const after = expired.length > 0 ? (await expireClaimedHolds(trx, expired, origin), await readInventoryRows(trx, skus)) : locked;
+  shortNow = shortLines(spec.lines, after);
+  if (shortNow.length > 0) return refuse(trx, inserted?.header, shortNow);
+  inserted ??= await insert();
+  const applied = await applyCounterChanges(trx, changesFor(inserted.header.id), origin);
+  if (applied.refused.length > 0) throw new Error(`counter change refused on locked rows ${applied.refused.join(", ")}`);
+  return inserted.response;
+}
+
+const asInventory = (r: SkuWithCounters) => ({ sku_code: r.code, available: r.available });
+
+/** Lines asking for more than is available, in SKU order. */
+function shortLines(lines: readonly Line[], rows: readonly Pick<InventoryRow, "sku_code" | "available">[]): ShortLine[] {
+  const available = new Map(rows.map((r) => [r.sku_code, r.available]));
+  return lines
+    .filter((l) => (available.get(l.sku) ?? 0) < l.quantity)
+    .map((l) => ({ sku: l.sku, requested: l.quantity, available: Math.max(0, available.get(l.sku) ?? 0) }));
+}
+
+/** Whether an expired HELD line sits on one of these SKUs (index-only on reservation_items_held_sku_expires_idx). */
+async function hasReclaimableHolds(trx: Knex.Transaction, skus: readonly string[]): Promise<boolean> {
+  const rows = await query(trx, `SELECT 1 FROM reservation_items WHERE sku_code = ANY(?::text[]) AND status = 'HELD' AND expires_at <= now() LIMIT 1`, [skus]);
+  return rows.length > 0;
+}
+
+/** INSUFFICIENT_STOCK, committed with the attempt's reclaims; the reservation written optimistically is removed. */
+async function refuse(trx: Knex.Transaction, header: ReservationRow | undefined, short: ShortLine[]): Promise<Refusal> {
+  if (header !== undefined) await query(trx, `DELETE FROM reservations WHERE id = ?`, [header.id]); // lines cascade
+  return new Refusal(insufficientStock(short));
+}
+
+/**
+ * The reservation and its lines in one statement. Times are the database's (now(),
+ * the transaction's start): expiry is judged by the database clock only.
+ */
+async function insertReservation(
+  trx: Knex.Transaction,
+  spec: ReserveSpec,
+  strategy: StoredStrategy,
+  terms: { ttlMs: number; lifetimeMs: number } | undefined,
+  key: IdempotencyKey,
+): Promise<ReservationRow> {
+  const status = spec.type === "HOLD" ? "HELD" : "ALLOCATED";
+  const [header] = await query<ReservationRow>(
+    trx,
+    `WITH h AS (
+       INSERT INTO reservations (type, status, customer_id, caller, request_id, locking_strategy, expires_at, max_expires_at, confirmed_at)
+       VALUES (?, ?, ?, ?, ?, ?,
+               now() + ?::bigint * interval '1 millisecond',
+               now() + ?::bigint * interval '1 millisecond',
+               CASE WHEN ?::text = 'ALLOCATED' THEN now() END)
+       RETURNING *
+     ), lines AS (
+       INSERT INTO reservation_items (reservation_id, sku_code, quantity, status, expires_at, created_at)
+       SELECT h.id, l.sku_code, l.quantity, h.status, h.expires_at, h.created_at
+         FROM h, unnest(?::text[], ?::int[]) AS l(sku_code, quantity)
+     )
+     SELECT * FROM h`,
+    [
+      spec.type,
+      status,
+      spec.customerId,
+      key.caller,
+      key.requestId,
+      strategy,
+      terms?.ttlMs ?? null,
+      terms?.lifetimeMs ?? null,
+      status,
+      spec.lines.map((l) => l.sku),
+      spec.lines.map((l) => l.quantity),
+    ],
+  );
+  return header!;
+}
