@@ -21,7 +21,8 @@ describe("configuration", () => {
     const config = loadReservationServiceConfig({ DATABASE_URL });
     expect(config.grpc).to.deep.include({ port: 50051, reflection: true, tls: undefined });
     expect(config.http).to.deep.include({ port: 8080, allowedOrigins: [] });
-    expect(config.database).to.deep.equal({ url: DATABASE_URL, poolMax: 10, connectTimeoutMs: 30_000 });
+    expect(config.database).to.deep.equal({ url: DATABASE_URL, poolMax: 10, connectTimeoutMs: 30_000, statementTimeoutMs: 30_000, lockTimeoutMs: 2_000 });
+    expect(config.reservations).to.deep.include({ defaultLockingStrategy: "PESSIMISTIC", holdTtlMinMs: 1_000, holdTtlMaxMs: 3_600_000, defaultHoldTtlMs: 900_000 });
     expect(loadExpiryWorkerConfig({ DATABASE_URL }).grpc.port).to.equal(50052);
   });
 
@@ -44,6 +45,13 @@ describe("configuration", () => {
     expect(text).to.match(/LOG_LEVEL: must be one of/);
     expect(text).to.match(/GRPC_REFLECTION: must be true or false/);
     expect(text).to.match(/CORS_ALLOWED_ORIGINS: "not an origin" is not an origin/);
+  });
+
+  it("refuses hold TTL settings that contradict each other", () => {
+    const ttl = problemsOf(() => loadReservationServiceConfig({ DATABASE_URL, HOLD_TTL_MIN_MS: "5000", HOLD_TTL_MAX_MS: "4000" }));
+    expect(ttl.join("\n")).to.match(/HOLD_TTL_MIN_MS: must not exceed HOLD_TTL_MAX_MS/);
+    const strategy = problemsOf(() => loadReservationServiceConfig({ DATABASE_URL, DEFAULT_LOCKING_STRATEGY: "magic" }));
+    expect(strategy.join("\n")).to.match(/DEFAULT_LOCKING_STRATEGY: must be PESSIMISTIC or OPTIMISTIC/);
   });
 
   it("requires both TLS files, and files that exist", () => {

@@ -80,9 +80,9 @@ describe("reservation-service: process, transports, health, reflection, CORS", (
   it("answers UNIMPLEMENTED to a @grpc/grpc-js client, with a machine-readable reason", async () => {
     const client = createGrpcJsClient(InventoryReservationService, svc.grpcAddress);
     try {
-      const failure = await rpcFailureOf(client.getSku({}));
+      const failure = await rpcFailureOf(client.getFlashSaleReport({}));
       expect(failure).to.include({ code: Code.Unimplemented, reason: "NOT_IMPLEMENTED" });
-      expect(failure.message).to.include("GetSku");
+      expect(failure.message).to.include("GetFlashSaleReport");
     } finally {
       client.close();
     }
@@ -90,7 +90,7 @@ describe("reservation-service: process, transports, health, reflection, CORS", (
 
   it("answers UNIMPLEMENTED to Connect's gRPC transport on the gRPC port (HTTP/2)", async () => {
     const client = createClient(InventoryReservationService, createGrpcTransport({ baseUrl: `http://${svc.grpcAddress}` }));
-    expect(await rpcFailureOf(client.listSkus({}))).to.include({ code: Code.Unimplemented, reason: "NOT_IMPLEMENTED" });
+    expect(await rpcFailureOf(client.getFlashSaleReport({}))).to.include({ code: Code.Unimplemented, reason: "NOT_IMPLEMENTED" });
   });
 
   for (const [protocol, makeTransport] of [
@@ -99,7 +99,7 @@ describe("reservation-service: process, transports, health, reflection, CORS", (
   ] as const) {
     it(`answers UNIMPLEMENTED to a ${protocol} client over HTTP/1.1 on the HTTP port`, async () => {
       const client = createClient(InventoryReservationService, makeTransport({ baseUrl: svc.httpUrl, httpVersion: "1.1" }));
-      expect(await rpcFailureOf(client.getSku({}))).to.include({ code: Code.Unimplemented, reason: "NOT_IMPLEMENTED" });
+      expect(await rpcFailureOf(client.getFlashSaleReport({}))).to.include({ code: Code.Unimplemented, reason: "NOT_IMPLEMENTED" });
     });
   }
 
@@ -128,7 +128,8 @@ describe("reservation-service: process, transports, health, reflection, CORS", (
     const call = await run(buf, ["curl", "--http2-prior-knowledge", "--protocol", "grpc", "-d", "{}", `${base}/${SERVICE}/GetSku`]).catch(
       (err: { stdout: string; stderr: string }) => err,
     );
-    expect(`${call.stdout}${call.stderr}`).to.match(/unimplemented/i);
+    // A real answer from the implementation: the empty request lacks its SKU code.
+    expect(`${call.stdout}${call.stderr}`).to.match(/invalid_argument/i).and.to.include("sku");
   });
 
   describe("CORS on the HTTP port", () => {
@@ -164,7 +165,7 @@ describe("reservation-service: process, transports, health, reflection, CORS", (
       });
       expect(response.headers.get("access-control-allow-origin")).to.equal(ALLOWED_ORIGIN);
       expect(response.headers.get("access-control-expose-headers")?.toLowerCase()).to.include("x-request-id");
-      expect(((await response.json()) as { code: string }).code).to.equal("unimplemented");
+      expect(((await response.json()) as { code: string }).code).to.equal("invalid_argument");
     });
   });
 

@@ -2,7 +2,10 @@ import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { InventoryReservationService } from "@holdfast/contracts";
 import { unimplementedService } from "@holdfast/runtime";
 import { ANONYMOUS_PRINCIPAL, type Call, type Deps } from "./core/context.js";
+import * as catalog from "./core/catalog.js";
+import * as consistency from "./core/consistency.js";
 import * as lifecycle from "./core/lifecycle.js";
+import * as reads from "./core/reads.js";
 import * as reserve from "./core/reserve.js";
 
 export type { Deps as ReservationDeps } from "./core/context.js";
@@ -21,6 +24,11 @@ function callOf(context: HandlerContext): Call {
 export function createInventoryReservationService(deps: Deps): ServiceImpl<typeof InventoryReservationService> {
   return {
     ...unimplementedService(InventoryReservationService),
+    createSku: (req, ctx) => catalog.createSku(deps, callOf(ctx), req),
+    getSku: (req, ctx) => catalog.getSku(deps, callOf(ctx), req),
+    listSkus: (req, ctx) => catalog.listSkus(deps, callOf(ctx), req),
+    updateSku: (req, ctx) => catalog.updateSku(deps, callOf(ctx), req),
+    adjustStock: (req, ctx) => catalog.adjustStock(deps, callOf(ctx), req),
     createHold: (req, ctx) => reserve.createHold(deps, callOf(ctx), req),
     createAllocation: (req, ctx) => reserve.createAllocation(deps, callOf(ctx), req),
     extendHold: (req, ctx) => lifecycle.extendHold(deps, callOf(ctx), req),
@@ -28,5 +36,11 @@ export function createInventoryReservationService(deps: Deps): ServiceImpl<typeo
     releaseHold: (req, ctx) => lifecycle.releaseHold(deps, callOf(ctx), req),
     fulfillAllocation: (req, ctx) => lifecycle.fulfillAllocation(deps, callOf(ctx), req),
     cancelAllocation: (req, ctx) => lifecycle.cancelAllocation(deps, callOf(ctx), req),
+    getReservation: (req, ctx) => reads.getReservation(deps, callOf(ctx), req),
+    listReservations: (req, ctx) => reads.listReservations(deps, callOf(ctx), req),
+    getAvailability: (req, ctx) => reads.getAvailability(deps, callOf(ctx), req),
+    listAuditEvents: (req, ctx) => reads.listAuditEvents(deps, callOf(ctx), req),
+    listAvailabilitySnapshots: (req, ctx) => reads.listAvailabilitySnapshots(deps, callOf(ctx), req),
+    checkConsistency: (req, ctx) => consistency.checkConsistency(deps, callOf(ctx), req),
   };
 }

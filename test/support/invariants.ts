@@ -1,0 +1,191 @@
+// The inventory invariants, checked from outside the service with plain SQL, and
+// through the service's own CheckConsistency RPC. Tests call both after a burst
+// of concurrent calls: the SQL check does not trust any service code, the RPC
+// check proves the service agrees.
+import { AssertionError } from "chai";
+import type { Knex } from "knex";
+import { ConsistencyViolationKind, InventoryCounter, type CheckConsistencyResponse } from "@holdfast/contracts";
+import { query } from "@holdfast/schema";
+
+interface CounterRow {
+  sku_code: string;
+  on_hand: number;
+  reserved: number;
+  allocated: number;
+  available: number;
+  held_lines: number;
+  allocated_lines: number;
+  ledger_on_hand: number | null;
+  ledger_reserved: number | null;
+  ledger_allocated: number | null;
+  events: number;
+  last_on_hand: number | null;
+  last_reserved: number | null;
+  last_allocated: number | null;
+}
+
+/**
+ * Checks, per SKU (all SKUs, or only `skus`):
+ * - reserved = Σ quantity of HELD lines, allocated = Σ quantity of ALLOCATED lines;
+ * - every line's status (and expires_at) equals its header's;
+ * - no counter negative; available = on_hand − reserved − allocated;
+ * - counters = Σ of the SKU's ledger deltas (ledger replay), and the last event's
+ *   "after" values are the counters;
+ * - every event: before + delta = after; per SKU in id order, event k's before =
+ *   event k−1's after (the first event starts from 0);
+ * and, globally, that no reservation has zero lines.
+ * Throws one AssertionError listing every violation found.
+ */
+export async function assertInvariants(db: Knex, skus?: string[]): Promise<void> {
+  const filter = skus === undefined ? null : [...new Set(skus)];
+  const violations: string[] = [];
+
+  if (filter !== null) {
+    const known = await query<{ sku_code: string }>(db, `SELECT sku_code FROM inventory WHERE sku_code = ANY(?::text[])`, [filter]);
+    const found = new Set(known.map((r) => r.sku_code));
+    for (const sku of filter) if (!found.has(sku)) violations.push(`${sku}: no inventory row`);
+  }
+
+  const rows = await query<CounterRow>(
+    db,
+    `SELECT i.sku_code, i.on_hand, i.reserved, i.allocated, i.available,
+            coalesce((SELECT sum(l.quantity) FROM reservation_items l WHERE l.sku_code = i.sku_code AND l.status = 'HELD'), 0) AS held_lines,
+            coalesce((SELECT sum(l.quantity) FROM reservation_items l WHERE l.sku_code = i.sku_code AND l.status = 'ALLOCATED'), 0) AS allocated_lines,
+            e.ledger_on_hand, e.ledger_reserved, e.ledger_allocated, coalesce(e.events, 0) AS events,
+            last.on_hand_after AS last_on_hand, last.reserved_after AS last_reserved, last.allocated_after AS last_allocated
+       FROM inventory i
+       LEFT JOIN LATERAL (
+         SELECT sum(delta_on_hand) AS ledger_on_hand, sum(delta_reserved) AS ledger_reserved,
+                sum(delta_allocated) AS ledger_allocated, count(*) AS events
+           FROM audit_events a WHERE a.sku_code = i.sku_code
+       ) e ON true
+       LEFT JOIN LATERAL (
+         SELECT on_hand_after, reserved_after, allocated_after
+           FROM audit_events a WHERE a.sku_code = i.sku_code ORDER BY a.id DESC LIMIT 1
+       ) last ON true
+      WHERE ?::text[] IS NULL OR i.sku_code = ANY(?::text[])
+      ORDER BY i.sku_code`,
+    [filter, filter],
+  );
+  for (const r of rows) {
+    const where = r.sku_code;
+    if (r.on_hand < 0) violations.push(`${where}: on_hand is negative (${r.on_hand})`);
+    if (r.reserved < 0) violations.push(`${where}: reserved is negative (${r.reserved})`);
+    if (r.allocated < 0) violations.push(`${where}: allocated is negative (${r.allocated})`);
+    if (r.available < 0) violations.push(`${where}: available is negative (${r.available}): oversold`);
+    if (r.available !== r.on_hand - r.reserved - r.allocated) {
+      violations.push(`${where}: available ${r.available} != on_hand ${r.on_hand} - reserved ${r.reserved} - allocated ${r.allocated}`);
+    }
+    if (r.reserved !== r.held_lines) violations.push(`${where}: reserved ${r.reserved} != Σ HELD lines ${r.held_lines}`);
+    if (r.allocated !== r.allocated_lines) violations.push(`${where}: allocated ${r.allocated} != Σ ALLOCATED lines ${r.allocated_lines}`);
+    if (r.events === 0) {
+      violations.push(`${where}: no ledger event at all (a SKU starts with SKU_CREATED)`);
+      continue;
+    }
+    for (const [counter, value, replay, last] of [
+      ["on_hand", r.on_hand, r.ledger_on_hand, r.last_on_hand],
+      ["reserved", r.reserved, r.ledger_reserved, r.last_reserved],
+      ["allocated", r.allocated, r.ledger_allocated, r.last_allocated],
+    ] as const) {
+      if (value !== replay) violations.push(`${where}: ${counter} ${value} != ledger replay (Σ deltas) ${replay}`);
+      if (value !== last) violations.push(`${where}: ${counter} ${value} != the last ledger event's ${counter}_after ${last}`);
+    }
+  }
+
+  // Lines whose copies of the header's status / expires_at have drifted.
+  const drifted = await query<{ reservation_id: string; sku_code: string; header_status: string; line_status: string; header_expires: Date | null; line_expires: Date | null }>(
+    db,
+    `SELECT l.reservation_id, l.sku_code, r.status AS header_status, l.status AS line_status,
+            r.expires_at AS header_expires, l.expires_at AS line_expires
+       FROM reservation_items l JOIN reservations r ON r.id = l.reservation_id
+      WHERE (l.status <> r.status OR l.expires_at IS DISTINCT FROM r.expires_at)
+        AND (?::text[] IS NULL OR l.sku_code = ANY(?::text[]))
+      ORDER BY l.sku_code, l.reservation_id`,
+    [filter, filter],
+  );
+  for (const d of drifted) {
+    if (d.header_status !== d.line_status) {
+      violations.push(`${d.sku_code}: line of reservation ${d.reservation_id} is ${d.line_status} but its header is ${d.header_status}`);
+    } else {
+      violations.push(
+        `${d.sku_code}: line of reservation ${d.reservation_id} expires at ${d.line_expires?.toISOString()} but its header at ${d.header_expires?.toISOString()}`,
+      );
+    }
+  }
+
+  // Every event's arithmetic, and the per-SKU chain in id order.
+  const broken = await query<{
+    id: number;
+    sku_code: string;
+    operation: string;
+    arithmetic_ok: boolean;
+    on_hand_before: number;
+    reserved_before: number;
+    allocated_before: number;
+    prev_on_hand: number | null;
+    prev_reserved: number | null;
+    prev_allocated: number | null;
+  }>(
+    db,
+    `SELECT * FROM (
+       SELECT id, sku_code, operation,
+              (on_hand_before + delta_on_hand = on_hand_after
+               AND reserved_before + delta_reserved = reserved_after
+               AND allocated_before + delta_allocated = allocated_after) AS arithmetic_ok,
+              on_hand_before, reserved_before, allocated_before,
+              lag(on_hand_after) OVER w AS prev_on_hand,
+              lag(reserved_after) OVER w AS prev_reserved,
+              lag(allocated_after) OVER w AS prev_allocated
+         FROM audit_events
+        WHERE ?::text[] IS NULL OR sku_code = ANY(?::text[])
+       WINDOW w AS (PARTITION BY sku_code ORDER BY id)
+     ) e
+     WHERE NOT arithmetic_ok
+        OR on_hand_before IS DISTINCT FROM coalesce(prev_on_hand, 0)
+        OR reserved_before IS DISTINCT FROM coalesce(prev_reserved, 0)
+        OR allocated_before IS DISTINCT FROM coalesce(prev_allocated, 0)
+     ORDER BY sku_code, id`,
+    [filter, filter],
+  );
+  for (const e of broken) {
+    const at = `${e.sku_code}: ledger event ${e.id} (${e.operation})`;
+    if (!e.arithmetic_ok) violations.push(`${at}: before + delta != after`);
+    const prev = e.prev_on_hand === null ? "0 (first event)" : `the previous event's after`;
+    if (e.on_hand_before !== (e.prev_on_hand ?? 0)) violations.push(`${at}: on_hand_before ${e.on_hand_before} != ${prev} ${e.prev_on_hand ?? 0}`);
+    if (e.reserved_before !== (e.prev_reserved ?? 0)) violations.push(`${at}: reserved_before ${e.reserved_before} != ${prev} ${e.prev_reserved ?? 0}`);
+    if (e.allocated_before !== (e.prev_allocated ?? 0)) {
+      violations.push(`${at}: allocated_before ${e.allocated_before} != ${prev} ${e.prev_allocated ?? 0}`);
+    }
+  }
+
+  const empty = await query<{ id: string; status: string }>(
+    db,
+    `SELECT r.id, r.status FROM reservations r WHERE NOT EXISTS (SELECT 1 FROM reservation_items l WHERE l.reservation_id = r.id) ORDER BY r.id`,
+  );
+  for (const r of empty) violations.push(`reservation ${r.id} (${r.status}) has no lines`);
+
+  if (violations.length > 0) {
+    throw new AssertionError(`${violations.length} inventory invariant violation(s):\n  ${violations.join("\n  ")}`);
+  }
+}
+
+/** Anything with the CheckConsistency RPC (a grpc-js or Connect client). */
+export interface ConsistencyChecker {
+  checkConsistency(request: { skus?: string[] }): Promise<CheckConsistencyResponse>;
+}
+
+/** Calls CheckConsistency (all SKUs, or `skus`) and expects it to report no violation. */
+export async function checkConsistencyClean(client: ConsistencyChecker, skus: string[] = []): Promise<CheckConsistencyResponse> {
+  const response = await client.checkConsistency({ skus });
+  if (!response.consistent || response.violations.length > 0) {
+    const listed = response.violations.map(
+      (v) =>
+        `${v.sku}: ${ConsistencyViolationKind[v.kind]}${v.counter ? ` ${InventoryCounter[v.counter]}` : ""} expected ${v.expected}, actual ${v.actual}` +
+        `${v.reservationId ? ` (reservation ${v.reservationId})` : ""}${v.detail ? `: ${v.detail}` : ""}`,
+    );
+    throw new AssertionError(
+      `CheckConsistency: consistent = ${response.consistent}, ${response.violations.length} violation(s)${listed.length ? `:\n  ${listed.join("\n  ")}` : ""}`,
+    );
+  }
+  return response;
+}
