@@ -271,8 +271,11 @@ export async function expireClaimedHolds(db: Db, reservationIds: readonly string
     db,
     `WITH h AS (
        UPDATE reservations
-          SET status = 'EXPIRED', closed_at = now(), updated_at = now(), close_reason = 'expired'
-        WHERE id = ANY(?::uuid[]) AND status = 'HELD' AND expires_at <= now()
+          SET status = 'EXPIRED', closed_at = GREATEST(now(), expires_at), updated_at = now(), close_reason = 'expired'
+        -- clock_timestamp(), not now(): the transaction may have started (and waited
+        -- for this header's lock) before the hold's expiry. closed_at is never before
+        -- the moment the hold died.
+        WHERE id = ANY(?::uuid[]) AND status = 'HELD' AND expires_at <= clock_timestamp()
         RETURNING id
      )
      UPDATE reservation_items i SET status = 'EXPIRED'

@@ -175,11 +175,11 @@ export function isValidSkuCode(code: string): boolean {
  * True when `name` satisfies the contract: 1..200 code points (what PostgreSQL's
  * char_length counts), with at least one non-whitespace character. JavaScript's \s is
  * a superset of the ASCII whitespace skus_name_valid trims, so every name accepted
- * here is accepted by the database.
+ * here is accepted by the database. NUL is refused: PostgreSQL text cannot hold it.
  */
 export function isValidSkuName(name: string): boolean {
   const codePoints = [...name].length;
-  return codePoints >= 1 && codePoints <= SKU_NAME_MAX_LENGTH && /\S/u.test(name);
+  return codePoints >= 1 && codePoints <= SKU_NAME_MAX_LENGTH && /\S/u.test(name) && !name.includes('\u0000');
 }
 
 /** True when `id` satisfies the *_customer_id_format constraints. */

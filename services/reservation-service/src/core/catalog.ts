@@ -259,7 +259,7 @@ function throwIfInvalid(v: Violations, ttl: readonly TtlViolation[], sku: string
 
 function skuName(v: Violations, field: string, name: string): void {
   if (name === "") v.add(field, "is required");
-  else if (!isValidSkuName(name)) v.add(field, `must be 1-${SKU_NAME_MAX_LENGTH} characters, not blank`);
+  else if (!isValidSkuName(name)) v.add(field, `must be 1-${SKU_NAME_MAX_LENGTH} characters, not blank, without NUL characters`);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -26,11 +26,26 @@ const badRequestField = (field: string, description: string) => ({
   value: { fieldViolations: [{ field, description }] },
 });
 
+/**
+ * At most this many items are named by one error (errors.proto, LISTS IN ERRORS):
+ * gRPC carries details in trailers, and clients refuse trailers beyond a few KiB
+ * (8 KiB by default in C-core), which a 1000-SKU request could otherwise exceed.
+ */
+const LISTED_MAX = 20;
+
+/** The first LISTED_MAX items, and metadata saying how many were left out. */
+function listed<T>(items: readonly T[]): { shown: T[]; omitted: Record<string, string>; more: string } {
+  const shown = items.slice(0, LISTED_MAX);
+  const left = items.length - shown.length;
+  return left > 0 ? { shown, omitted: { omitted: String(left) }, more: ` and ${left} more` } : { shown, omitted: {}, more: "" };
+}
+
 export function skuNotFound(codes: readonly string[]): ConnectError {
   const sorted = [...new Set(codes)].sort();
-  return rpcError(Code.NotFound, ErrorReason.SKU_NOT_FOUND, `unknown SKU${sorted.length > 1 ? "s" : ""}: ${sorted.join(", ")}`, {
-    metadata: { sku: sorted.join(",") },
-    details: sorted.map((code) => ({ desc: ResourceInfoSchema, value: { resourceType: SKU_RESOURCE, resourceName: code, description: "no such SKU" } })),
+  const { shown, omitted, more } = listed(sorted);
+  return rpcError(Code.NotFound, ErrorReason.SKU_NOT_FOUND, `unknown SKU${sorted.length > 1 ? "s" : ""}: ${shown.join(", ")}${more}`, {
+    metadata: { sku: shown.join(","), ...omitted },
+    details: shown.map((code) => ({ desc: ResourceInfoSchema, value: { resourceType: SKU_RESOURCE, resourceName: code, description: "no such SKU" } })),
   });
 }
 
@@ -56,13 +71,13 @@ export interface ShortLine {
 
 /** FAILED_PRECONDITION / INSUFFICIENT_STOCK naming every short line, in SKU order. */
 export function insufficientStock(short: readonly ShortLine[]): ConnectError {
-  const lines = [...short].sort((a, b) => (a.sku < b.sku ? -1 : 1));
+  const { shown: lines, omitted, more } = listed([...short].sort((a, b) => (a.sku < b.sku ? -1 : 1)));
   return rpcError(
     Code.FailedPrecondition,
     ErrorReason.INSUFFICIENT_STOCK,
-    `insufficient stock: ${lines.map((l) => `${l.sku} (requested ${l.requested}, available ${l.available})`).join(", ")}`,
+    `insufficient stock: ${lines.map((l) => `${l.sku} (requested ${l.requested}, available ${l.available})`).join(", ")}${more}`,
     {
-      metadata: { sku: lines.map((l) => l.sku).join(",") },
+      metadata: { sku: lines.map((l) => l.sku).join(","), ...omitted },
       details: [
         precondition(lines.map((l) => ({ type: "STOCK", subject: `sku/${l.sku}`, description: `requested ${l.requested}, available ${l.available}` }))),
       ],

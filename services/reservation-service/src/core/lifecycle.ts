@@ -230,7 +230,6 @@ export function extendHold(deps: Deps, call: Call, req: ExtendHoldRequest): Prom
     (v) => {
       if (req.ttl === undefined) v.add("ttl", "is required");
       ttlMs = v.duration("ttl", req.ttl);
-      if (ttlMs !== undefined && ttlMs <= 0) v.add("ttl", "must be positive");
     },
     async (trx, locked) => {
       const { row } = locked;

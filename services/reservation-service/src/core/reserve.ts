@@ -150,9 +150,10 @@ export async function createHold(deps: Deps, call: Call, req: CreateHoldRequest)
   const v = new Violations().requestId("request_id", req.requestId).customerId("customer_id", req.customerId);
   const lines = summedLines(v, req.lines, deps.settings.maxLinesPerRequest);
   const ttlMs = v.duration("ttl", req.ttl);
-  if (ttlMs !== undefined && ttlMs <= 0) v.add("ttl", "must be positive");
   v.enumValue("locking_strategy", req.lockingStrategy, [LockingStrategy.OPTIMISTIC, LockingStrategy.PESSIMISTIC]);
   v.throwIfAny();
+  // Below the server minimum whatever the SKUs (the SKU-dependent maximum is checked once they are read).
+  if (ttlMs !== undefined && ttlMs < deps.settings.holdTtlMinMs) throw ttlOutOfRange("ttl", ttlMs, deps.settings.holdTtlMinMs, deps.settings.holdTtlMaxMs);
   if (req.joinWaitlistIfShort) {
     throw notImplementedFeature("join_waitlist_if_short", "join_waitlist_if_short is not implemented yet (the waitlist lands with its own release); retry without it");
   }

@@ -76,6 +76,7 @@ export class Violations {
   reason(field: string, value: string, required: boolean): this {
     if (required && value.trim() === "") return this.add(field, "is required");
     if ([...value].length > REASON_MAX_LENGTH) this.add(field, `must be at most ${REASON_MAX_LENGTH} characters`);
+    else if (value.includes("\u0000")) this.add(field, "must not contain NUL characters");
     return this;
   }
 

@@ -62,6 +62,14 @@ export const file_holdfast_inventory_v1_errors: GenFile = /*@__PURE__*/
  *     trace id, to quote when reporting a problem. `google.rpc.DebugInfo` is
  *     never sent.
  *
+ * LISTS IN ERRORS. An error that names several items (unknown SKUs, short
+ * lines) names at most the first 20 in SKU order, in the message, in the
+ * "sku" metadata and in the per-item details (ResourceInfo,
+ * PreconditionFailure violations); ErrorInfo metadata "omitted" then gives
+ * how many more there are. gRPC sends details in trailers, whose size
+ * clients limit (8 KiB by default in gRPC C-core), so an error must stay
+ * small whatever the request.
+ *
  * IDEMPOTENCY. This is the one statement of the idempotency rules; the
  * service comments refer to it. Every mutating RPC takes a `request_id`
  * chosen by the client (format: IDENTIFIERS in resources.proto), scoped per
@@ -169,8 +177,9 @@ export enum ErrorReason {
 
   /**
    * Status NOT_FOUND. No SKU with the given code. When several SKUs are
-   * unknown, all are listed. Details: ErrorInfo (metadata "sku": the unknown
-   * codes, comma separated, in SKU order), ResourceInfo per unknown SKU.
+   * unknown, all are listed (up to the limit of LISTS IN ERRORS above).
+   * Details: ErrorInfo (metadata "sku": the unknown codes, comma separated,
+   * in SKU order; "omitted"), ResourceInfo per unknown SKU listed.
    *
    * @generated from enum value: ERROR_REASON_SKU_NOT_FOUND = 10;
    */
@@ -226,9 +235,10 @@ export enum ErrorReason {
    * Status FAILED_PRECONDITION. At least one line asks for more units than
    * are available (after reclaiming the SKU's expired holds; duplicate lines
    * summed). All or nothing: nothing was reserved. Details: ErrorInfo
-   * (metadata "sku": short SKUs, comma separated, in SKU order),
+   * (metadata "sku": short SKUs, comma separated, in SKU order; "omitted"),
    * PreconditionFailure with one type "STOCK" violation per short SKU, in
-   * SKU order: subject "sku/<code>", description "requested N, available M".
+   * SKU order: subject "sku/<code>", description "requested N, available M"
+   * (up to the limit of LISTS IN ERRORS above).
    *
    * @generated from enum value: ERROR_REASON_INSUFFICIENT_STOCK = 20;
    */
