@@ -1,2 +1,3 @@
 export { startEmbeddedPostgres, ensureDatabase, type EmbeddedPostgresOptions, type RunningPostgres } from "./embedded-postgres.js";
 export { resolveDatabase, type ResolvedDatabase } from "./database.js";
+export { freePort } from "./ports.js";
