@@ -18,6 +18,9 @@ export function statusName(code: number): string {
   return STATUS_NAMES[code] ?? String(code);
 }
 
+/** Refusals that are normal answers, not incidents: logged at debug like successes. */
+const BUSINESS_OUTCOMES = new Set<Code>([Code.FailedPrecondition, Code.NotFound, Code.AlreadyExists]);
+
 /** Header that correlates a call across client, both transports and the logs. */
 export const REQUEST_ID_HEADER = "x-request-id";
 
@@ -90,8 +93,11 @@ type AnyMethod = (request: unknown, context: HandlerContext) => unknown;
  * duration histogram, and the mapping of thrown errors to ConnectErrors (so a
  * database hiccup is UNAVAILABLE, never a leaked stack trace).
  *
- * Successful calls log at debug (a flash sale makes thousands a second),
- * refusals at info, server faults at error; whenever an error has a cause
+ * Successful calls log at debug (a flash sale makes thousands a second), and so
+ * do the business outcomes a flash sale produces by the thousand (out of stock,
+ * unknown id, already exists: FAILED_PRECONDITION, NOT_FOUND, ALREADY_EXISTS;
+ * the metrics count them all). Other refusals (bad input, conflicts, lock
+ * timeouts, overload...) log at info, server faults at error; whenever an error has a cause
  * (a database error behind UNAVAILABLE or ABORTED, say) the cause is logged.
  *
  * When `stopping` aborts, server streams end with UNAVAILABLE (reason
@@ -131,6 +137,7 @@ export function instrumentService<S extends DescService>(
       const reason = error.findDetails(ErrorInfoSchema)[0]?.reason;
       const cause = error.cause instanceof Error ? { err: error.cause } : {};
       if (isServerFault(error.code)) deps.logger.error({ ...fields, reason, ...cause }, "rpc failed");
+      else if (BUSINESS_OUTCOMES.has(error.code)) deps.logger.debug({ ...fields, reason, message: error.rawMessage }, "rpc refused");
       else deps.logger.info({ ...fields, reason, message: error.rawMessage, ...cause }, "rpc refused");
     };
 
