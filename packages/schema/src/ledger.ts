@@ -149,7 +149,7 @@ SELECT operation, sku_code, reservation_id, d_on_hand, d_reserved, d_allocated,
        f_on_hand - later_on_hand, f_reserved - later_reserved, f_allocated - later_allocated,
        f_version - later_events, ?, ?, reason, ?::uuid
   FROM ev
- ORDER BY sku_code, ord
+ ORDER BY sku_code COLLATE "C", ord  -- SKU order whatever the database's default collation
 RETURNING *`;
 
 /**
@@ -236,6 +236,11 @@ export interface HeldLine {
  * confirming, releasing or sweeping is skipped, never waited for (that transaction may
  * be waiting for our inventory rows). Holds that also touch other SKUs are left to the
  * sweeper, which locks headers first and SKUs in order.
+ *
+ * Expiry is judged by clock_timestamp(), not now(): the caller may have waited for
+ * row locks since its transaction started, and holds that died meanwhile are dead.
+ * `(SELECT clock_timestamp())` is evaluated once per statement (an InitPlan), so it
+ * can still bound the index scan; a bare volatile call would be re-evaluated per row.
  */
 export async function claimReclaimableHolds(db: Db, lockSet: readonly string[], limit: number): Promise<string[]> {
   const skus = skuOrder(lockSet);
@@ -246,10 +251,10 @@ export async function claimReclaimableHolds(db: Db, lockSet: readonly string[], 
       WHERE r.id IN (
               SELECT i.reservation_id
                 FROM reservation_items i
-               WHERE i.sku_code = ANY(?::text[]) AND i.status = 'HELD' AND i.expires_at <= now()
+               WHERE i.sku_code = ANY(?::text[]) AND i.status = 'HELD' AND i.expires_at <= (SELECT clock_timestamp())
                  AND NOT EXISTS (SELECT 1 FROM reservation_items o
                                   WHERE o.reservation_id = i.reservation_id AND o.sku_code <> ALL(?::text[])))
-        AND r.status = 'HELD' AND r.expires_at <= now()
+        AND r.status = 'HELD' AND r.expires_at <= (SELECT clock_timestamp())
       ORDER BY r.expires_at, r.id
       LIMIT ?
         FOR UPDATE SKIP LOCKED`,

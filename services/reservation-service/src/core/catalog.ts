@@ -72,6 +72,8 @@ import type { Call, Deps } from "./context.js";
 import { enumName, toAuditEvent, toAvailability, toSku } from "./convert.js";
 import {
   invalidUpdateMask,
+  isLockTimeout,
+  lockTimeout,
   notImplementedFeature,
   skuAlreadyExists,
   skuNotFound,
@@ -129,7 +131,8 @@ function optionalLimit(v: Violations, field: string, value: number, max: number,
 function policyDurationMs(v: Violations, field: string, value: Duration | undefined): number | null {
   const ms = v.duration(field, value);
   if (ms === undefined || ms === 0) return null;
-  if (ms % POLICY_DURATION_RESOLUTION_MS !== 0) {
+  // nanos, not the rounded ms: 60 s + 400 µs is a fraction too.
+  if (value!.nanos !== 0 || ms % POLICY_DURATION_RESOLUTION_MS !== 0) {
     v.add(field, "must be a whole number of seconds");
     return null;
   }
@@ -228,7 +231,9 @@ function holdTtlViolations(policy: PolicyColumns, changed: ReadonlySet<string>, 
   // max_hold_ttl first: the others are bounded by it.
   check("max_hold_ttl", policy.max_hold_ttl_ms, s.holdTtlMinMs, s.holdTtlMaxMs);
   check("default_hold_ttl", policy.default_hold_ttl_ms, s.holdTtlMinMs, effectiveMax);
-  check("max_hold_lifetime", policy.max_hold_lifetime_ms, effectiveMax, MAX_HOLD_LIFETIME_MAX_MS);
+  // Not below the stored max_hold_ttl either (skus_max_hold_ttl_within_lifetime compares
+  // stored values), even when a lowered server maximum makes the effective one smaller.
+  check("max_hold_lifetime", policy.max_hold_lifetime_ms, Math.max(effectiveMax, policy.max_hold_ttl_ms ?? 0), MAX_HOLD_LIFETIME_MAX_MS);
   check("promotion_hold_ttl", policy.promotion_hold_ttl_ms, s.holdTtlMinMs, effectiveMax);
   if (found.length === 0 && changed.has("max_hold_ttl")) {
     const kept = (name: string, ms: number | null) => (changed.has(name) ? null : ms);
@@ -461,7 +466,9 @@ export async function adjustStock(deps: Deps, call: Call, req: AdjustStockReques
 
   const key = idempotencyKey(call.principal.id, method("AdjustStock"), AdjustStockRequestSchema, req);
   return new Idempotency(deps.db, deps.settings.idempotencyWindowMs).run(key, AdjustStockResponseSchema, async (trx) => {
-    const [row] = await lockInventoryRows(trx, [req.sku]);
+    const [row] = await lockInventoryRows(trx, [req.sku]).catch((err: unknown) => {
+      throw isLockTimeout(err) ? lockTimeout({ skus: [req.sku] }, err) : err;
+    });
     if (row === undefined) throw skuNotFound([req.sku]);
     // Thrown: ABORTED rolls back and is not recorded (re-read, then decide).
     if (expected !== undefined && expected !== BigInt(row.version)) throw versionMismatch(req.sku, Number(expected), row.version);

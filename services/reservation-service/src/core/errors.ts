@@ -124,6 +124,25 @@ export function versionMismatch(sku: string, expected: number, current: number):
   });
 }
 
+/**
+ * ABORTED / LOCK_TIMEOUT (SQLSTATE 55P03 after lock_timeout), with the SKUs (and the
+ * reservation) whose rows were waited for. Not recorded: retry with the same id.
+ */
+export function lockTimeout(about: { skus: readonly string[]; reservationId?: string }, cause?: unknown): ConnectError {
+  const metadata: Record<string, string> = { sku: about.skus.join(",") };
+  if (about.reservationId) metadata.reservation_id = about.reservationId;
+  return rpcError(Code.Aborted, ErrorReason.LOCK_TIMEOUT, "timed out waiting for a row lock held by other requests; retry with the same request id", {
+    metadata,
+    details: [retryAfter(50)],
+    cause,
+  });
+}
+
+/** The database error behind a lock timeout (SQLSTATE 55P03). */
+export function isLockTimeout(err: unknown): boolean {
+  return (err as { code?: unknown } | null)?.code === "55P03";
+}
+
 export function conflictRetriesExhausted(skus: readonly string[], attempts: number): ConnectError {
   return rpcError(
     Code.Aborted,

@@ -14,8 +14,10 @@
  *   differs, INVALID_ARGUMENT / IDEMPOTENCY_KEY_REUSED, nothing recorded.
  * - Records live for the configured window. A record past it is taken over by the
  *   next claim (ON CONFLICT ... DO UPDATE ... WHERE expires_at <= now()), so an old
- *   id is executed again as new, as the contract says; ids attached to reservations
- *   stay taken through the reservations' own unique key (see reserve.ts).
+ *   id is executed again as new, as the contract says, except that ids attached to
+ *   reservations stay taken: the claim looks for one (and the reservations' unique
+ *   key is the backstop, see reserve.ts). Waitlist entries join that rule with the
+ *   waitlist.
  */
 import { createHash } from "node:crypto";
 import { create, fromBinary, toBinary, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
@@ -112,22 +114,33 @@ export class Idempotency {
     }
   }
 
-  /** True if this call now owns the record (new, or taken over after its window). */
+  /**
+   * True if this call now owns the record (new, or taken over after its window).
+   * A request id attached to a reservation stays taken forever (errors.proto): if
+   * one holds it, the claim is refused with IDEMPOTENCY_KEY_REUSED naming it, whatever
+   * the RPC (the record may have passed its window or been pruned). Same statement:
+   * the lookup costs no extra round trip.
+   */
   private async claim(trx: Knex.Transaction, key: IdempotencyKey): Promise<boolean> {
     try {
-      const rows = await query(
+      const [row] = await query<{ claimed: number; reservation_id: string | null }>(
         trx,
-        `INSERT INTO idempotency_records (caller, request_id, method, request_hash, state, expires_at)
-         VALUES (?, ?, ?, ?, 'IN_FLIGHT', now() + ? * interval '1 millisecond')
-         ON CONFLICT (caller, request_id) DO UPDATE
-            SET method = EXCLUDED.method, request_hash = EXCLUDED.request_hash, state = 'IN_FLIGHT',
-                response = NULL, status_code = NULL, created_at = now(), completed_at = NULL,
-                expires_at = EXCLUDED.expires_at, lease_expires_at = NULL
-          WHERE idempotency_records.expires_at <= now()
-         RETURNING 1`,
-        [key.caller, key.requestId, key.method, key.hash, this.windowMs],
+        `WITH claim AS (
+           INSERT INTO idempotency_records (caller, request_id, method, request_hash, state, expires_at)
+           VALUES (?, ?, ?, ?, 'IN_FLIGHT', now() + ? * interval '1 millisecond')
+           ON CONFLICT (caller, request_id) DO UPDATE
+              SET method = EXCLUDED.method, request_hash = EXCLUDED.request_hash, state = 'IN_FLIGHT',
+                  response = NULL, status_code = NULL, created_at = now(), completed_at = NULL,
+                  expires_at = EXCLUDED.expires_at, lease_expires_at = NULL
+            WHERE idempotency_records.expires_at <= now()
+           RETURNING 1
+         )
+         SELECT (SELECT count(*) FROM claim)::int AS claimed,
+                (SELECT id FROM reservations WHERE caller = ? AND request_id = ?) AS reservation_id`,
+        [key.caller, key.requestId, key.method, key.hash, this.windowMs, key.caller, key.requestId],
       );
-      return rows.length === 1;
+      if (row!.claimed === 1 && row!.reservation_id !== null) throw idempotencyKeyReused(key.requestId, { reservationId: row!.reservation_id });
+      return row!.claimed === 1;
     } catch (err) {
       // Waited lock_timeout for a duplicate still in flight.
       if ((err as { code?: string }).code === SQLSTATE_LOCK_NOT_AVAILABLE) throw requestInProgress(key.requestId);

@@ -52,7 +52,7 @@ import { applyCounterChanges, expireClaimedHolds, query, type AuditOperation, ty
 import type { Knex } from "knex";
 import type { Call, Deps } from "./context.js";
 import { toReservation, type LineRow } from "./convert.js";
-import { holdExpired, holdLifetimeExceeded, invalidTransition, reservationNotFound, ttlOutOfRange } from "./errors.js";
+import { holdExpired, holdLifetimeExceeded, invalidTransition, isLockTimeout, lockTimeout, reservationNotFound, ttlOutOfRange } from "./errors.js";
 import { Idempotency, Refusal, idempotencyKey } from "./idempotency.js";
 import { ttlBounds } from "./reserve.js";
 import { Violations } from "./validate.js";
@@ -90,12 +90,19 @@ async function transition<D extends DescMessage, Req extends { requestId: string
   v.throwIfAny();
   const key = idempotencyKey(call.principal.id, method(name), requestSchema, req as never);
   const idempotency = new Idempotency(deps.db, deps.settings.idempotencyWindowMs);
-  return idempotency.run(key, responseSchema, async (trx) => {
-    const locked = await lockReservation(trx, req.reservationId);
-    const outcome = await step(trx, locked, call);
-    if (outcome instanceof Refusal) return outcome;
-    return create(responseSchema, { reservation: outcome } as never) as MessageShape<D>;
-  });
+  try {
+    return await idempotency.run(key, responseSchema, async (trx) => {
+      const locked = await lockReservation(trx, req.reservationId);
+      const outcome = await step(trx, locked, call);
+      if (outcome instanceof Refusal) return outcome;
+      return create(responseSchema, { reservation: outcome } as never) as MessageShape<D>;
+    });
+  } catch (err) {
+    if (!isLockTimeout(err)) throw err;
+    // Waited too long for the header or the SKUs' rows: name them (errors.proto, LOCK_TIMEOUT).
+    const lines = await query<LineRow>(deps.db, `SELECT sku_code FROM reservation_items WHERE reservation_id = ? ORDER BY sku_code`, [req.reservationId]);
+    throw lockTimeout({ skus: lines.map((l) => l.sku_code), reservationId: req.reservationId }, err);
+  }
 }
 
 async function lockReservation(trx: Knex.Transaction, id: string): Promise<Locked> {

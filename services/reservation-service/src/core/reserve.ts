@@ -23,13 +23,11 @@
  */
 import { setTimeout as sleep } from "node:timers/promises";
 import { create, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
-import { Code } from "@connectrpc/connect";
 import {
   CreateAllocationRequestSchema,
   CreateAllocationResponseSchema,
   CreateHoldRequestSchema,
   CreateHoldResponseSchema,
-  ErrorReason,
   InventoryReservationService,
   LockingStrategy,
   type CreateAllocationRequest,
@@ -39,8 +37,6 @@ import {
   type Reservation,
   type ReservationLine,
 } from "@holdfast/contracts";
-import { RetryInfoSchema } from "@holdfast/contracts/rpc";
-import { rpcError } from "@holdfast/runtime";
 import {
   MAX_HOLD_LIFETIME_MAX_MS,
   QUANTITY_MAX,
@@ -60,7 +56,17 @@ import {
 import type { Knex } from "knex";
 import type { Call, Deps } from "./context.js";
 import { enumName, toReservation } from "./convert.js";
-import { conflictRetriesExhausted, idempotencyKeyReused, insufficientStock, notImplementedFeature, skuNotFound, ttlOutOfRange, type ShortLine } from "./errors.js";
+import {
+  conflictRetriesExhausted,
+  idempotencyKeyReused,
+  insufficientStock,
+  isLockTimeout,
+  lockTimeout,
+  notImplementedFeature,
+  skuNotFound,
+  ttlOutOfRange,
+  type ShortLine,
+} from "./errors.js";
 import { Idempotency, Refusal, idempotencyKey, type IdempotencyKey } from "./idempotency.js";
 import type { ReservationSettings } from "./settings.js";
 import { Violations } from "./validate.js";
@@ -183,7 +189,9 @@ async function reserve<D extends DescMessage>(
   const idempotency = new Idempotency(deps.db, deps.settings.idempotencyWindowMs);
   for (let attempt = 1; ; attempt++) {
     try {
-      return await idempotency.run(key, schema, (trx, record) => reserveOnce(trx, deps.settings, call, key, spec, respond, record));
+      // Taken before the transaction begins, so never later than its now().
+      const began = performance.now();
+      return await idempotency.run(key, schema, (trx, record) => reserveOnce(trx, deps.settings, call, key, spec, respond, record, began));
     } catch (err) {
       if (err instanceof Conflict) {
         if (attempt >= deps.settings.optimisticMaxAttempts) throw conflictRetriesExhausted(err.skus, attempt);
@@ -206,13 +214,7 @@ async function explain(db: Knex, err: unknown, key: IdempotencyKey, spec: Reserv
     const [existing] = await query<{ id: string }>(db, `SELECT id FROM reservations WHERE caller = ? AND request_id = ?`, [key.caller, key.requestId]);
     return idempotencyKeyReused(key.requestId, { reservationId: existing?.id });
   }
-  if (pg.code === "55P03") {
-    return rpcError(Code.Aborted, ErrorReason.LOCK_TIMEOUT, "timed out waiting for the SKUs' row locks; retry with the same request id", {
-      metadata: { sku: spec.lines.map((l) => l.sku).join(",") },
-      details: [{ desc: RetryInfoSchema, value: { retryDelay: { nanos: 50_000_000 } } }],
-      cause: err,
-    });
-  }
+  if (isLockTimeout(err)) return lockTimeout({ skus: spec.lines.map((l) => l.sku) }, err);
   return err;
 }
 
@@ -226,6 +228,7 @@ async function reserveOnce<R>(
   spec: ReserveSpec,
   respond: (reservation: Reservation) => R,
   record: (response: R) => Promise<void>,
+  began: number,
 ): Promise<R | Refusal> {
   const skus = spec.lines.map((l) => l.sku);
   // Policies and counters in one plain read: no lock, so a sold-out SKU costs its
@@ -264,7 +267,7 @@ async function reserveOnce<R>(
     inserted = await insert();
     const expectedVersions = strategy === "OPTIMISTIC" ? new Map(rows.map((r) => [r.code, r.version])) : undefined;
     const applied = await applyCounterChanges(trx, changesFor(inserted.header.id), origin, { expectedVersions });
-    if (applied.refused.length === 0) return inserted.response;
+    if (applied.refused.length === 0) return bornAlive(inserted.response, terms, began, skus);
     // Refused by the guard (or the version): look again, without a lock.
     shortNow = shortLines(spec.lines, await readInventoryRows(trx, skus));
     if (shortNow.length === 0 && strategy === "OPTIMISTIC") throw new Conflict(applied.refused);
@@ -284,7 +287,22 @@ async function reserveOnce<R>(
   inserted ??= await insert();
   const applied = await applyCounterChanges(trx, changesFor(inserted.header.id), origin);
   if (applied.refused.length > 0) throw new Error(`counter change refused on locked rows ${applied.refused.join(", ")}`);
-  return inserted.response;
+  return bornAlive(inserted.response, terms, began, skus);
+}
+
+/** Margin for the COMMIT that follows: a hold must not be committed with less life left than this. */
+const COMMIT_MARGIN_MS = 100;
+
+/**
+ * The hold's times are the transaction's start (now()); waiting for row locks since
+ * then eats into its life. If the wait took (nearly) all of it, the hold would be
+ * committed already dead: roll back instead (ABORTED / LOCK_TIMEOUT, retry with the
+ * same id). Measured on this process's monotonic clock from before the transaction
+ * began, so it can only overestimate the elapsed time.
+ */
+function bornAlive<R>(response: R, terms: { ttlMs: number } | undefined, began: number, skus: string[]): R {
+  if (terms !== undefined && performance.now() - began + COMMIT_MARGIN_MS >= terms.ttlMs) throw lockTimeout({ skus });
+  return response;
 }
 
 const asInventory = (r: SkuWithCounters) => ({ sku_code: r.code, available: r.available });
@@ -299,7 +317,12 @@ function shortLines(lines: readonly Line[], rows: readonly Pick<InventoryRow, "s
 
 /** Whether an expired HELD line sits on one of these SKUs (index-only on reservation_items_held_sku_expires_idx). */
 async function hasReclaimableHolds(trx: Knex.Transaction, skus: readonly string[]): Promise<boolean> {
-  const rows = await query(trx, `SELECT 1 FROM reservation_items WHERE sku_code = ANY(?::text[]) AND status = 'HELD' AND expires_at <= now() LIMIT 1`, [skus]);
+  // The database clock now, not at the transaction's start (see claimReclaimableHolds).
+  const rows = await query(
+    trx,
+    `SELECT 1 FROM reservation_items WHERE sku_code = ANY(?::text[]) AND status = 'HELD' AND expires_at <= (SELECT clock_timestamp()) LIMIT 1`,
+    [skus],
+  );
   return rows.length > 0;
 }
 
