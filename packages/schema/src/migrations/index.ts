@@ -13,6 +13,7 @@
 import type { Knex } from 'knex';
 import * as m0001 from './0001_initial.js';
 import * as m0002 from './0002_hold_attempts.js';
+import * as m0003 from './0003_read_indexes.js';
 
 export interface HoldfastMigration {
   /** Recorded in the migrations table; sorts in application order. */
@@ -24,6 +25,7 @@ export interface HoldfastMigration {
 export const migrations: readonly HoldfastMigration[] = Object.freeze([
   { name: '0001_initial', up: m0001.up, down: m0001.down },
   { name: '0002_hold_attempts', up: m0002.up, down: m0002.down },
+  { name: '0003_read_indexes', up: m0003.up, down: m0003.down },
 ]);
 
 /** A Knex `MigrationSource` over {@link migrations}; it never touches the file system. */

@@ -57,6 +57,7 @@ import {
   STOCK_BUCKETS_MAX,
   STOCK_DELTA_MAX_ABS,
   applyCounterChanges,
+  isValidSkuCode,
   isValidSkuName,
   lockInventoryRows,
   query,
@@ -71,6 +72,7 @@ import {
 import type { Call, Deps } from "./context.js";
 import { enumName, toAuditEvent, toAvailability, toSku } from "./convert.js";
 import {
+  invalidPageToken,
   invalidUpdateMask,
   isLockTimeout,
   lockTimeout,
@@ -327,6 +329,8 @@ export async function listSkus(deps: Deps, _call: Call, req: ListSkusRequest): P
   v.throwIfAny();
   const filters = { codePrefix: req.codePrefix };
   const [after] = (decodePageToken(req.pageToken, filters, ["string"]) ?? [""]) as string[];
+  // Tokens are not signed: a forged key must be refused, not passed to the database.
+  if (req.pageToken !== "" && !isValidSkuCode(after!)) throw invalidPageToken("is not a token issued by this server");
   const pageSize = effectivePageSize(req.pageSize);
   const rows = await query<SkuRow>(
     deps.db,

@@ -31,18 +31,38 @@ import { Violations } from "./validate.js";
 /** The SKUs checked: the requested ones, or the whole catalog when none is named. */
 const TARGET = `SELECT s.code AS sku_code, coalesce(s.waitlist_promotion_policy, 'STRICT_FIFO') AS policy
                   FROM skus s
-                 WHERE cardinality(?::text[]) = 0 OR s.code = ANY(?::text[])`;
+                 WHERE cardinality($skus::text[]) = 0 OR s.code = ANY($skus::text[])`;
+
+/**
+ * The SKU filter of a per-line or per-event scan: the requested codes as an array
+ * parameter the planner can see (an index range per SKU), or no condition at all for
+ * the whole catalog. Not "IN (SELECT ... FROM target)": behind a CTE the planner
+ * cannot tell how few SKUs were asked for, and walks every line of the table.
+ */
+const skuFilter = (column: string, filtered: boolean) => (filtered ? `AND ${column} = ANY($skus::text[])` : "");
+
+/** Binds `$name` parameters (this file's SQL has no other "$") as positional `?`. */
+function bind(sql: string, values: Record<string, unknown>): [string, unknown[]] {
+  const params: unknown[] = [];
+  const text = sql.replace(/\$(\w+)/g, (_, name: string) => {
+    if (!(name in values)) throw new Error(`no value for $${name}`);
+    params.push(values[name]);
+    return "?";
+  });
+  return [text, params];
+}
 
 /**
  * Per SKU: its counters, what its reservation lines and its ledger say they should
  * be, and the waitlist entry that should already have been promoted, if any.
  *
- * - line_sums: Σ quantities of the lines of reservations stored HELD / ALLOCATED, by
- *   the HEADER's status (the contract's "HELD lines" are the lines of reservations
- *   stored as HELD, including holds past expire_time not swept yet). Driven from the
- *   active headers (reservations_held_expires_at_idx, reservations_status_created_idx)
- *   with lines by primary key; a line whose own status copy disagrees is reported by
- *   the per-reservation statement below.
+ * - line_sums: Σ quantities of the HELD / ALLOCATED lines (including holds past
+ *   expire_time not swept yet), by the line's copy of its header's status, so that
+ *   the partial indexes of live lines serve it (reservation_items_held_sku_expires_idx,
+ *   reservation_items_allocated_sku_idx) and a SKU's closed history is never read. A
+ *   line whose copy disagrees with its header is found by the per-reservation
+ *   statement below and moved to its header's column (byHeaderStatus), so the counters
+ *   are compared with the contract's "lines of HELD reservations" exactly.
  * - ledger: SUM of the deltas per SKU (audit_events_sku_id_idx); every event is
  *   internally consistent (CHECKs), so this is the replay of the ledger.
  * - the waitlist LATERAL reads waitlist_entries_waiting_sku_seq_idx (partial on
@@ -50,22 +70,20 @@ const TARGET = `SELECT s.code AS sku_code, coalesce(s.waitlist_promotion_policy,
  *   FIRST_FIT the first entry that fits; the join keeps it only if it fits in
  *   available, i.e. only if a promotion was missed.
  */
-const PER_SKU = `
+const perSku = (filtered: boolean) => `
 WITH target AS (${TARGET}),
 line_sums AS (
   SELECT i.sku_code,
-         sum(i.quantity) FILTER (WHERE r.status = 'HELD') AS held,
-         sum(i.quantity) FILTER (WHERE r.status = 'ALLOCATED') AS allocated
-    FROM reservations r
-    JOIN reservation_items i ON i.reservation_id = r.id
-   WHERE r.status IN ('HELD', 'ALLOCATED')
-     AND i.sku_code IN (SELECT sku_code FROM target)
+         sum(i.quantity) FILTER (WHERE i.status = 'HELD') AS held,
+         sum(i.quantity) FILTER (WHERE i.status = 'ALLOCATED') AS allocated
+    FROM reservation_items i
+   WHERE i.status IN ('HELD', 'ALLOCATED') ${skuFilter("i.sku_code", filtered)}
    GROUP BY i.sku_code
 ),
 ledger AS (
   SELECT a.sku_code, sum(a.delta_on_hand) AS on_hand, sum(a.delta_reserved) AS reserved, sum(a.delta_allocated) AS allocated
     FROM audit_events a
-   WHERE a.sku_code IN (SELECT sku_code FROM target)
+   WHERE true ${skuFilter("a.sku_code", filtered)}
    GROUP BY a.sku_code
 )
 SELECT t.sku_code, t.policy,
@@ -84,6 +102,8 @@ SELECT t.sku_code, t.policy,
                       WHERE x.sku_code = w.sku_code AND x.status = 'WAITING' AND x.seq < w.seq) AS position
            FROM waitlist_entries w
           WHERE w.sku_code = t.sku_code AND w.status = 'WAITING'
+            -- An entry past its own deadline is dead (the worker just has not swept it).
+            AND (w.expires_at IS NULL OR w.expires_at > now())
             AND (t.policy = 'STRICT_FIFO' OR w.quantity <= inv.available)
           ORDER BY w.seq
           LIMIT 1
@@ -101,28 +121,27 @@ SELECT t.sku_code, t.policy,
  *   (e.g. RELEASED vs EXPIRED) moves no counter and would need a scan of the SKU's
  *   whole history; it is not looked for.
  */
-const PER_RESERVATION = `
-WITH target AS (${TARGET})
+const perReservation = (filtered: boolean) => `
 SELECT 'OVERDUE' AS finding, i.sku_code, r.id AS reservation_id, r.status AS header_status, i.status AS line_status,
        i.quantity, r.expires_at, i.expires_at AS line_expires_at,
        (extract(epoch from now() - r.expires_at) * 1000)::bigint AS overdue_ms
   FROM reservations r
   JOIN reservation_items i ON i.reservation_id = r.id
- WHERE r.status = 'HELD' AND r.expires_at < now() - ?::bigint * interval '1 millisecond'
-   AND i.sku_code IN (SELECT sku_code FROM target)
+ WHERE r.status = 'HELD' AND r.expires_at < now() - $grace::bigint * interval '1 millisecond'
+   ${skuFilter("i.sku_code", filtered)}
 UNION ALL
 SELECT 'LINE', i.sku_code, r.id, r.status, i.status, i.quantity, r.expires_at, i.expires_at, NULL
   FROM reservations r
   JOIN reservation_items i ON i.reservation_id = r.id
  WHERE r.status IN ('HELD', 'ALLOCATED')
    AND (i.status <> r.status OR (r.status = 'HELD' AND i.expires_at IS DISTINCT FROM r.expires_at))
-   AND i.sku_code IN (SELECT sku_code FROM target)
+   ${skuFilter("i.sku_code", filtered)}
 UNION ALL
 SELECT 'LINE', i.sku_code, r.id, r.status, i.status, i.quantity, r.expires_at, i.expires_at, NULL
   FROM reservation_items i
   JOIN reservations r ON r.id = i.reservation_id
  WHERE i.status IN ('HELD', 'ALLOCATED') AND r.status NOT IN ('HELD', 'ALLOCATED')
-   AND i.sku_code IN (SELECT sku_code FROM target)`;
+   ${skuFilter("i.sku_code", filtered)}`;
 
 interface SkuFacts {
   sku_code: string;
@@ -173,6 +192,26 @@ const COUNTER_NAMES: Record<"on_hand" | "reserved" | "allocated" | "available", 
   allocated: Counter.ALLOCATED,
   available: Counter.AVAILABLE,
 };
+
+/**
+ * The line sums by the HEADER's status, which is what the contract compares the
+ * counters with ("lines of HELD reservations"): the sums were read by the lines' own
+ * status copies (so partial indexes serve them), and every line whose copy disagrees
+ * with its header is among the LINE findings, so moving those lines to their header's
+ * column gives the exact figure. The disagreement itself is reported once, per line.
+ */
+function byHeaderStatus(facts: readonly SkuFacts[], findings: readonly ReservationFinding[]): SkuFacts[] {
+  const adjusted = new Map(facts.map((f) => [f.sku_code, { ...f }]));
+  for (const line of findings) {
+    const f = adjusted.get(line.sku_code);
+    if (line.finding !== "LINE" || f === undefined || line.line_status === line.header_status) continue;
+    if (line.line_status === "HELD") f.lines_held -= line.quantity;
+    if (line.line_status === "ALLOCATED") f.lines_allocated -= line.quantity;
+    if (line.header_status === "HELD") f.lines_held += line.quantity;
+    if (line.header_status === "ALLOCATED") f.lines_allocated += line.quantity;
+  }
+  return [...adjusted.values()];
+}
 
 /** The violations of one SKU's counters (everything but the per-reservation findings). */
 function skuViolations(f: SkuFacts): ConsistencyViolation[] {
@@ -314,10 +353,11 @@ export async function checkConsistency(deps: Deps, _call: Call, req: CheckConsis
       );
       if (head.unknown.length > 0) throw skuNotFound(head.unknown);
 
-      const facts = await query<SkuFacts>(trx, PER_SKU, [skus, skus]);
-      const findings = await query<ReservationFinding>(trx, PER_RESERVATION, [skus, skus, deps.settings.overdueHoldGraceMs]);
+      const filtered = skus.length > 0;
+      const facts = await query<SkuFacts>(trx, ...bind(perSku(filtered), { skus }));
+      const findings = await query<ReservationFinding>(trx, ...bind(perReservation(filtered), { skus, grace: deps.settings.overdueHoldGraceMs }));
 
-      const violations = [...facts.flatMap(skuViolations), ...findings.flatMap(reservationViolations)].sort(compareViolations);
+      const violations = [...byHeaderStatus(facts, findings).flatMap(skuViolations), ...findings.flatMap(reservationViolations)].sort(compareViolations);
       return create(CheckConsistencyResponseSchema, {
         consistent: violations.length === 0,
         violations,

@@ -71,8 +71,14 @@ function storedNames(e: Record<string | number, string | number>, values: readon
  * with the bound b: t >= b <=> t >= ceil(b), and t < b <=> t < ceil(b).
  */
 function timestampMicros(t: Timestamp): bigint {
-  return t.seconds * 1_000_000n + BigInt(Math.ceil(t.nanos / 1000));
+  // Clamped to the last microsecond of year 9999 (Timestamp's own maximum): rounding
+  // 9999-12-31T23:59:59.999999999 up would name a year PostgreSQL's input refuses.
+  const us = t.seconds * 1_000_000n + BigInt(Math.ceil(t.nanos / 1000));
+  return us > MAX_TIMESTAMP_MICROS ? MAX_TIMESTAMP_MICROS : us;
 }
+
+/** 9999-12-31T23:59:59.999999Z in microseconds since the epoch. */
+const MAX_TIMESTAMP_MICROS = 253_402_300_799_999_999n;
 
 /**
  * Microseconds since the epoch as an ISO 8601 UTC literal with six fractional digits,
@@ -228,8 +234,11 @@ export async function listReservations(deps: Deps, _call: Call, req: ListReserva
   if (req.sku !== "") {
     keyset("i.created_at", "i.reservation_id");
     if (stored.length > 0) {
-      conditions.push("r.status = ANY(?::text[])");
-      params.push(stored);
+      // Also on the line's copy of the status: it lets the partial index of live holds
+      // (reservation_items_held_sku_expires_idx) serve HELD without walking the SKU's
+      // whole history, and skips the header lookup for lines of other statuses.
+      conditions.push("i.status = ANY(?::text[]) AND r.status = ANY(?::text[])");
+      params.push(stored, stored);
     }
     page = `
       SELECT r.*

@@ -2377,7 +2377,12 @@ export const InventoryReservationService: GenService<{
   },
   /**
    * Lists ledger events by SKU and/or reservation, in ascending id order.
-   * Paginated.
+   * Paginated. Listings by SKU or by reservation are gap-free: their events
+   * are written under a row lock, so ids there follow commit order. Across
+   * SKUs, ids are assigned when an event is inserted, not when it commits:
+   * a listing that reaches the newest events may later see a concurrently
+   * committed event appear with a smaller id than its page token. To follow
+   * the whole ledger, follow each SKU (or re-read the last seconds).
    *
    * Roles: admin, service.
    * Errors: INVALID_ARGUMENT / INVALID_PAGE_TOKEN.
