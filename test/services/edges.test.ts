@@ -87,12 +87,15 @@ describe("reservation-service: edges of idempotency and locking", () => {
     const trx = await sql.transaction();
     try {
       await query(trx, `SELECT 1 FROM inventory WHERE sku_code = 'EDGE-A' FOR UPDATE`);
+      // LOCK_TIMEOUT_MS is 300: a call still waiting after this deadline has ignored
+      // the lock timeout, and fails here (DeadlineExceeded) instead of hanging with the lock held.
+      const deadline = { timeoutMs: 5_000 };
       const holdId = rid("blocked-hold");
-      const blockedHold = await failureOf(client.createHold({ requestId: holdId, customerId: "c-3", lines: [{ sku: "EDGE-A", quantity: 1 }] }));
+      const blockedHold = await failureOf(client.createHold({ requestId: holdId, customerId: "c-3", lines: [{ sku: "EDGE-A", quantity: 1 }] }, deadline));
       const confirmId = rid("blocked-confirm");
-      const blockedConfirm = await failureOf(client.confirmHold({ requestId: confirmId, reservationId: hold.reservation!.id }));
+      const blockedConfirm = await failureOf(client.confirmHold({ requestId: confirmId, reservationId: hold.reservation!.id }, deadline));
       const adjustId = rid("blocked-adjust");
-      const blockedAdjust = await failureOf(client.adjustStock({ requestId: adjustId, sku: "EDGE-A", change: { case: "delta", value: 1n }, reason: "r" }));
+      const blockedAdjust = await failureOf(client.adjustStock({ requestId: adjustId, sku: "EDGE-A", change: { case: "delta", value: 1n }, reason: "r" }, deadline));
       for (const err of [blockedHold, blockedConfirm, blockedAdjust]) {
         expect(err.code).to.equal(Code.Aborted);
         const info = err.findDetails(ErrorInfoSchema)[0];

@@ -25,7 +25,8 @@ interface CounterRow {
 }
 
 /**
- * Checks, per SKU (all SKUs, or only `skus`):
+ * Checks, per SKU (all SKUs, or only `skus`: then exactly one inventory row per
+ * requested SKU, and an empty `skus` is an error, as it would check nothing):
  * - reserved = Σ quantity of HELD lines, allocated = Σ quantity of ALLOCATED lines;
  * - every line's status (and expires_at) equals its header's;
  * - no counter negative; available = on_hand − reserved − allocated;
@@ -37,14 +38,13 @@ interface CounterRow {
  * Throws one AssertionError listing every violation found.
  */
 export async function assertInvariants(db: Knex, skus?: string[]): Promise<void> {
+  // An explicit but empty filter would check nothing at all: almost certainly a
+  // bug in the caller (e.g. a SKU list computed from an empty result).
+  if (skus !== undefined && skus.length === 0) {
+    throw new AssertionError("assertInvariants: the explicit SKU filter is empty, so nothing would be checked (omit it to check every SKU)");
+  }
   const filter = skus === undefined ? null : [...new Set(skus)];
   const violations: string[] = [];
-
-  if (filter !== null) {
-    const known = await query<{ sku_code: string }>(db, `SELECT sku_code FROM inventory WHERE sku_code = ANY(?::text[])`, [filter]);
-    const found = new Set(known.map((r) => r.sku_code));
-    for (const sku of filter) if (!found.has(sku)) violations.push(`${sku}: no inventory row`);
-  }
 
   const rows = await query<CounterRow>(
     db,
@@ -67,6 +67,16 @@ export async function assertInvariants(db: Knex, skus?: string[]): Promise<void>
       ORDER BY i.sku_code`,
     [filter, filter],
   );
+  if (filter !== null) {
+    // Exactly one inventory row per requested SKU (sku_code is the primary key,
+    // so a shortfall means a SKU the caller expected does not exist).
+    const found = new Map<string, number>();
+    for (const r of rows) found.set(r.sku_code, (found.get(r.sku_code) ?? 0) + 1);
+    for (const sku of filter) {
+      const count = found.get(sku) ?? 0;
+      if (count !== 1) violations.push(`${sku}: ${count} inventory row(s), expected exactly 1`);
+    }
+  }
   for (const r of rows) {
     const where = r.sku_code;
     if (r.on_hand < 0) violations.push(`${where}: on_hand is negative (${r.on_hand})`);
