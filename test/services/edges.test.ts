@@ -110,6 +110,15 @@ describe("reservation-service: edges of idempotency and locking", () => {
     }
   });
 
+  it("answers CreateHold and CreateAllocation with exactly the reservation it stored", async () => {
+    // The response is built before the insert (to record it in the same statement):
+    // it must be what a read returns, field for field.
+    const hold = await client.createHold({ requestId: rid("same"), customerId: "c-9", lines: [{ sku: "EDGE-A", quantity: 1 }], ttl: { seconds: 90n } });
+    expect((await client.getReservation({ reservationId: hold.reservation!.id })).reservation).to.deep.equal(hold.reservation);
+    const allocation = await client.createAllocation({ requestId: rid("same-a"), customerId: "c-9", lines: [{ sku: "EDGE-A", quantity: 1 }] });
+    expect((await client.getReservation({ reservationId: allocation.reservation!.id })).reservation).to.deep.equal(allocation.reservation);
+  });
+
   it("refuses a policy duration with a sub-millisecond fraction of a second", async () => {
     const failure = await failureOf(
       client.createSku({ requestId: rid("frac"), sku: "EDGE-FRAC", name: "Fraction", policy: { maxHoldTtl: { seconds: 60n, nanos: 400_000 } } }),

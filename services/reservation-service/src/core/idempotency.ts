@@ -24,7 +24,7 @@ import { create, fromBinary, toBinary, type DescMessage, type MessageShape } fro
 import { AnySchema, anyPack } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { ErrorInfoSchema, StatusSchema } from "@holdfast/contracts/rpc";
-import { query, type Db } from "@holdfast/schema";
+import { query } from "@holdfast/schema";
 import type { Knex } from "knex";
 import { idempotencyKeyReused, requestInProgress } from "./errors.js";
 
@@ -62,8 +62,25 @@ type Record = {
   response: Buffer | null;
 };
 
-/** `work` gets the transaction and `record`, to store the response before touching hot rows. */
-export type Work<R> = (trx: Knex.Transaction, record: (response: R) => Promise<void>) => Promise<R | Refusal>;
+/** What `work` gets once the request id is claimed. */
+export interface Claimed<R> {
+  /** The transaction's clock (now(), the time of every row it writes), read by the claim. */
+  now: Date;
+  /** Records the response now, in its own statement (e.g. before touching hot rows). */
+  record(response: R): Promise<void>;
+  /**
+   * Records the response as part of the caller's next statement: a data-modifying
+   * statement to put in its WITH clause, with its parameters (saves a round trip).
+   */
+  recordInline(response: R): { sql: string; params: unknown[] };
+}
+
+/** The work of one request, run once its request id is claimed. */
+export type Work<R> = (trx: Knex.Transaction, claimed: Claimed<R>) => Promise<R | Refusal>;
+
+const COMPLETE = `UPDATE idempotency_records SET state = 'COMPLETED', status_code = ?, response = ?, completed_at = now()
+                   WHERE caller = ? AND request_id = ?`;
+const completeParams = (key: IdempotencyKey, statusCode: number, response: Uint8Array) => [statusCode, Buffer.from(response), key.caller, key.requestId];
 
 export class Idempotency {
   constructor(
@@ -82,15 +99,23 @@ export class Idempotency {
       let outcome: { kind: "done"; value: R | Refusal } | { kind: "exists" };
       try {
         outcome = await this.db.transaction(async (trx) => {
-          if (!(await this.claim(trx, key))) return { kind: "exists" } as const;
+          const now = await this.claim(trx, key);
+          if (now === undefined) return { kind: "exists" } as const;
           let recorded = false;
-          const record = async (response: R) => {
-            await this.complete(trx, key, 0, toBinary(schema, response));
-            recorded = true;
+          const claimed: Claimed<R> = {
+            now,
+            record: async (response) => {
+              await query(trx, COMPLETE, completeParams(key, 0, toBinary(schema, response)));
+              recorded = true;
+            },
+            recordInline: (response) => {
+              recorded = true;
+              return { sql: COMPLETE, params: completeParams(key, 0, toBinary(schema, response)) };
+            },
           };
-          const value = await work(trx, record);
-          if (value instanceof Refusal) await this.complete(trx, key, value.error.code, encodeError(value.error));
-          else if (!recorded) await record(value);
+          const value = await work(trx, claimed);
+          if (value instanceof Refusal) await query(trx, COMPLETE, completeParams(key, value.error.code, encodeError(value.error)));
+          else if (!recorded) await claimed.record(value);
           return { kind: "done", value } as const;
         });
       } catch (err) {
@@ -121,9 +146,9 @@ export class Idempotency {
    * the RPC (the record may have passed its window or been pruned). Same statement:
    * the lookup costs no extra round trip.
    */
-  private async claim(trx: Knex.Transaction, key: IdempotencyKey): Promise<boolean> {
+  private async claim(trx: Knex.Transaction, key: IdempotencyKey): Promise<Date | undefined> {
     try {
-      const [row] = await query<{ claimed: number; reservation_id: string | null }>(
+      const [row] = await query<{ claimed: number; reservation_id: string | null; now: Date }>(
         trx,
         `WITH claim AS (
            INSERT INTO idempotency_records (caller, request_id, method, request_hash, state, expires_at)
@@ -136,11 +161,12 @@ export class Idempotency {
            RETURNING 1
          )
          SELECT (SELECT count(*) FROM claim)::int AS claimed,
-                (SELECT id FROM reservations WHERE caller = ? AND request_id = ?) AS reservation_id`,
+                (SELECT id FROM reservations WHERE caller = ? AND request_id = ?) AS reservation_id,
+                now() AS now`,
         [key.caller, key.requestId, key.method, key.hash, this.windowMs, key.caller, key.requestId],
       );
       if (row!.claimed === 1 && row!.reservation_id !== null) throw idempotencyKeyReused(key.requestId, { reservationId: row!.reservation_id });
-      return row!.claimed === 1;
+      return row!.claimed === 1 ? row!.now : undefined;
     } catch (err) {
       // Waited lock_timeout for a duplicate still in flight.
       if ((err as { code?: string }).code === SQLSTATE_LOCK_NOT_AVAILABLE) throw requestInProgress(key.requestId);
@@ -148,20 +174,11 @@ export class Idempotency {
     }
   }
 
-  private async complete(trx: Db, key: IdempotencyKey, statusCode: number, response: Uint8Array): Promise<void> {
-    await query(
-      trx,
-      `UPDATE idempotency_records SET state = 'COMPLETED', status_code = ?, response = ?, completed_at = now()
-        WHERE caller = ? AND request_id = ?`,
-      [statusCode, Buffer.from(response), key.caller, key.requestId],
-    );
-  }
-
-  /** Records a refusal in its own statement; false if another request got the key first. */
+  /** Records a refusal in its own transaction; false if another request got the key first. */
   private async recordAlone(key: IdempotencyKey, error: ConnectError): Promise<boolean> {
     return this.db.transaction(async (trx) => {
-      if (!(await this.claim(trx, key))) return false;
-      await this.complete(trx, key, error.code, encodeError(error));
+      if ((await this.claim(trx, key)) === undefined) return false;
+      await query(trx, COMPLETE, completeParams(key, error.code, encodeError(error)));
       return true;
     });
   }

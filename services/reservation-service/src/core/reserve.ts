@@ -4,8 +4,9 @@
  *
  * - One transaction per attempt. Its statements, in order: claim the idempotency
  *   record; read the SKUs' policies and counters (no lock); insert the reservation
- *   and its lines; record the response; then, last, change the counters and write
- *   the ledger (one statement, see packages/schema/src/ledger.ts); COMMIT. A hot
+ *   and its lines and record the response (one statement); then, last, change the
+ *   counters and write the ledger (one statement, see packages/schema/src/ledger.ts);
+ *   COMMIT. A hot
  *   inventory row is therefore locked for one statement plus the commit.
  * - PESSIMISTIC: the counter statement is guarded (`available >= q` per row) and
  *   waits for the row lock (at most lock_timeout, then ABORTED / LOCK_TIMEOUT).
@@ -21,6 +22,7 @@
  *   the fresh read is the answer: FAILED_PRECONDITION / INSUFFICIENT_STOCK naming
  *   every short line, recorded for replay.
  */
+import { randomUUID } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import { create, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import {
@@ -67,7 +69,7 @@ import {
   ttlOutOfRange,
   type ShortLine,
 } from "./errors.js";
-import { Idempotency, Refusal, idempotencyKey, type IdempotencyKey } from "./idempotency.js";
+import { Idempotency, Refusal, idempotencyKey, type Claimed, type IdempotencyKey } from "./idempotency.js";
 import type { ReservationSettings } from "./settings.js";
 import { Violations } from "./validate.js";
 
@@ -191,7 +193,7 @@ async function reserve<D extends DescMessage>(
     try {
       // Taken before the transaction begins, so never later than its now().
       const began = performance.now();
-      return await idempotency.run(key, schema, (trx, record) => reserveOnce(trx, deps.settings, call, key, spec, respond, record, began));
+      return await idempotency.run(key, schema, (trx, claimed) => reserveOnce(trx, deps.settings, call, key, spec, respond, claimed, began));
     } catch (err) {
       if (err instanceof Conflict) {
         if (attempt >= deps.settings.optimisticMaxAttempts) throw conflictRetriesExhausted(err.skus, attempt);
@@ -227,7 +229,7 @@ async function reserveOnce<R>(
   key: IdempotencyKey,
   spec: ReserveSpec,
   respond: (reservation: Reservation) => R,
-  record: (response: R) => Promise<void>,
+  claimed: Claimed<R>,
   began: number,
 ): Promise<R | Refusal> {
   const skus = spec.lines.map((l) => l.sku);
@@ -255,9 +257,12 @@ async function reserveOnce<R>(
       ...(spec.type === "HOLD" ? { reserved: l.quantity } : { allocated: l.quantity }),
     }));
   const insert = async () => {
-    const header = await insertReservation(trx, spec, strategy, terms, key);
-    const response = respond(toReservation(header, spec.lines.map((l) => ({ sku_code: l.sku, quantity: l.quantity })), header.created_at));
-    await record(response);
+    // The reservation as it will be stored (its times are the transaction's now(), which
+    // the claim read), so that the response is recorded by the same statement that
+    // inserts it: one round trip for the reservation, its lines and the record.
+    const header = plannedReservation(randomUUID(), spec, strategy, terms, key, claimed.now);
+    const response = respond(toReservation(header, spec.lines.map((l) => ({ sku_code: l.sku, quantity: l.quantity })), claimed.now));
+    await insertReservation(trx, header, spec, terms, claimed.recordInline(response));
     return { header, response };
   };
 
@@ -333,45 +338,83 @@ async function refuse(trx: Knex.Transaction, header: ReservationRow | undefined,
 }
 
 /**
- * The reservation and its lines in one statement. Times are the database's (now(),
- * the transaction's start): expiry is judged by the database clock only.
+ * The row insertReservation will store, computed here so that the response can be
+ * recorded in the same statement. `now` is the transaction's now() (read by the claim,
+ * truncated to the millisecond like every timestamp the driver reads back), so the
+ * response and a later read of the row agree.
  */
-async function insertReservation(
-  trx: Knex.Transaction,
+function plannedReservation(
+  id: string,
   spec: ReserveSpec,
   strategy: StoredStrategy,
   terms: { ttlMs: number; lifetimeMs: number } | undefined,
   key: IdempotencyKey,
-): Promise<ReservationRow> {
-  const status = spec.type === "HOLD" ? "HELD" : "ALLOCATED";
-  const [header] = await query<ReservationRow>(
+  now: Date,
+): ReservationRow {
+  const after = (ms: number | undefined) => (ms === undefined ? null : new Date(now.getTime() + ms));
+  return {
+    id,
+    type: spec.type,
+    status: spec.type === "HOLD" ? "HELD" : "ALLOCATED",
+    customer_id: spec.customerId,
+    caller: key.caller,
+    request_id: key.requestId,
+    locking_strategy: strategy,
+    expires_at: after(terms?.ttlMs),
+    max_expires_at: after(terms?.lifetimeMs),
+    created_at: now,
+    updated_at: now,
+    confirmed_at: spec.type === "ALLOCATION" ? now : null,
+    closed_at: null,
+    close_reason: null,
+    waitlist_entry_id: null,
+    version: 0,
+  };
+}
+
+/**
+ * The reservation, its lines and the idempotency record in one statement. Times are
+ * the database's (now(), the transaction's start): expiry is judged by the database
+ * clock only; `header` only supplies the id and the values decided here.
+ */
+async function insertReservation(
+  trx: Knex.Transaction,
+  header: ReservationRow,
+  spec: ReserveSpec,
+  terms: { ttlMs: number; lifetimeMs: number } | undefined,
+  record: { sql: string; params: unknown[] },
+): Promise<void> {
+  await query(
     trx,
     `WITH h AS (
-       INSERT INTO reservations (type, status, customer_id, caller, request_id, locking_strategy, expires_at, max_expires_at, confirmed_at)
-       VALUES (?, ?, ?, ?, ?, ?,
+       INSERT INTO reservations (id, type, status, customer_id, caller, request_id, locking_strategy, expires_at, max_expires_at, confirmed_at)
+       VALUES (?::uuid, ?, ?, ?, ?, ?, ?,
                now() + ?::bigint * interval '1 millisecond',
                now() + ?::bigint * interval '1 millisecond',
                CASE WHEN ?::text = 'ALLOCATED' THEN now() END)
-       RETURNING *
+       RETURNING id, status, expires_at, created_at
      ), lines AS (
        INSERT INTO reservation_items (reservation_id, sku_code, quantity, status, expires_at, created_at)
        SELECT h.id, l.sku_code, l.quantity, h.status, h.expires_at, h.created_at
          FROM h, unnest(?::text[], ?::int[]) AS l(sku_code, quantity)
+     ), recorded AS (
+       ${record.sql}
      )
-     SELECT * FROM h`,
+     SELECT 1`,
     [
-      spec.type,
-      status,
-      spec.customerId,
-      key.caller,
-      key.requestId,
-      strategy,
+      header.id,
+      header.type,
+      header.status,
+      header.customer_id,
+      header.caller,
+      header.request_id,
+      header.locking_strategy,
       terms?.ttlMs ?? null,
       terms?.lifetimeMs ?? null,
-      status,
+      header.status,
       spec.lines.map((l) => l.sku),
       spec.lines.map((l) => l.quantity),
+      ...record.params,
     ],
   );
-  return header!;
 }
