@@ -5,7 +5,7 @@ import { randomUUID } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import { expect } from "chai";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { InventoryReservationService } from "@holdfast/contracts";
+import { InventoryReservationService, LockingStrategy } from "@holdfast/contracts";
 import { ErrorInfoSchema } from "@holdfast/contracts/rpc";
 import { createGrpcJsClient, type GrpcJsClient } from "@holdfast/runtime";
 import { createKnex, query } from "@holdfast/schema";
@@ -18,31 +18,33 @@ type Grpc = GrpcJsClient<typeof InventoryReservationService>;
 const rid = (label: string) => `${label}-${randomUUID()}`;
 const failureOf = async (promise: PromiseLike<unknown>) => ConnectError.from(await rejectionOf(promise));
 
-describe("reservation-service: edges of idempotency and locking", () => {
-  let db: TestDatabase;
-  let sql: Knex;
-  let svc: ServiceProcess;
-  let client: Grpc;
-
+/** A reservation-service process on a database of its own, with one SKU of 10 units. */
+function serviceFixture(label: string, env: NodeJS.ProcessEnv, sku: string) {
+  const fx = {} as { db: TestDatabase; sql: Knex; svc: ServiceProcess; client: Grpc };
   before(async () => {
-    db = await createTestDatabase("edges");
-    sql = createKnex({ url: db.url, poolMax: 3 });
-    // A one-second idempotency window and a short lock timeout make both edges reachable quickly.
-    svc = await startService("reservation-service", db.url, { IDEMPOTENCY_WINDOW_MS: "1000", LOCK_TIMEOUT_MS: "300" });
-    client = createGrpcJsClient(InventoryReservationService, svc.grpcAddress);
-    await client.createSku({ requestId: rid("sku"), sku: "EDGE-A", name: "Edge A", initialOnHand: 10n });
+    fx.db = await createTestDatabase(label);
+    fx.sql = createKnex({ url: fx.db.url, poolMax: 3 });
+    fx.svc = await startService("reservation-service", fx.db.url, env);
+    fx.client = createGrpcJsClient(InventoryReservationService, fx.svc.grpcAddress);
+    await fx.client.createSku({ requestId: rid("sku"), sku, name: sku, initialOnHand: 10n });
   });
   after(async () => {
-    client?.close();
-    await svc?.stop();
-    await sql?.destroy();
-    await db?.drop();
+    fx.client?.close();
+    await fx.svc?.stop();
+    await fx.sql?.destroy();
+    await fx.db?.drop();
   });
+  return fx;
+}
+
+describe("reservation-service: edges of idempotency and locking", () => {
+  // A one-second idempotency window and a short lock timeout make both edges reachable quickly.
+  const fx = serviceFixture("edges", { IDEMPOTENCY_WINDOW_MS: "1000", LOCK_TIMEOUT_MS: "300" }, "EDGE-A");
 
   /** Waits until the database clock is past `instant` (the window is judged by it). */
   async function untilDatabasePasses(instant: Date): Promise<void> {
     for (let i = 0; i < 100; i++) {
-      const [row] = await query<{ past: boolean }>(sql, `SELECT now() > ?::timestamptz AS past`, [instant]);
+      const [row] = await query<{ past: boolean }>(fx.sql, `SELECT now() > ?::timestamptz AS past`, [instant]);
       if (row!.past) return;
       await sleep(50);
     }
@@ -51,16 +53,16 @@ describe("reservation-service: edges of idempotency and locking", () => {
 
   it("keeps a request id attached to a reservation taken after its record's window, for every RPC", async () => {
     const requestId = rid("attached");
-    const hold = await client.createHold({ requestId, customerId: "c-1", lines: [{ sku: "EDGE-A", quantity: 1 }] });
-    const [record] = await query<{ expires_at: Date }>(sql, `SELECT expires_at FROM idempotency_records WHERE request_id = ?`, [requestId]);
+    const hold = await fx.client.createHold({ requestId, customerId: "c-1", lines: [{ sku: "EDGE-A", quantity: 1 }] });
+    const [record] = await query<{ expires_at: Date }>(fx.sql, `SELECT expires_at FROM idempotency_records WHERE request_id = ?`, [requestId]);
     await untilDatabasePasses(record!.expires_at);
-    const before = await query(sql, `SELECT on_hand, reserved, version FROM inventory WHERE sku_code = 'EDGE-A'`);
+    const before = await query(fx.sql, `SELECT on_hand, reserved, version FROM inventory WHERE sku_code = 'EDGE-A'`);
 
     // The identical request, and other RPCs under the same id: all refused, naming the reservation.
     for (const call of [
-      () => client.createHold({ requestId, customerId: "c-1", lines: [{ sku: "EDGE-A", quantity: 1 }] }),
-      () => client.adjustStock({ requestId, sku: "EDGE-A", change: { case: "delta", value: 3n }, reason: "restock" }),
-      () => client.releaseHold({ requestId, reservationId: hold.reservation!.id }),
+      () => fx.client.createHold({ requestId, customerId: "c-1", lines: [{ sku: "EDGE-A", quantity: 1 }] }),
+      () => fx.client.adjustStock({ requestId, sku: "EDGE-A", change: { case: "delta", value: 3n }, reason: "restock" }),
+      () => fx.client.releaseHold({ requestId, reservationId: hold.reservation!.id }),
     ]) {
       const failure = await failureOf(call());
       expect(failure.code).to.equal(Code.InvalidArgument);
@@ -68,34 +70,34 @@ describe("reservation-service: edges of idempotency and locking", () => {
       expect(info?.reason).to.equal("IDEMPOTENCY_KEY_REUSED");
       expect(info?.metadata.reservation_id).to.equal(hold.reservation!.id);
     }
-    expect(await query(sql, `SELECT on_hand, reserved, version FROM inventory WHERE sku_code = 'EDGE-A'`)).to.deep.equal(before);
-    expect((await client.getReservation({ reservationId: hold.reservation!.id })).reservation?.status).to.equal(hold.reservation!.status);
+    expect(await query(fx.sql, `SELECT on_hand, reserved, version FROM inventory WHERE sku_code = 'EDGE-A'`)).to.deep.equal(before);
+    expect((await fx.client.getReservation({ reservationId: hold.reservation!.id })).reservation?.status).to.equal(hold.reservation!.status);
   });
 
   it("forgets other request ids after the window: the same AdjustStock applies again", async () => {
     const requestId = rid("forgotten");
-    const first = await client.adjustStock({ requestId, sku: "EDGE-A", change: { case: "delta", value: 1n }, reason: "count" });
-    const [record] = await query<{ expires_at: Date }>(sql, `SELECT expires_at FROM idempotency_records WHERE request_id = ?`, [requestId]);
+    const first = await fx.client.adjustStock({ requestId, sku: "EDGE-A", change: { case: "delta", value: 1n }, reason: "count" });
+    const [record] = await query<{ expires_at: Date }>(fx.sql, `SELECT expires_at FROM idempotency_records WHERE request_id = ?`, [requestId]);
     await untilDatabasePasses(record!.expires_at);
-    const again = await client.adjustStock({ requestId, sku: "EDGE-A", change: { case: "delta", value: 1n }, reason: "count" });
+    const again = await fx.client.adjustStock({ requestId, sku: "EDGE-A", change: { case: "delta", value: 1n }, reason: "count" });
     expect(again.replayed).to.equal(false);
     expect(again.availability!.onHand).to.equal(first.availability!.onHand + 1n);
   });
 
   it("answers ABORTED / LOCK_TIMEOUT naming the SKU when a row stays locked, and records nothing", async () => {
-    const hold = await client.createHold({ requestId: rid("h"), customerId: "c-2", lines: [{ sku: "EDGE-A", quantity: 1 }] });
-    const trx = await sql.transaction();
+    const hold = await fx.client.createHold({ requestId: rid("h"), customerId: "c-2", lines: [{ sku: "EDGE-A", quantity: 1 }] });
+    const trx = await fx.sql.transaction();
     try {
       await query(trx, `SELECT 1 FROM inventory WHERE sku_code = 'EDGE-A' FOR UPDATE`);
       // LOCK_TIMEOUT_MS is 300: a call still waiting after this deadline has ignored
       // the lock timeout, and fails here (DeadlineExceeded) instead of hanging with the lock held.
       const deadline = { timeoutMs: 5_000 };
       const holdId = rid("blocked-hold");
-      const blockedHold = await failureOf(client.createHold({ requestId: holdId, customerId: "c-3", lines: [{ sku: "EDGE-A", quantity: 1 }] }, deadline));
+      const blockedHold = await failureOf(fx.client.createHold({ requestId: holdId, customerId: "c-3", lines: [{ sku: "EDGE-A", quantity: 1 }] }, deadline));
       const confirmId = rid("blocked-confirm");
-      const blockedConfirm = await failureOf(client.confirmHold({ requestId: confirmId, reservationId: hold.reservation!.id }, deadline));
+      const blockedConfirm = await failureOf(fx.client.confirmHold({ requestId: confirmId, reservationId: hold.reservation!.id }, deadline));
       const adjustId = rid("blocked-adjust");
-      const blockedAdjust = await failureOf(client.adjustStock({ requestId: adjustId, sku: "EDGE-A", change: { case: "delta", value: 1n }, reason: "r" }, deadline));
+      const blockedAdjust = await failureOf(fx.client.adjustStock({ requestId: adjustId, sku: "EDGE-A", change: { case: "delta", value: 1n }, reason: "r" }, deadline));
       for (const err of [blockedHold, blockedConfirm, blockedAdjust]) {
         expect(err.code).to.equal(Code.Aborted);
         const info = err.findDetails(ErrorInfoSchema)[0];
@@ -103,7 +105,7 @@ describe("reservation-service: edges of idempotency and locking", () => {
         expect(info?.metadata.sku).to.equal("EDGE-A");
       }
       expect(blockedConfirm.findDetails(ErrorInfoSchema)[0]?.metadata.reservation_id).to.equal(hold.reservation!.id);
-      const recorded = await query(sql, `SELECT 1 FROM idempotency_records WHERE request_id = ANY(?::text[])`, [[holdId, confirmId, adjustId]]);
+      const recorded = await query(fx.sql, `SELECT 1 FROM idempotency_records WHERE request_id = ANY(?::text[])`, [[holdId, confirmId, adjustId]]);
       expect(recorded).to.have.length(0);
     } finally {
       await trx.rollback();
@@ -113,18 +115,92 @@ describe("reservation-service: edges of idempotency and locking", () => {
   it("answers CreateHold and CreateAllocation with exactly the reservation it stored", async () => {
     // The response is built before the insert (to record it in the same statement):
     // it must be what a read returns, field for field.
-    const hold = await client.createHold({ requestId: rid("same"), customerId: "c-9", lines: [{ sku: "EDGE-A", quantity: 1 }], ttl: { seconds: 90n } });
-    expect((await client.getReservation({ reservationId: hold.reservation!.id })).reservation).to.deep.equal(hold.reservation);
-    const allocation = await client.createAllocation({ requestId: rid("same-a"), customerId: "c-9", lines: [{ sku: "EDGE-A", quantity: 1 }] });
-    expect((await client.getReservation({ reservationId: allocation.reservation!.id })).reservation).to.deep.equal(allocation.reservation);
+    const hold = await fx.client.createHold({ requestId: rid("same"), customerId: "c-9", lines: [{ sku: "EDGE-A", quantity: 1 }], ttl: { seconds: 90n } });
+    expect((await fx.client.getReservation({ reservationId: hold.reservation!.id })).reservation).to.deep.equal(hold.reservation);
+    const allocation = await fx.client.createAllocation({ requestId: rid("same-a"), customerId: "c-9", lines: [{ sku: "EDGE-A", quantity: 1 }] });
+    expect((await fx.client.getReservation({ reservationId: allocation.reservation!.id })).reservation).to.deep.equal(allocation.reservation);
+  });
+
+  it("uses the request's strategy, else the SKUs' common default, else the server's", async () => {
+    await fx.client.createSku({ requestId: rid("sku"), sku: "EDGE-OPT", name: "Optimistic by default", initialOnHand: 10n, policy: { defaultLockingStrategy: LockingStrategy.OPTIMISTIC } });
+    const hold = (lines: string[], lockingStrategy = LockingStrategy.UNSPECIFIED) =>
+      fx.client.createHold({ requestId: rid("strategy"), customerId: "c-4", lockingStrategy, lines: lines.map((sku) => ({ sku, quantity: 1 })) });
+    expect((await hold(["EDGE-OPT"])).reservation?.lockingStrategy).to.equal(LockingStrategy.OPTIMISTIC);
+    expect((await hold(["EDGE-OPT"], LockingStrategy.PESSIMISTIC)).reservation?.lockingStrategy).to.equal(LockingStrategy.PESSIMISTIC);
+    // SKUs with different defaults: the server default (PESSIMISTIC unless configured).
+    expect((await hold(["EDGE-OPT", "EDGE-A"])).reservation?.lockingStrategy).to.equal(LockingStrategy.PESSIMISTIC);
+    expect((await hold(["EDGE-A"], LockingStrategy.OPTIMISTIC)).reservation?.lockingStrategy).to.equal(LockingStrategy.OPTIMISTIC);
   });
 
   it("refuses a policy duration with a sub-millisecond fraction of a second", async () => {
     const failure = await failureOf(
-      client.createSku({ requestId: rid("frac"), sku: "EDGE-FRAC", name: "Fraction", policy: { maxHoldTtl: { seconds: 60n, nanos: 400_000 } } }),
+      fx.client.createSku({ requestId: rid("frac"), sku: "EDGE-FRAC", name: "Fraction", policy: { maxHoldTtl: { seconds: 60n, nanos: 400_000 } } }),
     );
     expect(failure.code).to.equal(Code.InvalidArgument);
     expect(failure.findDetails(ErrorInfoSchema)[0]?.reason).to.equal("BAD_REQUEST");
-    expect(await query(sql, `SELECT 1 FROM skus WHERE code = 'EDGE-FRAC'`)).to.have.length(0);
+    expect(await query(fx.sql, `SELECT 1 FROM skus WHERE code = 'EDGE-FRAC'`)).to.have.length(0);
+  });
+});
+
+describe("reservation-service: OPTIMISTIC compare-and-set", () => {
+  // One attempt: the first lost race is final, so the outcome is deterministic.
+  const fx = serviceFixture("optimistic", { OPTIMISTIC_MAX_ATTEMPTS: "1", LOCK_TIMEOUT_MS: "10000" }, "CAS-A");
+
+  /** Waits until a backend of the test database waits for a lock (the service's compare-and-set). */
+  async function untilSomeoneWaitsForALock(): Promise<void> {
+    for (let i = 0; i < 200; i++) {
+      const rows = await query(fx.sql, `SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`);
+      if (rows.length > 0) return;
+      await sleep(25);
+    }
+    throw new Error("no backend started waiting for the row lock");
+  }
+
+  it("loses its race when the version moves after its read, and answers CONFLICT_RETRIES_EXHAUSTED when out of attempts, recording nothing", async () => {
+    const requestId = rid("cas");
+    const trx = await fx.sql.transaction();
+    let call: Promise<unknown> | undefined;
+    try {
+      // Lock the row, let the optimistic hold read version v and queue behind the lock,
+      // then move the row to v + 1 (no counter change) and let it go.
+      await query(trx, `SELECT 1 FROM inventory WHERE sku_code = 'CAS-A' FOR UPDATE`);
+      call = fx.client.createHold({ requestId, customerId: "c-1", lockingStrategy: LockingStrategy.OPTIMISTIC, lines: [{ sku: "CAS-A", quantity: 1 }] }, { timeoutMs: 15_000 });
+      call.catch(() => undefined);
+      await untilSomeoneWaitsForALock();
+      await query(trx, `UPDATE inventory SET version = version + 1, updated_at = now() WHERE sku_code = 'CAS-A'`);
+      await trx.commit();
+    } finally {
+      if (!trx.isCompleted()) await trx.rollback();
+    }
+    const failure = await failureOf(call!);
+    expect(failure.code).to.equal(Code.Aborted);
+    const info = failure.findDetails(ErrorInfoSchema)[0];
+    expect(info?.reason).to.equal("CONFLICT_RETRIES_EXHAUSTED");
+    expect(info?.metadata).to.include({ sku: "CAS-A", attempts: "1" });
+    // Nothing held, nothing recorded: the same request id may be retried, and succeeds.
+    expect(await query(fx.sql, `SELECT reserved FROM inventory WHERE sku_code = 'CAS-A'`)).to.deep.equal([{ reserved: 0 }]);
+    expect(await query(fx.sql, `SELECT 1 FROM idempotency_records WHERE request_id = ?`, [requestId])).to.have.length(0);
+    const retried = await fx.client.createHold({ requestId, customerId: "c-1", lockingStrategy: LockingStrategy.OPTIMISTIC, lines: [{ sku: "CAS-A", quantity: 1 }] });
+    expect(retried.replayed).to.equal(false);
+    expect(retried.reservation?.lockingStrategy).to.equal(LockingStrategy.OPTIMISTIC);
+  });
+
+  it("answers INSUFFICIENT_STOCK only when a fresh read shows the stock is short", async () => {
+    const trx = await fx.sql.transaction();
+    let call: Promise<unknown> | undefined;
+    try {
+      // The hold reads 9 available and wants 9; meanwhile the row drops to 0 available.
+      await query(trx, `SELECT 1 FROM inventory WHERE sku_code = 'CAS-A' FOR UPDATE`);
+      call = fx.client.createHold({ requestId: rid("short"), customerId: "c-2", lockingStrategy: LockingStrategy.OPTIMISTIC, lines: [{ sku: "CAS-A", quantity: 9 }] }, { timeoutMs: 15_000 });
+      call.catch(() => undefined);
+      await untilSomeoneWaitsForALock();
+      await query(trx, `UPDATE inventory SET on_hand = on_hand - 9, version = version + 1, updated_at = now() WHERE sku_code = 'CAS-A'`);
+      await trx.commit();
+    } finally {
+      if (!trx.isCompleted()) await trx.rollback();
+    }
+    const failure = await failureOf(call!);
+    expect(failure.code).to.equal(Code.FailedPrecondition);
+    expect(failure.findDetails(ErrorInfoSchema)[0]?.reason).to.equal("INSUFFICIENT_STOCK");
   });
 });

@@ -105,13 +105,14 @@ WITH ch AS (
     FROM unnest(?::int[], ?::text[], ?::text[], ?::uuid[], ?::bigint[], ?::bigint[], ?::bigint[], ?::text[])
       AS t(ord, sku_code, operation, reservation_id, d_on_hand, d_reserved, d_allocated, reason)
 ),
-per_sku AS (
-  SELECT sku_code COLLATE "C" AS sku_code, sum(d_on_hand) AS d_on_hand, sum(d_reserved) AS d_reserved,
-         sum(d_allocated) AS d_allocated, count(*) AS n
-    FROM ch GROUP BY sku_code
-),
 expected AS (
   SELECT * FROM unnest(?::text[], ?::bigint[]) AS e(sku_code, version)
+),
+per_sku AS (
+  SELECT ch.sku_code COLLATE "C" AS sku_code, sum(d_on_hand) AS d_on_hand, sum(d_reserved) AS d_reserved,
+         sum(d_allocated) AS d_allocated, count(*) AS n,
+         (SELECT e.version FROM expected e WHERE e.sku_code = ch.sku_code) AS expected_version
+    FROM ch GROUP BY ch.sku_code
 ),
 u AS (
   UPDATE inventory i
@@ -127,8 +128,13 @@ u AS (
      AND i.reserved + p.d_reserved >= 0
      AND i.allocated + p.d_allocated >= 0
      AND (i.on_hand + p.d_on_hand) - (i.reserved + p.d_reserved) - (i.allocated + p.d_allocated) >= 0
-     -- Compare-and-set, for the SKUs that have an expected version.
-     AND NOT EXISTS (SELECT 1 FROM expected e WHERE e.sku_code = i.sku_code AND e.version <> i.version)
+     -- Compare-and-set, for the SKUs that have an expected version. A plain qual on the
+     -- row and the joined per_sku row, never a subquery on i: when the UPDATE waited
+     -- for a concurrent writer, PostgreSQL re-checks the WHERE on the newest row
+     -- version (EvalPlanQual), but a NOT EXISTS planned as an anti-join is not
+     -- re-evaluated against it, and a moved version would slip through (a test caught
+     -- exactly that).
+     AND (p.expected_version IS NULL OR i.version = p.expected_version)
   RETURNING i.sku_code, i.on_hand, i.reserved, i.allocated, i.version
 ),
 ev AS (
