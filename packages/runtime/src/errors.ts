@@ -73,6 +73,11 @@ const SQLSTATE_CHECK_VIOLATION = "23514";
 const SQLSTATE_CLASS_DATA_EXCEPTION = "22";
 const NODE_CONNECTION_ERRORS = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "ENOTFOUND", "EHOSTUNREACH"]);
 
+/** A statement gave up waiting for a lock after lock_timeout (SQLSTATE 55P03). */
+export function isLockTimeout(err: unknown): boolean {
+  return errorCodeOf(err) === SQLSTATE_LOCK_NOT_AVAILABLE;
+}
+
 function errorCodeOf(err: unknown): string | undefined {
   if (typeof err === "object" && err !== null && "code" in err && typeof err.code === "string") return err.code;
   return undefined;

@@ -41,6 +41,7 @@ export {
   lockInventoryRows,
   readInventoryRows,
   claimReclaimableHolds,
+  hasExpiredHeldLines,
   expireClaimedHolds,
   skuOrder,
   type CounterChange,

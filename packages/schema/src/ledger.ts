@@ -270,6 +270,20 @@ export async function claimReclaimableHolds(db: Db, lockSet: readonly string[], 
 }
 
 /**
+ * Whether an expired HELD line sits on one of these SKUs: the cheap probe before
+ * claimReclaimableHolds (index-only on reservation_items_held_sku_expires_idx, no lock),
+ * so that a request refused for a real shortage never locks the rows it cannot take.
+ */
+export async function hasExpiredHeldLines(db: Db, skus: readonly string[]): Promise<boolean> {
+  const rows = await query(
+    db,
+    `SELECT 1 FROM reservation_items WHERE sku_code = ANY(?::text[]) AND status = 'HELD' AND expires_at <= (SELECT clock_timestamp()) LIMIT 1`,
+    [skuOrder(skus)],
+  );
+  return rows.length > 0;
+}
+
+/**
  * Moves claimed (locked) HELD holds that are past their expiry to EXPIRED, with their
  * lines, and returns their units: one HOLD_EXPIRED event per line. The caller must
  * hold the headers' row locks (claimReclaimableHolds, or the sweeper's claim), and, if

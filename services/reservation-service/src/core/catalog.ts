@@ -42,6 +42,7 @@ import {
   type UpdateSkuRequest,
   type UpdateSkuResponse,
 } from "@holdfast/contracts";
+import { isLockTimeout } from "@holdfast/runtime";
 import {
   CODE_PREFIX_MAX_LENGTH,
   CODE_PREFIX_PATTERN,
@@ -74,7 +75,6 @@ import { enumName, toAuditEvent, toAvailability, toSku } from "./convert.js";
 import {
   invalidPageToken,
   invalidUpdateMask,
-  isLockTimeout,
   lockTimeout,
   notImplementedFeature,
   skuAlreadyExists,

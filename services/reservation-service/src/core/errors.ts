@@ -7,6 +7,7 @@ import { Code, type ConnectError } from "@connectrpc/connect";
 import { ErrorReason } from "@holdfast/contracts";
 import { BadRequestSchema, PreconditionFailureSchema, ResourceInfoSchema, RetryInfoSchema } from "@holdfast/contracts/rpc";
 import { rpcError } from "@holdfast/runtime";
+import { skuOrder } from "@holdfast/schema";
 
 const SKU_RESOURCE = "holdfast.inventory.v1.Sku";
 const RESERVATION_RESOURCE = "holdfast.inventory.v1.Reservation";
@@ -41,7 +42,7 @@ function listed<T>(items: readonly T[]): { shown: T[]; omitted: Record<string, s
 }
 
 export function skuNotFound(codes: readonly string[]): ConnectError {
-  const sorted = [...new Set(codes)].sort();
+  const sorted = skuOrder(codes);
   const { shown, omitted, more } = listed(sorted);
   return rpcError(Code.NotFound, ErrorReason.SKU_NOT_FOUND, `unknown SKU${sorted.length > 1 ? "s" : ""}: ${shown.join(", ")}${more}`, {
     metadata: { sku: shown.join(","), ...omitted },
@@ -136,11 +137,6 @@ export function lockTimeout(about: { skus: readonly string[]; reservationId?: st
     details: [retryAfter(50)],
     cause,
   });
-}
-
-/** The database error behind a lock timeout (SQLSTATE 55P03). */
-export function isLockTimeout(err: unknown): boolean {
-  return (err as { code?: unknown } | null)?.code === "55P03";
 }
 
 export function conflictRetriesExhausted(skus: readonly string[], attempts: number): ConnectError {

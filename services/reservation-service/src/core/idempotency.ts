@@ -24,6 +24,7 @@ import { create, fromBinary, toBinary, type DescMessage, type MessageShape } fro
 import { AnySchema, anyPack } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { ErrorInfoSchema, StatusSchema } from "@holdfast/contracts/rpc";
+import { isLockTimeout } from "@holdfast/runtime";
 import { query } from "@holdfast/schema";
 import type { Knex } from "knex";
 import { idempotencyKeyReused, requestInProgress } from "./errors.js";
@@ -52,7 +53,6 @@ export function isRecordedRefusal(err: unknown): err is ConnectError {
   return err instanceof ConnectError && (err.code === Code.FailedPrecondition || err.code === Code.NotFound || err.code === Code.AlreadyExists);
 }
 
-const SQLSTATE_LOCK_NOT_AVAILABLE = "55P03";
 
 type Record = {
   method: string;
@@ -169,7 +169,7 @@ export class Idempotency {
       return row!.claimed === 1 ? row!.now : undefined;
     } catch (err) {
       // Waited lock_timeout for a duplicate still in flight.
-      if ((err as { code?: string }).code === SQLSTATE_LOCK_NOT_AVAILABLE) throw requestInProgress(key.requestId);
+      if (isLockTimeout(err)) throw requestInProgress(key.requestId);
       throw err;
     }
   }

@@ -49,10 +49,11 @@ import {
   type Reservation,
 } from "@holdfast/contracts";
 import { applyCounterChanges, expireClaimedHolds, query, type AuditOperation, type ReservationRow, type ReservationStatus, type SkuRow } from "@holdfast/schema";
+import { isLockTimeout } from "@holdfast/runtime";
 import type { Knex } from "knex";
 import type { Call, Deps } from "./context.js";
 import { toReservation, type LineRow } from "./convert.js";
-import { holdExpired, holdLifetimeExceeded, invalidTransition, isLockTimeout, lockTimeout, reservationNotFound, ttlOutOfRange } from "./errors.js";
+import { holdExpired, holdLifetimeExceeded, invalidTransition, lockTimeout, reservationNotFound, ttlOutOfRange } from "./errors.js";
 import { Idempotency, Refusal, idempotencyKey } from "./idempotency.js";
 import { ttlBounds } from "./reserve.js";
 import { Violations } from "./validate.js";

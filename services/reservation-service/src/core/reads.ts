@@ -211,22 +211,13 @@ export async function listReservations(deps: Deps, _call: Call, req: ListReserva
   const stored = wantExpired && !wantHeld ? [...statuses, "HELD"].sort() : statuses;
 
   // Conditions on the header row r (the driving scan's own column comes first).
-  const conditions: string[] = [];
-  const params: unknown[] = [];
-  if (req.customerId !== "") {
-    conditions.push("r.customer_id = ?");
-    params.push(req.customerId);
-  }
-  if (type !== null) {
-    conditions.push("r.type = ?");
-    params.push(type);
-  }
-  if (wantHeld !== wantExpired) conditions.push(`(r.status <> 'HELD' OR ${wantHeld ? "NOT " : ""}(${LAPSED}))`);
+  const { conditions, params, where } = filterBuilder();
+  if (req.customerId !== "") where("r.customer_id = ?", req.customerId);
+  if (type !== null) where("r.type = ?", type);
+  if (wantHeld !== wantExpired) where(`(r.status <> 'HELD' OR ${wantHeld ? "NOT " : ""}(${LAPSED}))`);
 
   const keyset = (createdAt: string, id: string) => {
-    if (key === undefined) return;
-    conditions.push(`(${createdAt}, ${id}) < (?::timestamptz, ?::uuid)`);
-    params.push(isoMicros(key[0] as number), keyUuid(key[1] as string));
+    if (key !== undefined) where(`(${createdAt}, ${id}) < (?::timestamptz, ?::uuid)`, isoMicros(key[0] as number), keyUuid(key[1] as string));
   };
 
   let page: string;
@@ -237,8 +228,7 @@ export async function listReservations(deps: Deps, _call: Call, req: ListReserva
       // Also on the line's copy of the status: it lets the partial index of live holds
       // (reservation_items_held_sku_expires_idx) serve HELD without walking the SKU's
       // whole history, and skips the header lookup for lines of other statuses.
-      conditions.push("i.status = ANY(?::text[]) AND r.status = ANY(?::text[])");
-      params.push(stored, stored);
+      where("i.status = ANY(?::text[]) AND r.status = ANY(?::text[])", stored, stored);
     }
     page = `
       SELECT r.*
@@ -264,10 +254,7 @@ export async function listReservations(deps: Deps, _call: Call, req: ListReserva
     pageParams = [stored, ...params, limit + 1, limit + 1];
   } else {
     keyset("r.created_at", "r.id");
-    if (stored.length > 0) {
-      conditions.push("r.status = ANY(?::text[])");
-      params.push(stored);
-    }
+    if (stored.length > 0) where("r.status = ANY(?::text[])", stored);
     page = `
       SELECT r.*
         FROM reservations r

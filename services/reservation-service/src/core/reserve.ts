@@ -44,6 +44,7 @@ import {
   QUANTITY_MAX,
   applyCounterChanges,
   claimReclaimableHolds,
+  hasExpiredHeldLines,
   expireClaimedHolds,
   lockInventoryRows,
   query,
@@ -55,6 +56,7 @@ import {
   type ReservationRow,
   type SkuRow,
 } from "@holdfast/schema";
+import { isLockTimeout } from "@holdfast/runtime";
 import type { Knex } from "knex";
 import type { Call, Deps } from "./context.js";
 import { enumName, toReservation } from "./convert.js";
@@ -62,7 +64,6 @@ import {
   conflictRetriesExhausted,
   idempotencyKeyReused,
   insufficientStock,
-  isLockTimeout,
   lockTimeout,
   notImplementedFeature,
   skuNotFound,
@@ -281,7 +282,7 @@ async function reserveOnce<R>(
   // Short, or a pessimistic guard lost to a change that the read no longer shows.
   // Unless there is something to reclaim, a fresh read that shows the shortage is
   // the answer, and the hot rows are not locked just to refuse.
-  if (shortNow.length > 0 && !(await hasReclaimableHolds(trx, skus))) {
+  if (shortNow.length > 0 && !(await hasExpiredHeldLines(trx, skus))) {
     return refuse(trx, inserted?.header, shortNow);
   }
   const locked = await lockInventoryRows(trx, skus);
@@ -318,17 +319,6 @@ function shortLines(lines: readonly Line[], rows: readonly Pick<InventoryRow, "s
   return lines
     .filter((l) => (available.get(l.sku) ?? 0) < l.quantity)
     .map((l) => ({ sku: l.sku, requested: l.quantity, available: Math.max(0, available.get(l.sku) ?? 0) }));
-}
-
-/** Whether an expired HELD line sits on one of these SKUs (index-only on reservation_items_held_sku_expires_idx). */
-async function hasReclaimableHolds(trx: Knex.Transaction, skus: readonly string[]): Promise<boolean> {
-  // The database clock now, not at the transaction's start (see claimReclaimableHolds).
-  const rows = await query(
-    trx,
-    `SELECT 1 FROM reservation_items WHERE sku_code = ANY(?::text[]) AND status = 'HELD' AND expires_at <= (SELECT clock_timestamp()) LIMIT 1`,
-    [skus],
-  );
-  return rows.length > 0;
 }
 
 /** INSUFFICIENT_STOCK, committed with the attempt's reclaims; the reservation written optimistically is removed. */
