@@ -1,7 +1,8 @@
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { InventoryReservationService } from "@holdfast/contracts";
 import { unimplementedService } from "@holdfast/runtime";
-import { ANONYMOUS_PRINCIPAL, type Call, type Deps } from "./core/context.js";
+import { ANONYMOUS_PRINCIPAL } from "@holdfast/core";
+import type { Call, Deps } from "./core/context.js";
 import * as catalog from "./core/catalog.js";
 import * as consistency from "./core/consistency.js";
 import * as lifecycle from "./core/lifecycle.js";

@@ -71,7 +71,8 @@ import {
   type WaitlistPromotionPolicy as StoredPromotionPolicy,
 } from "@holdfast/schema";
 import type { Call, Deps } from "./context.js";
-import { enumName, toAuditEvent, toAvailability, toSku } from "./convert.js";
+import { enumName } from "@holdfast/core";
+import { toAuditEvent, toAvailability, toSku } from "./convert.js";
 import {
   invalidPageToken,
   invalidUpdateMask,
@@ -82,11 +83,11 @@ import {
   stockBelowCommitted,
   ttlOutOfRange,
   versionMismatch,
-} from "./errors.js";
-import { Idempotency, idempotencyKey } from "./idempotency.js";
-import { decodePageToken, encodePageToken } from "./page-token.js";
+} from "@holdfast/core";
+import { Idempotency, idempotencyKey } from "@holdfast/core";
+import { decodePageToken, encodePageToken } from "@holdfast/core";
 import type { ReservationSettings } from "./settings.js";
-import { Violations, effectivePageSize } from "./validate.js";
+import { Violations, effectivePageSize } from "@holdfast/core";
 
 const method = (name: string) => `${InventoryReservationService.typeName}/${name}`;
 

@@ -24,9 +24,9 @@ import {
 } from "@holdfast/contracts";
 import { CHECK_CONSISTENCY_SKUS_MAX, query, skuOrder } from "@holdfast/schema";
 import type { Call, Deps } from "./context.js";
-import { ts } from "./convert.js";
-import { skuNotFound } from "./errors.js";
-import { Violations } from "./validate.js";
+import { ts } from "@holdfast/core";
+import { skuNotFound } from "@holdfast/core";
+import { Violations } from "@holdfast/core";
 
 /** The SKUs checked: the requested ones, or the whole catalog when none is named. */
 const TARGET = `SELECT s.code AS sku_code, coalesce(s.waitlist_promotion_policy, 'STRICT_FIFO') AS policy

@@ -3,7 +3,8 @@
  * prefix ("HELD"), which are also the member names of the generated TypeScript enums.
  */
 import { create } from "@bufbuild/protobuf";
-import { durationFromMs, timestampFromDate, type Duration, type Timestamp } from "@bufbuild/protobuf/wkt";
+import { durationFromMs, type Duration } from "@bufbuild/protobuf/wkt";
+import { enumValue, ts, tsOrUndefined } from "@holdfast/core";
 import {
   AuditEventSchema,
   AuditOperation,
@@ -28,23 +29,6 @@ import {
 } from "@holdfast/contracts";
 import type { AuditEventRow, InventoryRow, InventorySnapshotRow, ReservationRow, SkuRow } from "@holdfast/schema";
 
-/** The enum value named `name` (a stored value such as "HELD"); UNSPECIFIED (0) for null. */
-export function enumValue<E extends Record<string, string | number>>(e: E, name: string | null): E[keyof E] {
-  if (name === null) return 0 as E[keyof E];
-  const value = e[name];
-  if (typeof value !== "number") throw new Error(`unknown enum value ${name}`);
-  return value as E[keyof E];
-}
-
-/** The stored name of an enum value ("HELD"); null for UNSPECIFIED (0). */
-export function enumName<E extends Record<string | number, string | number>>(e: E, value: number): string | null {
-  if (value === 0) return null;
-  const name = e[value];
-  return typeof name === "string" ? name : null;
-}
-
-export const ts = (date: Date): Timestamp => timestampFromDate(date);
-export const tsOrUndefined = (date: Date | null): Timestamp | undefined => (date === null ? undefined : timestampFromDate(date));
 const dur = (ms: number | null): Duration | undefined => (ms === null ? undefined : durationFromMs(ms));
 
 /**

@@ -53,10 +53,10 @@ import { isLockTimeout } from "@holdfast/runtime";
 import type { Knex } from "knex";
 import type { Call, Deps } from "./context.js";
 import { toReservation, type LineRow } from "./convert.js";
-import { holdExpired, holdLifetimeExceeded, invalidTransition, lockTimeout, reservationNotFound, ttlOutOfRange } from "./errors.js";
-import { Idempotency, Refusal, idempotencyKey } from "./idempotency.js";
+import { holdExpired, holdLifetimeExceeded, invalidTransition, lockTimeout, reservationNotFound, ttlOutOfRange } from "@holdfast/core";
+import { Idempotency, Refusal, idempotencyKey } from "@holdfast/core";
 import { ttlBounds } from "./reserve.js";
-import { Violations } from "./validate.js";
+import { Violations } from "@holdfast/core";
 
 /** A reservation locked by this transaction, with its lines and the database clock at the lock. */
 interface Locked {

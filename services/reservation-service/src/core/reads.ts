@@ -46,10 +46,11 @@ import {
   type ReservationRow,
 } from "@holdfast/schema";
 import type { Call, Deps } from "./context.js";
-import { enumName, toAuditEvent, toAvailability, toReservation, toSnapshot, ts, type LineRow } from "./convert.js";
-import { invalidPageToken, reservationNotFound, skuNotFound } from "./errors.js";
-import { decodePageToken, encodePageToken } from "./page-token.js";
-import { Violations, effectivePageSize } from "./validate.js";
+import { enumName, ts } from "@holdfast/core";
+import { toAuditEvent, toAvailability, toReservation, toSnapshot, type LineRow } from "./convert.js";
+import { invalidPageToken, reservationNotFound, skuNotFound } from "@holdfast/core";
+import { decodePageToken, encodePageToken } from "@holdfast/core";
+import { Violations, effectivePageSize } from "@holdfast/core";
 
 // ---------------------------------------------------------------------------------------
 // Shared pieces

@@ -59,7 +59,8 @@ import {
 import { isLockTimeout } from "@holdfast/runtime";
 import type { Knex } from "knex";
 import type { Call, Deps } from "./context.js";
-import { enumName, toReservation } from "./convert.js";
+import { enumName } from "@holdfast/core";
+import { toReservation } from "./convert.js";
 import {
   conflictRetriesExhausted,
   idempotencyKeyReused,
@@ -69,10 +70,10 @@ import {
   skuNotFound,
   ttlOutOfRange,
   type ShortLine,
-} from "./errors.js";
-import { Idempotency, Refusal, idempotencyKey, type Claimed, type IdempotencyKey } from "./idempotency.js";
+} from "@holdfast/core";
+import { Idempotency, Refusal, idempotencyKey, type Claimed, type IdempotencyKey } from "@holdfast/core";
 import type { ReservationSettings } from "./settings.js";
-import { Violations } from "./validate.js";
+import { Violations } from "@holdfast/core";
 
 /** A request line after summing lines of one SKU. */
 export interface Line {
