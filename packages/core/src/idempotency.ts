@@ -140,30 +140,68 @@ export class Idempotency {
   }
 
   /**
+   * For work that is not one transaction (an expiry sweep commits a transaction per
+   * batch): the record is claimed and COMMITTED first, IN_FLIGHT with a lease, then
+   * `work` runs, then its response is recorded. A duplicate meanwhile is told
+   * REQUEST_IN_PROGRESS; a duplicate after the response replays it. If the work
+   * fails, the record is removed so the client may retry with the same id; if the
+   * process dies, the record is taken over once its lease has run out. The work must
+   * be safe to run again after a crash (each of its transactions stands on its own).
+   */
+  async runLeased<D extends DescMessage>(key: IdempotencyKey, schema: D, leaseMs: number, work: () => Promise<MessageShape<D>>): Promise<MessageShape<D>> {
+    const claimed = await this.db.transaction((trx) => this.claim(trx, key, leaseMs));
+    if (claimed === undefined) {
+      const replay = await this.replay(key, schema);
+      if (replay !== undefined) return replay;
+      throw requestInProgress(key.requestId);
+    }
+    // Only a claim of this request: one of another request that took the id over
+    // (after its window) owns it now. (A duplicate of this same request that took
+    // over after our lease ran out runs the same work; either may record it.)
+    const ours = `caller = ? AND request_id = ? AND state = 'IN_FLIGHT' AND request_hash = ?`;
+    let response: MessageShape<D>;
+    try {
+      response = await work();
+    } catch (err) {
+      await query(this.db, `DELETE FROM idempotency_records WHERE ${ours}`, [key.caller, key.requestId, key.hash]).catch(() => undefined);
+      throw err;
+    }
+    await query(
+      this.db,
+      `UPDATE idempotency_records SET state = 'COMPLETED', status_code = 0, response = ?, completed_at = now(), lease_expires_at = NULL WHERE ${ours}`,
+      [Buffer.from(toBinary(schema, response)), key.caller, key.requestId, key.hash],
+    );
+    return response;
+  }
+
+  /**
    * True if this call now owns the record (new, or taken over after its window).
    * A request id attached to a reservation stays taken forever (errors.proto): if
    * one holds it, the claim is refused with IDEMPOTENCY_KEY_REUSED naming it, whatever
    * the RPC (the record may have passed its window or been pruned). Same statement:
    * the lookup costs no extra round trip.
    */
-  private async claim(trx: Knex.Transaction, key: IdempotencyKey): Promise<Date | undefined> {
+  private async claim(trx: Knex.Transaction, key: IdempotencyKey, leaseMs: number | null = null): Promise<Date | undefined> {
     try {
       const [row] = await query<{ claimed: number; reservation_id: string | null; now: Date }>(
         trx,
         `WITH claim AS (
-           INSERT INTO idempotency_records (caller, request_id, method, request_hash, state, expires_at)
-           VALUES (?, ?, ?, ?, 'IN_FLIGHT', now() + ? * interval '1 millisecond')
+           INSERT INTO idempotency_records (caller, request_id, method, request_hash, state, expires_at, lease_expires_at)
+           VALUES (?, ?, ?, ?, 'IN_FLIGHT', now() + ? * interval '1 millisecond', now() + ? * interval '1 millisecond')
            ON CONFLICT (caller, request_id) DO UPDATE
               SET method = EXCLUDED.method, request_hash = EXCLUDED.request_hash, state = 'IN_FLIGHT',
                   response = NULL, status_code = NULL, created_at = now(), completed_at = NULL,
-                  expires_at = EXCLUDED.expires_at, lease_expires_at = NULL
+                  expires_at = EXCLUDED.expires_at, lease_expires_at = EXCLUDED.lease_expires_at
+            -- Past its window, or committed ahead of its work (runLeased) by a process
+            -- that died: its lease ran out without the work being recorded.
             WHERE idempotency_records.expires_at <= now()
+               OR (idempotency_records.state = 'IN_FLIGHT' AND idempotency_records.lease_expires_at < now())
            RETURNING 1
          )
          SELECT (SELECT count(*) FROM claim)::int AS claimed,
                 (SELECT id FROM reservations WHERE caller = ? AND request_id = ?) AS reservation_id,
                 now() AS now`,
-        [key.caller, key.requestId, key.method, key.hash, this.windowMs, key.caller, key.requestId],
+        [key.caller, key.requestId, key.method, key.hash, this.windowMs, leaseMs, key.caller, key.requestId],
       );
       if (row!.claimed === 1 && row!.reservation_id !== null) throw idempotencyKeyReused(key.requestId, { reservationId: row!.reservation_id });
       return row!.claimed === 1 ? row!.now : undefined;

@@ -50,6 +50,11 @@ export const envVar = {
     decimal(fallback, "must be a whole number (digits only)").pipe(
       z.number().positive("must be greater than 0").max(max, `must be at most ${max}`),
     ),
+  /** Milliseconds between runs of a periodic job; 0 switches the job off. */
+  intervalOrOff: (fallback: number, max: number) =>
+    decimal(fallback, "must be a whole number of milliseconds (digits only; 0 = off)").pipe(
+      z.number().max(max, `must be at most ${max}`),
+    ),
   boolean: (fallback: boolean) =>
     z
       .enum(["true", "false", "1", "0", "yes", "no"], { error: "must be true or false" })

@@ -50,3 +50,13 @@ export {
   type AppliedChanges,
   type HeldLine,
 } from './ledger.js';
+export {
+  EXPIRY_CHANNEL,
+  INVENTORY_CHANNEL,
+  announceExpiry,
+  parseExpiryPayload,
+  notifyInventoryChanged,
+  NotificationListener,
+  type InventoryChange,
+  type ListenerOptions,
+} from './notifications.js';

@@ -1,18 +1,30 @@
-import type { ServiceImpl } from "@connectrpc/connect";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { ExpiryWorkerService } from "@holdfast/contracts";
-import { unimplementedService } from "@holdfast/runtime";
-import type { Knex } from "knex";
+import { ANONYMOUS_PRINCIPAL, type Call } from "@holdfast/core";
+import type { WorkerDeps } from "./core/context.js";
+import type { ExpirySweeper } from "./core/sweeper.js";
+import * as reconciliation from "./core/reconciliation.js";
+import * as snapshots from "./core/snapshots.js";
+import * as status from "./core/status.js";
 
-export interface WorkerDeps {
-  db: Knex;
-  workerId: string;
+export type { WorkerDeps } from "./core/context.js";
+
+/** The caller of one RPC, resolved by the transport layer (authentication lands with its issue). */
+function callOf(context: HandlerContext): Call {
+  return { principal: ANONYMOUS_PRINCIPAL, signal: context.signal };
 }
 
 /**
- * The operator API of the worker (holdfast.worker.v1). The contract is
- * complete; sweeps, reconciliation and snapshots land with their issue, and
- * until then every RPC answers UNIMPLEMENTED.
+ * The operator API of the worker (holdfast.worker.v1), the same for every
+ * transport: it turns a HandlerContext into a Call and delegates to core/.
  */
-export function createExpiryWorkerService(_deps: WorkerDeps): ServiceImpl<typeof ExpiryWorkerService> {
-  return unimplementedService(ExpiryWorkerService);
+export function createExpiryWorkerService(deps: WorkerDeps, sweeper: ExpirySweeper): ServiceImpl<typeof ExpiryWorkerService> {
+  return {
+    runExpirySweep: (req, ctx) => sweeper.runOnDemand(callOf(ctx), req),
+    runReconciliation: (req, ctx) => reconciliation.runReconciliation(deps, callOf(ctx), req),
+    getReconciliationRun: (req, ctx) => reconciliation.getReconciliationRun(deps, callOf(ctx), req),
+    listReconciliationRuns: (req, ctx) => reconciliation.listReconciliationRuns(deps, callOf(ctx), req),
+    takeSnapshot: (req, ctx) => snapshots.takeSnapshot(deps, callOf(ctx), req),
+    getWorkerStatus: (req, ctx) => status.getWorkerStatus(deps, callOf(ctx), req),
+  };
 }

@@ -1,0 +1,366 @@
+/**
+ * Expiry: HELD holds past expires_at are moved to EXPIRED and their units returned,
+ * promptly and exactly once, by any number of worker replicas.
+ *
+ * - CLAIM. A batch claims up to EXPIRY_BATCH_SIZE overdue headers with FOR UPDATE
+ *   SKIP LOCKED, oldest expiry first (the partial index of HELD headers by
+ *   expires_at). A header another replica is sweeping, or a ConfirmHold / ReleaseHold
+ *   is working on, is skipped, never waited for: two replicas never expire the same
+ *   hold, and a hold racing a confirm ends either confirmed (the sweeper skipped it,
+ *   and it is no longer HELD when looked at again) or expired (the confirm waited
+ *   for our header lock, then found it EXPIRED and answered HOLD_EXPIRED).
+ * - ONE TRANSACTION PER BATCH. Headers and lines to EXPIRED, the units back and one
+ *   HOLD_EXPIRED ledger event per line (expireClaimedHolds: inventory rows locked in
+ *   SKU order after the headers, the lock order of every writer), and a
+ *   holdfast_inventory notification per SKU, all commit together or not at all: a
+ *   worker killed mid-batch leaves nothing half-applied, and the next sweep (of any
+ *   replica) claims the same holds again.
+ * - PROMPT. After a sweep the loop asks the database when the next hold expires and
+ *   sleeps exactly until then (database clock, so a skewed host cannot expire early or
+ *   late), at most EXPIRY_MAX_SLEEP_MS. A reservation-service that creates a hold
+ *   expiring sooner than anything it announced before NOTIFYs holdfast_expiry, which
+ *   wakes the sleeping loop early (re-armed for the sooner time). The cap bounds the
+ *   delay when a notification is lost (a reconnecting listener).
+ * - EXPIRY LAG of a hold = the commit that returned its units - its expire_time,
+ *   computed from the database clock read just before COMMIT plus the local time the
+ *   COMMIT took.
+ * - POISON. A batch that fails for a reason other than a lock wait or a lost
+ *   connection (e.g. counters that disagree with the lines, refused by the ledger's
+ *   guard) is retried hold by hold; a hold that fails alone is set aside for a minute
+ *   and logged, so one broken hold never stops every other hold from expiring.
+ *   Reconciliation reports and repairs the counters; the hold is then expired.
+ */
+import { performance } from "node:perf_hooks";
+import { create } from "@bufbuild/protobuf";
+import { durationFromMs } from "@bufbuild/protobuf/wkt";
+import {
+  DurationDistributionSchema,
+  ExpirySweepSchema,
+  RunExpirySweepRequestSchema,
+  RunExpirySweepResponseSchema,
+  type DurationDistribution,
+  type ExpirySweep,
+  type RunExpirySweepRequest,
+  type RunExpirySweepResponse,
+} from "@holdfast/contracts";
+import { Idempotency, Violations, idempotencyKey, ts } from "@holdfast/core";
+import { isLockTimeout } from "@holdfast/runtime";
+import { EXPIRY_CHANNEL, NotificationListener, expireClaimedHolds, notifyInventoryChanged, parseExpiryPayload, query } from "@holdfast/schema";
+import type { Call, WorkerDeps } from "./context.js";
+
+const METHOD = "holdfast.worker.v1.ExpiryWorkerService/RunExpirySweep";
+/** RunExpirySweep limits (worker.proto). */
+const MAX_HOLDS_LIMIT = 10_000_000n;
+const BATCH_SIZE_LIMIT = 10_000;
+/** A RunExpirySweep is presumed dead (its record taken over) this long after it started. */
+const ON_DEMAND_LEASE_MS = 10 * 60_000;
+/** How long a hold that failed to expire on its own is left aside before it is tried again. */
+const POISON_RETRY_MS = 60_000;
+/** Pause when overdue holds are left that another transaction has locked. */
+const BUSY_PAUSE_MS = 25;
+
+/** The oldest overdue HELD headers nobody else has locked. */
+const CLAIM = `
+SELECT id, expires_at
+  FROM reservations
+ WHERE status = 'HELD'
+   -- clock_timestamp() as an InitPlan: evaluated once, so it can bound the index scan.
+   AND expires_at <= (SELECT clock_timestamp())
+   AND id <> ALL(?::uuid[])
+ ORDER BY expires_at
+ LIMIT ?
+   FOR UPDATE SKIP LOCKED`;
+
+/**
+ * The database's view of the expiry backlog, one statement on the partial index of
+ * HELD headers. statement_timestamp() is stable, so both bounds are index conditions.
+ */
+const PROBE = `
+SELECT statement_timestamp() AS now,
+       (SELECT min(expires_at) FROM reservations WHERE status = 'HELD') AS next_expires_at,
+       (SELECT count(*) FROM reservations WHERE status = 'HELD' AND expires_at <= statement_timestamp())::bigint AS overdue,
+       (SELECT min(expires_at) FROM reservations WHERE status = 'HELD' AND expires_at <= statement_timestamp()) AS oldest_overdue`;
+
+export interface Backlog {
+  now: Date;
+  nextExpiresAt: Date | null;
+  overdue: number;
+  oldestOverdue: Date | null;
+}
+
+/** Reads the expiry backlog (WorkerStatus and the sweeper's next wake-up). */
+export async function readBacklog(deps: Pick<WorkerDeps, "db">): Promise<Backlog> {
+  const [row] = await query<{ now: Date; next_expires_at: Date | null; overdue: number; oldest_overdue: Date | null }>(deps.db, PROBE);
+  return { now: row!.now, nextExpiresAt: row!.next_expires_at, overdue: row!.overdue, oldestOverdue: row!.oldest_overdue };
+}
+
+/** p50 / p95 / p99 / max / mean of samples in ms (nearest rank); count 0 and nothing else when empty. */
+export function distribution(samplesMs: readonly number[]): DurationDistribution {
+  if (samplesMs.length === 0) return create(DurationDistributionSchema, { count: 0n });
+  const sorted = [...samplesMs].sort((a, b) => a - b);
+  const rank = (p: number) => sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(p * sorted.length) - 1))]!;
+  const d = (ms: number) => durationFromMs(Math.max(0, Math.round(ms)));
+  return create(DurationDistributionSchema, {
+    count: BigInt(sorted.length),
+    p50: d(rank(0.5)),
+    p95: d(rank(0.95)),
+    p99: d(rank(0.99)),
+    max: d(sorted[sorted.length - 1]!),
+    mean: d(sorted.reduce((a, b) => a + b, 0) / sorted.length),
+  });
+}
+
+interface BatchResult {
+  claimed: number;
+  expired: number;
+  units: number;
+  lagMs: number[];
+}
+
+interface SweepOptions {
+  maxHolds: number;
+  batchSize: number;
+  trigger: "background" | "on_demand";
+  signal: AbortSignal;
+}
+
+export class ExpirySweeper {
+  private readonly origin;
+  /** Holds that failed to expire on their own, and when they may be tried again. */
+  private readonly poisoned = new Map<string, number>();
+  /** After a failed batch: sweep one hold per transaction to find the culprit. */
+  private isolate = false;
+  /** Database clock minus local clock, as of the last probe (ms). */
+  private clockOffsetMs = 0;
+  /** The pending sleep: when it ends (local ms) and how to end it sooner. */
+  private sleeping: { until: number; rearm(untilLocalMs: number): void } | undefined;
+  /** An announced expiry (local ms) received while not sleeping. */
+  private announced: number | undefined;
+  private listener: NotificationListener | undefined;
+
+  constructor(
+    private readonly deps: WorkerDeps,
+    private readonly listen: { url: string; applicationName: string },
+  ) {
+    this.origin = { actor: `worker:${deps.settings.workerId}`, requestId: null };
+  }
+
+  /** The background loop; resolves once `signal` aborts and the batch in progress is done. */
+  async start(signal: AbortSignal): Promise<void> {
+    const { logger, state, metrics } = this.deps;
+    this.listener = new NotificationListener({
+      ...this.listen,
+      channels: [EXPIRY_CHANNEL],
+      onNotification: (_channel, payload) => {
+        const at = parseExpiryPayload(payload);
+        if (at !== undefined) this.onAnnounced(at.getTime() - this.clockOffsetMs);
+      },
+      onListening: (listening) => {
+        state.listening = listening;
+        metrics.listening.set(listening ? 1 : 0);
+        if (listening) {
+          logger.info({ channel: EXPIRY_CHANNEL }, "listening for sooner expiries");
+          this.onAnnounced(Date.now()); // may have missed some while disconnected: look now
+        } else {
+          logger.warn({ channel: EXPIRY_CHANNEL }, "stopped listening for expiries (database connection lost); polling every EXPIRY_MAX_SLEEP_MS until it is back");
+        }
+      },
+      onError: (err) => logger.warn({ err }, "expiry listener connection failed"),
+    });
+    await this.listener.start();
+
+    let failures = 0;
+    try {
+      while (!signal.aborted) {
+        let pauseMs: number;
+        try {
+          await this.sweep({ maxHolds: 0, batchSize: this.deps.settings.expiryBatchSize, trigger: "background", signal });
+          failures = 0;
+          pauseMs = await this.untilNextExpiry();
+        } catch (err) {
+          if (signal.aborted) break;
+          failures++;
+          metrics.sweepErrors.inc();
+          pauseMs = Math.min(this.deps.settings.expiryMaxSleepMs, 50 * 2 ** Math.min(failures, 6));
+          logger.warn({ err, retryInMs: pauseMs }, "expiry sweep failed; its batch was rolled back");
+        }
+        await this.sleepUntil(Date.now() + pauseMs, signal);
+      }
+    } finally {
+      await this.listener.close();
+    }
+  }
+
+  /** RunExpirySweep: one sweep now, idempotent by request_id. */
+  async runOnDemand(call: Call, req: RunExpirySweepRequest): Promise<RunExpirySweepResponse> {
+    const v = new Violations().requestId("request_id", req.requestId);
+    if (req.maxHolds < 0n || req.maxHolds > MAX_HOLDS_LIMIT) v.add("max_holds", `must be between 0 and ${MAX_HOLDS_LIMIT}`);
+    if (req.batchSize < 0 || req.batchSize > BATCH_SIZE_LIMIT) v.add("batch_size", `must be between 0 and ${BATCH_SIZE_LIMIT}`);
+    v.throwIfAny();
+    const key = idempotencyKey(call.principal.id, METHOD, RunExpirySweepRequestSchema, req);
+    const idempotency = new Idempotency(this.deps.db, this.deps.settings.idempotencyWindowMs);
+    return idempotency.runLeased(key, RunExpirySweepResponseSchema, ON_DEMAND_LEASE_MS, async () => {
+      const sweep = await this.sweep({
+        maxHolds: Number(req.maxHolds),
+        batchSize: req.batchSize === 0 ? this.deps.settings.expiryBatchSize : req.batchSize,
+        trigger: "on_demand",
+        signal: call.signal,
+      });
+      return create(RunExpirySweepResponseSchema, { sweep });
+    });
+  }
+
+  /**
+   * Expires overdue holds batch by batch until none is left to claim (or maxHolds).
+   * Recorded in WorkerStatus when it expired something or was asked for (the
+   * background loop's empty look-ups are not sweeps).
+   */
+  async sweep(options: SweepOptions): Promise<ExpirySweep> {
+    const start = new Date();
+    const done = { expired: 0, units: 0, batches: 0, lag: [] as number[] };
+    let failure: unknown;
+    try {
+      while (!options.signal.aborted) {
+        const room = options.maxHolds > 0 ? options.maxHolds - done.expired : Number.MAX_SAFE_INTEGER;
+        const limit = Math.min(this.isolate ? 1 : options.batchSize, room);
+        if (limit <= 0) break;
+        const batch = await this.expireBatch(limit);
+        if (batch.claimed === 0) {
+          if (!this.isolate) break;
+          this.isolate = false; // every suspect was tried alone: back to full batches
+          continue;
+        }
+        if (batch.expired > 0) done.batches++;
+        done.expired += batch.expired;
+        done.units += batch.units;
+        done.lag.push(...batch.lagMs);
+        if (batch.claimed < limit && !this.isolate) break;
+      }
+    } catch (err) {
+      failure = err;
+    }
+    const sweep = create(ExpirySweepSchema, {
+      workerId: this.deps.settings.workerId,
+      startTime: ts(start),
+      endTime: ts(new Date()),
+      holdsExpired: BigInt(done.expired),
+      unitsReturned: BigInt(done.units),
+      batches: done.batches,
+      waitlistPromotions: 0n,
+      expiryLag: distribution(done.lag),
+    });
+    if (done.expired > 0 || options.trigger === "on_demand") {
+      const { state, metrics } = this.deps;
+      state.lastSweep = sweep;
+      state.lastSweepAt = new Date();
+      state.sweepsTotal++;
+      state.holdsExpiredTotal += done.expired;
+      state.recordLag(done.lag);
+      metrics.sweeps.inc({ trigger: options.trigger });
+    }
+    if (failure !== undefined) throw failure;
+    return sweep;
+  }
+
+  /** One transaction: claim, expire, return the units, notify; then the lag of each hold. */
+  private async expireBatch(limit: number): Promise<BatchResult> {
+    const { db, metrics, logger } = this.deps;
+    const now = Date.now();
+    for (const [id, until] of this.poisoned) if (until <= now) this.poisoned.delete(id);
+    let claimedIds: string[] = [];
+    let beforeCommit = 0;
+    try {
+      const result = await db.transaction(async (trx) => {
+        const claimed = await query<{ id: string; expires_at: Date }>(trx, CLAIM, [[...this.poisoned.keys()], limit]);
+        claimedIds = claimed.map((c) => c.id);
+        if (claimed.length === 0) return { claimed: 0, expired: [] as string[], events: [], clock: new Date(), expiresAt: new Map<string, Date>() };
+        const applied = await expireClaimedHolds(trx, claimedIds, this.origin);
+        await notifyInventoryChanged(trx, applied.events);
+        const [{ clock }] = (await query<{ clock: Date }>(trx, `SELECT clock_timestamp() AS clock`)) as [{ clock: Date }];
+        beforeCommit = performance.now();
+        return { claimed: claimed.length, expired: applied.expired, events: applied.events, clock, expiresAt: new Map(claimed.map((c) => [c.id, c.expires_at])) };
+      });
+      const commitMs = performance.now() - beforeCommit;
+      const lagMs = result.expired.map((id) => result.clock.getTime() - result.expiresAt.get(id)!.getTime() + commitMs);
+      const units = result.events.reduce((sum, e) => sum - e.delta_reserved, 0);
+      for (const ms of lagMs) metrics.expiryLag.observe(ms / 1000);
+      metrics.holdsExpired.inc(result.expired.length);
+      metrics.unitsReturned.inc(units);
+      if (result.expired.length > 0) logger.debug({ holds: result.expired.length, units }, "expired holds");
+      return { claimed: result.claimed, expired: result.expired.length, units, lagMs };
+    } catch (err) {
+      if (isTransient(err)) throw err;
+      if (claimedIds.length === 1) {
+        this.poisoned.set(claimedIds[0]!, Date.now() + POISON_RETRY_MS);
+        logger.error({ err, reservationId: claimedIds[0] }, `hold cannot be expired; setting it aside for ${POISON_RETRY_MS / 1000} s (run a reconciliation)`);
+        return { claimed: 1, expired: 0, units: 0, lagMs: [] };
+      }
+      if (claimedIds.length > 1) {
+        logger.warn({ err, holds: claimedIds.length }, "expiry batch failed; retrying its holds one at a time");
+        this.isolate = true;
+        return { claimed: claimedIds.length, expired: 0, units: 0, lagMs: [] };
+      }
+      throw err;
+    }
+  }
+
+  /** How long to sleep before the next sweep: until the next expiry, capped. */
+  private async untilNextExpiry(): Promise<number> {
+    const { metrics, settings } = this.deps;
+    const sent = Date.now();
+    const backlog = await readBacklog(this.deps);
+    const received = Date.now();
+    this.clockOffsetMs = backlog.now.getTime() - (sent + received) / 2;
+    metrics.overdueHolds.set(backlog.overdue);
+    const waitingForOthers = backlog.overdue - this.poisoned.size > 0;
+    if (waitingForOthers) return BUSY_PAUSE_MS;
+    if (backlog.nextExpiresAt === null) return settings.expiryMaxSleepMs;
+    // +1 ms: expires_at has microseconds; wake when it has surely passed.
+    const untilNext = Math.ceil(backlog.nextExpiresAt.getTime() - backlog.now.getTime()) + 1;
+    return Math.max(0, Math.min(untilNext, settings.expiryMaxSleepMs));
+  }
+
+  /** An expiry at `localMs` was announced: wake up for it if that is sooner than planned. */
+  private onAnnounced(localMs: number): void {
+    if (this.sleeping === undefined) {
+      this.announced = Math.min(this.announced ?? Infinity, localMs);
+    } else if (localMs < this.sleeping.until) {
+      this.sleeping.rearm(localMs + 1);
+    }
+  }
+
+  private async sleepUntil(untilLocalMs: number, signal: AbortSignal): Promise<void> {
+    if (this.announced !== undefined) {
+      untilLocalMs = Math.min(untilLocalMs, this.announced + 1);
+      this.announced = undefined;
+    }
+    if (untilLocalMs <= Date.now() || signal.aborted) return;
+    await new Promise<void>((resolve) => {
+      let timer: NodeJS.Timeout;
+      const done = () => {
+        clearTimeout(timer);
+        signal.removeEventListener("abort", done);
+        this.sleeping = undefined;
+        resolve();
+      };
+      const arm = (until: number) => {
+        clearTimeout(timer);
+        this.sleeping!.until = until;
+        timer = setTimeout(done, Math.max(0, until - Date.now()));
+      };
+      this.sleeping = { until: untilLocalMs, rearm: arm };
+      arm(untilLocalMs);
+      signal.addEventListener("abort", done, { once: true });
+    });
+  }
+}
+
+/** Failures that say nothing about the holds themselves: retry the whole batch later. */
+function isTransient(err: unknown): boolean {
+  if (isLockTimeout(err)) return true;
+  const code = (err as { code?: unknown }).code;
+  // Connection errors (Node), class 08 (connection), 57P (shutdown/cancel), 40 (serialization/deadlock), 53 (resources).
+  if (typeof code !== "string") return true;
+  return /^(08|57|40|53)/.test(code) || /^E[A-Z]+$/.test(code);
+}
+
