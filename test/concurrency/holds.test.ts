@@ -6,7 +6,7 @@
 // the figures quoted in docs/concurrency.md.
 import { performance } from "node:perf_hooks";
 import { expect } from "chai";
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code } from "@connectrpc/connect";
 import {
   InventoryReservationService,
   LockingStrategy,
@@ -14,13 +14,13 @@ import {
   ReservationType,
   type Reservation,
 } from "@holdfast/contracts";
-import { ErrorInfoSchema, PreconditionFailureSchema } from "@holdfast/contracts/rpc";
 import { createGrpcJsClient, type GrpcJsClient } from "@holdfast/runtime";
 import { createKnex, query } from "@holdfast/schema";
 import type { Knex } from "knex";
 import { createTestDatabase, type TestDatabase } from "../support/database.js";
 import { assertInvariants, checkConsistencyClean } from "../support/invariants.js";
 import { startService, type ServiceProcess } from "../support/processes.js";
+import { failure, outcome, prng, range, type Failure, type Outcome } from "../support/calls.js";
 
 type Client = GrpcJsClient<typeof InventoryReservationService>;
 
@@ -43,49 +43,6 @@ const PROCESS_ENV: NodeJS.ProcessEnv = { OPTIMISTIC_MAX_ATTEMPTS: String(OPTIMIS
  */
 const BURST_CALL = { timeoutMs: 20_000 };
 
-/** What a failed call told us: status, ErrorInfo and PreconditionFailure. */
-interface Failure {
-  code: Code;
-  /** "<CodeName>/<REASON>", e.g. "FailedPrecondition/INSUFFICIENT_STOCK". */
-  key: string;
-  reason: string | undefined;
-  metadata: Record<string, string>;
-  violations: { type: string; subject: string; description: string }[];
-  message: string;
-}
-
-type Outcome<T> = { ok: true; value: T } | { ok: false; failure: Failure };
-
-function failureOf(err: unknown): Failure {
-  if (!(err instanceof ConnectError)) throw err;
-  const info = err.findDetails(ErrorInfoSchema)[0];
-  const violations = err.findDetails(PreconditionFailureSchema).flatMap((p) => p.violations.map(({ type, subject, description }) => ({ type, subject, description })));
-  return {
-    code: err.code,
-    key: `${Code[err.code]}/${info?.reason ?? "-"}`,
-    reason: info?.reason,
-    metadata: { ...(info?.metadata ?? {}) },
-    violations,
-    message: err.rawMessage,
-  };
-}
-
-/** Settles a call into success or a described failure (anything but a ConnectError rethrows). */
-async function outcome<T>(call: Promise<T>): Promise<Outcome<T>> {
-  try {
-    return { ok: true, value: await call };
-  } catch (err) {
-    return { ok: false, failure: failureOf(err) };
-  }
-}
-
-async function failure(call: Promise<unknown>): Promise<Failure> {
-  const result = await outcome(call);
-  if (result.ok) throw new Error("expected the call to fail, but it succeeded");
-  return result.failure;
-}
-
-const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 /** SKU order: byte-wise (codes are ASCII, so UTF-16 order is the same). */
 const bySku = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 const linesOf = (r: Reservation | undefined) => (r?.lines ?? []).map((l) => ({ sku: l.sku, quantity: l.quantity }));
@@ -95,18 +52,6 @@ function summed(lines: readonly { sku: string; quantity: number }[]): { sku: str
   const totals = new Map<string, number>();
   for (const l of lines) totals.set(l.sku, (totals.get(l.sku) ?? 0) + l.quantity);
   return [...totals.keys()].sort(bySku).map((sku) => ({ sku, quantity: totals.get(sku)! }));
-}
-
-/** A small seeded PRNG (mulberry32), so a failing random run can be replayed with its seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 interface InventoryCounters {

@@ -1,12 +1,10 @@
 import { expect } from "chai";
-import { Code } from "@connectrpc/connect";
 import { ExpiryWorkerService } from "@holdfast/contracts";
 import { Health, HealthCheckResponse_ServingStatus } from "@holdfast/contracts/health";
 import { createGrpcJsClient } from "@holdfast/runtime";
 import { createTestDatabase, type TestDatabase } from "../support/database.js";
 import { startService, type ServiceProcess } from "../support/processes.js";
 import { listServices } from "../support/reflection.js";
-import { rpcFailureOf } from "../support/assertions.js";
 
 const SERVICE = "holdfast.worker.v1.ExpiryWorkerService";
 
@@ -37,10 +35,10 @@ describe("expiry-worker: process, health, reflection, metrics", () => {
     expect(await listServices(worker.grpcAddress)).to.include(SERVICE).and.not.include("holdfast.inventory.v1.InventoryReservationService");
   });
 
-  it("answers UNIMPLEMENTED for the worker API until its issue lands", async () => {
+  it("answers GetWorkerStatus with its own id", async () => {
     const client = createGrpcJsClient(ExpiryWorkerService, worker.grpcAddress);
     try {
-      expect(await rpcFailureOf(client.getWorkerStatus({}))).to.include({ code: Code.Unimplemented, reason: "NOT_IMPLEMENTED" });
+      expect((await client.getWorkerStatus({})).status?.workerId).to.equal("test-worker-1");
     } finally {
       client.close();
     }

@@ -3,6 +3,7 @@ import { InventoryReservationService } from "@holdfast/contracts";
 import { bind, createMetrics, knexLog, instrumentService, startGrpcServer, startHttpServer, type Logger } from "@holdfast/runtime";
 import { createKnex, assertDatabaseReady } from "@holdfast/schema";
 import type { ReservationServiceConfig } from "./config.js";
+import { ExpiryAnnouncer } from "./core/expiry-announcer.js";
 import { createInventoryReservationService } from "./service.js";
 
 export interface RunningReservationService {
@@ -22,7 +23,7 @@ export async function startReservationService(config: ReservationServiceConfig, 
 
   const metrics = createMetrics("reservation-service");
   const stopping = new AbortController();
-  const impl = instrumentService(InventoryReservationService, createInventoryReservationService({ db, settings: config.reservations, logger }), {
+  const impl = instrumentService(InventoryReservationService, createInventoryReservationService({ db, settings: config.reservations, logger, expiry: new ExpiryAnnouncer(db, logger) }), {
     logger,
     metrics,
     stopping: stopping.signal,

@@ -358,9 +358,10 @@ export class ExpirySweeper {
 /** Failures that say nothing about the holds themselves: retry the whole batch later. */
 function isTransient(err: unknown): boolean {
   if (isLockTimeout(err)) return true;
-  const code = (err as { code?: unknown }).code;
-  // Connection errors (Node), class 08 (connection), 57P (shutdown/cancel), 40 (serialization/deadlock), 53 (resources).
-  if (typeof code !== "string") return true;
-  return /^(08|57|40|53)/.test(code) || /^E[A-Z]+$/.test(code);
+  const { code, name } = err as { code?: unknown; name?: unknown };
+  if (name === "KnexTimeoutError") return true; // no pooled connection in time
+  if (typeof code !== "string") return false;
+  // SQLSTATE classes 08 (connection), 40 (serialization, deadlock), 53 (resources),
+  // 57 (shutdown, cancel, statement timeout), and Node's socket errors (ECONNRESET...).
+  return /^(08|40|53|57)/.test(code) || /^E[A-Z]+$/.test(code);
 }
-

@@ -1,5 +1,6 @@
 import type { Knex } from "knex";
 import type { Logger } from "@holdfast/runtime";
+import type { ExpiryAnnouncer } from "./expiry-announcer.js";
 import type { ReservationSettings } from "./settings.js";
 
 export type { Call, Principal } from "@holdfast/core";
@@ -9,4 +10,6 @@ export interface Deps {
   db: Knex;
   settings: ReservationSettings;
   logger: Logger;
+  /** Wakes the expiry-worker for holds that expire sooner than it planned for. */
+  expiry: ExpiryAnnouncer;
 }

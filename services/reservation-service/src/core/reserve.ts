@@ -22,6 +22,7 @@
  *   the fresh read is the answer: FAILED_PRECONDITION / INSUFFICIENT_STOCK naming
  *   every short line, recorded for replay.
  */
+import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { randomUUID } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import { create, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
@@ -169,7 +170,10 @@ export async function createHold(deps: Deps, call: Call, req: CreateHoldRequest)
   }
   const key = idempotencyKey(call.principal.id, HOLD_METHOD, CreateHoldRequestSchema, req);
   const spec: ReserveSpec = { type: "HOLD", customerId: req.customerId, lines, ttlMs, strategy: req.lockingStrategy };
-  return reserve(deps, call, key, spec, CreateHoldResponseSchema, (reservation) => create(CreateHoldResponseSchema, { reservation }));
+  const response = await reserve(deps, call, key, spec, CreateHoldResponseSchema, (reservation) => create(CreateHoldResponseSchema, { reservation }));
+  const expireTime = response.reservation?.expireTime;
+  if (!response.replayed && expireTime !== undefined) deps.expiry.holdCreated(timestampDate(expireTime));
+  return response;
 }
 
 export async function createAllocation(deps: Deps, call: Call, req: CreateAllocationRequest): Promise<CreateAllocationResponse> {
