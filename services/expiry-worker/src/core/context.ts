@@ -5,6 +5,12 @@ import type { WorkerMetrics } from "./metrics.js";
 
 export type { Call, Principal } from "@holdfast/core";
 
+/**
+ * The worker's software version (WorkerStatus.version, worker_replicas.version).
+ * Here rather than in status.ts, which imports replicas.ts: no import cycle.
+ */
+export const WORKER_VERSION = "0.1.0";
+
 /** Server settings of the worker (environment variables in README, "Configuration"). */
 export interface WorkerSettings {
   /** This replica's id (WORKER_ID): the ledger's actor is "worker:<id>". */

@@ -2,14 +2,11 @@ import { create } from "@bufbuild/protobuf";
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { GetWorkerStatusResponseSchema, WorkerStatusSchema, type GetWorkerStatusRequest, type GetWorkerStatusResponse } from "@holdfast/contracts";
 import { ts, tsOrUndefined } from "@holdfast/core";
-import type { Call, WorkerDeps } from "./context.js";
+import { WORKER_VERSION, type Call, type WorkerDeps } from "./context.js";
 import * as reconciliation from "./reconciliation.js";
 import * as replicas from "./replicas.js";
 import * as snapshots from "./snapshots.js";
 import { distribution, readBacklog } from "./sweeper.js";
-
-/** The worker's software version (WorkerStatus.version). */
-export const WORKER_VERSION = "0.1.0";
 
 /**
  * GetWorkerStatus: this replica's own figures (WorkerState) and the database-wide
