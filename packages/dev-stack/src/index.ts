@@ -1,3 +1,4 @@
 export { startEmbeddedPostgres, ensureDatabase, type EmbeddedPostgresOptions, type RunningPostgres } from "./embedded-postgres.js";
 export { resolveDatabase, type ResolvedDatabase } from "./database.js";
 export { freePort } from "./ports.js";
+export { seedHolds, type SeededHold } from "./seed.js";
