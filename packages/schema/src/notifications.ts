@@ -78,7 +78,7 @@ export interface ListenerOptions {
   applicationName: string;
   channels: readonly string[];
   onNotification(channel: string, payload: string | undefined): void;
-  /** Called with true once listening (again), false when the connection is lost. */
+  /** Called with true once listening (again), false when the connection is lost (not on close()). */
   onListening?(listening: boolean): void;
   onError?(err: unknown): void;
   /** Delay before reconnecting after a lost connection; doubles up to 10 s. Default 250 ms. */
@@ -112,7 +112,7 @@ export class NotificationListener {
     clearTimeout(this.timer);
     const client = this.client;
     this.client = undefined;
-    this.setListening(false);
+    this.listening = false; // closing on purpose: no onListening(false), which means "lost"
     await client?.end().catch(() => undefined);
   }
 

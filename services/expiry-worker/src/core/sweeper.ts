@@ -188,6 +188,8 @@ export class ExpirySweeper {
       }
     } finally {
       await this.listener.close();
+      state.listening = false;
+      metrics.listening.set(0);
     }
   }
 
