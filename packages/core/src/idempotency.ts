@@ -99,8 +99,9 @@ export class Idempotency {
       let outcome: { kind: "done"; value: R | Refusal } | { kind: "exists" };
       try {
         outcome = await this.db.transaction(async (trx) => {
-          const now = await this.claim(trx, key);
-          if (now === undefined) return { kind: "exists" } as const;
+          const claim = await this.claim(trx, key);
+          if (claim === undefined) return { kind: "exists" } as const;
+          const { now } = claim;
           let recorded = false;
           const claimed: Claimed<R> = {
             now,
@@ -145,31 +146,40 @@ export class Idempotency {
    * `work` runs, then its response is recorded. A duplicate meanwhile is told
    * REQUEST_IN_PROGRESS; a duplicate after the response replays it. If the work
    * fails, the record is removed so the client may retry with the same id; if the
-   * process dies, the record is taken over once its lease has run out. The work must
-   * be safe to run again after a crash (each of its transactions stands on its own).
+   * process dies, the record is taken over once its lease has run out. `work` calls
+   * `renew()` now and then to keep the lease while it runs. The work must be safe to
+   * run again after a crash (each of its transactions stands on its own).
    */
-  async runLeased<D extends DescMessage>(key: IdempotencyKey, schema: D, leaseMs: number, work: () => Promise<MessageShape<D>>): Promise<MessageShape<D>> {
+  async runLeased<D extends DescMessage>(
+    key: IdempotencyKey,
+    schema: D,
+    leaseMs: number,
+    work: (renew: () => Promise<void>) => Promise<MessageShape<D>>,
+  ): Promise<MessageShape<D>> {
     const claimed = await this.db.transaction((trx) => this.claim(trx, key, leaseMs));
     if (claimed === undefined) {
       const replay = await this.replay(key, schema);
       if (replay !== undefined) return replay;
       throw requestInProgress(key.requestId);
     }
-    // Only a claim of this request: one of another request that took the id over
-    // (after its window) owns it now. (A duplicate of this same request that took
-    // over after our lease ran out runs the same work; either may record it.)
-    const ours = `caller = ? AND request_id = ? AND state = 'IN_FLIGHT' AND request_hash = ?`;
+    // Only OUR claim (created_at, to the microsecond, is the claim's token): a claim
+    // that took the record over after our lease ran out owns it now, and neither our
+    // renewal, nor our outcome, nor our clean-up may touch it.
+    const ours = `caller = ? AND request_id = ? AND state = 'IN_FLIGHT' AND created_at = ?::timestamptz`;
+    const mine = [key.caller, key.requestId, claimed.token];
     let response: MessageShape<D>;
     try {
-      response = await work();
+      response = await work(async () => {
+        await query(this.db, `UPDATE idempotency_records SET lease_expires_at = now() + ? * interval '1 millisecond' WHERE ${ours}`, [leaseMs, ...mine]);
+      });
     } catch (err) {
-      await query(this.db, `DELETE FROM idempotency_records WHERE ${ours}`, [key.caller, key.requestId, key.hash]).catch(() => undefined);
+      await query(this.db, `DELETE FROM idempotency_records WHERE ${ours}`, mine).catch(() => undefined);
       throw err;
     }
     await query(
       this.db,
       `UPDATE idempotency_records SET state = 'COMPLETED', status_code = 0, response = ?, completed_at = now(), lease_expires_at = NULL WHERE ${ours}`,
-      [Buffer.from(toBinary(schema, response)), key.caller, key.requestId, key.hash],
+      [Buffer.from(toBinary(schema, response)), ...mine],
     );
     return response;
   }
@@ -181,9 +191,9 @@ export class Idempotency {
    * the RPC (the record may have passed its window or been pruned). Same statement:
    * the lookup costs no extra round trip.
    */
-  private async claim(trx: Knex.Transaction, key: IdempotencyKey, leaseMs: number | null = null): Promise<Date | undefined> {
+  private async claim(trx: Knex.Transaction, key: IdempotencyKey, leaseMs: number | null = null): Promise<{ now: Date; token: string } | undefined> {
     try {
-      const [row] = await query<{ claimed: number; reservation_id: string | null; now: Date }>(
+      const [row] = await query<{ claimed: number; token: string | null; reservation_id: string | null; now: Date }>(
         trx,
         `WITH claim AS (
            INSERT INTO idempotency_records (caller, request_id, method, request_hash, state, expires_at, lease_expires_at)
@@ -192,19 +202,21 @@ export class Idempotency {
               SET method = EXCLUDED.method, request_hash = EXCLUDED.request_hash, state = 'IN_FLIGHT',
                   response = NULL, status_code = NULL, created_at = now(), completed_at = NULL,
                   expires_at = EXCLUDED.expires_at, lease_expires_at = EXCLUDED.lease_expires_at
-            -- Past its window, or committed ahead of its work (runLeased) by a process
-            -- that died: its lease ran out without the work being recorded.
-            WHERE idempotency_records.expires_at <= now()
-               OR (idempotency_records.state = 'IN_FLIGHT' AND idempotency_records.lease_expires_at < now())
-           RETURNING 1
+            -- A record committed ahead of its work (runLeased) is taken over only once
+            -- its lease ran out (the process that claimed it died), whatever its
+            -- window; any other record once it is past its window.
+            WHERE CASE WHEN idempotency_records.state = 'IN_FLIGHT' AND idempotency_records.lease_expires_at IS NOT NULL
+                       THEN idempotency_records.lease_expires_at < now()
+                       ELSE idempotency_records.expires_at <= now() END
+           RETURNING created_at::text AS token
          )
-         SELECT (SELECT count(*) FROM claim)::int AS claimed,
+         SELECT (SELECT count(*) FROM claim)::int AS claimed, (SELECT token FROM claim) AS token,
                 (SELECT id FROM reservations WHERE caller = ? AND request_id = ?) AS reservation_id,
                 now() AS now`,
         [key.caller, key.requestId, key.method, key.hash, this.windowMs, leaseMs, key.caller, key.requestId],
       );
       if (row!.claimed === 1 && row!.reservation_id !== null) throw idempotencyKeyReused(key.requestId, { reservationId: row!.reservation_id });
-      return row!.claimed === 1 ? row!.now : undefined;
+      return row!.claimed === 1 ? { now: row!.now, token: row!.token! } : undefined;
     } catch (err) {
       // Waited lock_timeout for a duplicate still in flight.
       if (isLockTimeout(err)) throw requestInProgress(key.requestId);

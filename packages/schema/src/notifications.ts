@@ -118,7 +118,16 @@ export class NotificationListener {
 
   private async connect(): Promise<void> {
     if (this.closed) return;
-    const client = new pg.Client({ connectionString: this.options.url, application_name: this.options.applicationName });
+    const client = new pg.Client({
+      connectionString: this.options.url,
+      application_name: this.options.applicationName,
+      // A silent connection must not pass for a listening one: TCP keepalive finds a
+      // peer that vanished without a reset (failover, NAT), and a connect that hangs
+      // gives up and retries instead of leaving the consumer waiting.
+      keepAlive: true,
+      keepAliveInitialDelayMillis: 10_000,
+      connectionTimeoutMillis: 10_000,
+    });
     const lost = (err?: unknown) => {
       if (this.client !== client) return;
       this.client = undefined;

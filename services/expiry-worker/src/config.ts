@@ -19,7 +19,7 @@ const environment = z
       .regex(/^[A-Za-z0-9._:-]{1,64}$/, "must be 1-64 letters, digits, '.', '_', ':' or '-'")
       .default(`${hostname()}-${process.pid}`.slice(0, 64)),
     GRPC_REFLECTION: envVar.boolean(true),
-    // Expiry (docs/expiry.md).
+    // Expiry (docs/worker.md).
     EXPIRY_BATCH_SIZE: envVar.positiveInt(500, 10_000),
     EXPIRY_MAX_SLEEP_MS: envVar.positiveInt(1_000, 10 * MINUTE),
     EXPIRY_LAG_WINDOW_MS: envVar.positiveInt(5 * MINUTE, DAY),

@@ -65,6 +65,7 @@ export async function startExpiryWorker(config: ExpiryWorkerConfig, logger: Logg
       // end this replica's reconciliation runs, then release the database.
       stopping.abort();
       await Promise.all([grpc.stop(config.shutdownGraceMs), http.stop(config.shutdownGraceMs), ...loops]);
+      await sweeper.drain();
       await reconciliation.stopRuns(deps);
       await replicas.deregister(deps).catch((err: unknown) => logger.warn({ err }, "could not remove this replica's heartbeat"));
       await db.destroy();

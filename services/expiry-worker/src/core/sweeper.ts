@@ -66,7 +66,8 @@ SELECT id, expires_at
  WHERE status = 'HELD'
    -- clock_timestamp() as an InitPlan: evaluated once, so it can bound the index scan.
    AND expires_at <= (SELECT clock_timestamp())
-   AND id <> ALL(?::uuid[])
+   AND id <> ALL(?::uuid[])                                  -- holds set aside (poison)
+   AND (cardinality(?::uuid[]) = 0 OR id = ANY(?::uuid[]))   -- only these, when isolating a failed batch
  ORDER BY expires_at
  LIMIT ?
    FOR UPDATE SKIP LOCKED`;
@@ -77,9 +78,9 @@ SELECT id, expires_at
  */
 const PROBE = `
 SELECT statement_timestamp() AS now,
-       (SELECT min(expires_at) FROM reservations WHERE status = 'HELD') AS next_expires_at,
-       (SELECT count(*) FROM reservations WHERE status = 'HELD' AND expires_at <= statement_timestamp())::bigint AS overdue,
-       (SELECT min(expires_at) FROM reservations WHERE status = 'HELD' AND expires_at <= statement_timestamp()) AS oldest_overdue`;
+       (SELECT min(expires_at) FROM reservations WHERE status = 'HELD' AND id <> ALL(?::uuid[])) AS next_expires_at,
+       (SELECT count(*) FROM reservations WHERE status = 'HELD' AND expires_at <= statement_timestamp() AND id <> ALL(?::uuid[]))::bigint AS overdue,
+       (SELECT min(expires_at) FROM reservations WHERE status = 'HELD' AND expires_at <= statement_timestamp() AND id <> ALL(?::uuid[])) AS oldest_overdue`;
 
 export interface Backlog {
   now: Date;
@@ -88,9 +89,13 @@ export interface Backlog {
   oldestOverdue: Date | null;
 }
 
-/** Reads the expiry backlog (WorkerStatus and the sweeper's next wake-up). */
-export async function readBacklog(deps: Pick<WorkerDeps, "db">): Promise<Backlog> {
-  const [row] = await query<{ now: Date; next_expires_at: Date | null; overdue: number; oldest_overdue: Date | null }>(deps.db, PROBE);
+/**
+ * Reads the expiry backlog: database-wide for WorkerStatus, without the holds this
+ * replica set aside (`excluding`) for its own next wake-up.
+ */
+export async function readBacklog(deps: Pick<WorkerDeps, "db">, excluding: readonly string[] = []): Promise<Backlog> {
+  const ids = [...excluding];
+  const [row] = await query<{ now: Date; next_expires_at: Date | null; overdue: number; oldest_overdue: Date | null }>(deps.db, PROBE, [ids, ids, ids]);
   return { now: row!.now, nextExpiresAt: row!.next_expires_at, overdue: row!.overdue, oldestOverdue: row!.oldest_overdue };
 }
 
@@ -122,14 +127,20 @@ interface SweepOptions {
   batchSize: number;
   trigger: "background" | "on_demand";
   signal: AbortSignal;
+  /** Keeps a RunExpirySweep's idempotency lease while it works. */
+  renew?: () => Promise<void>;
 }
 
 export class ExpirySweeper {
   private readonly origin;
   /** Holds that failed to expire on their own, and when they may be tried again. */
   private readonly poisoned = new Map<string, number>();
-  /** After a failed batch: sweep one hold per transaction to find the culprit. */
-  private isolate = false;
+  /** After a failed batch: its holds, to be expired one per transaction to find the culprit. */
+  private suspects: string[] = [];
+  /** Ends every sweep when the worker stops (set by start()). */
+  private stopping: AbortSignal = new AbortController().signal;
+  /** On-demand sweeps in progress, awaited by drain(). */
+  private readonly onDemand = new Set<Promise<unknown>>();
   /** Database clock minus local clock, as of the last probe (ms). */
   private clockOffsetMs = 0;
   /** The pending sleep: when it ends (local ms) and how to end it sooner. */
@@ -167,7 +178,9 @@ export class ExpirySweeper {
       },
       onError: (err) => logger.warn({ err }, "expiry listener connection failed"),
     });
-    await this.listener.start();
+    this.stopping = signal;
+    // Not awaited: expiry must not wait for the listener (it polls meanwhile).
+    void this.listener.start();
 
     let failures = 0;
     try {
@@ -180,9 +193,8 @@ export class ExpirySweeper {
         } catch (err) {
           if (signal.aborted) break;
           failures++;
-          metrics.sweepErrors.inc();
           pauseMs = Math.min(this.deps.settings.expiryMaxSleepMs, 50 * 2 ** Math.min(failures, 6));
-          logger.warn({ err, retryInMs: pauseMs }, "expiry sweep failed; its batch was rolled back");
+          logger.warn({ err, retryInMs: pauseMs }, "expiry sweep failed (database unavailable or a lock wait timed out); retrying");
         }
         await this.sleepUntil(Date.now() + pauseMs, signal);
       }
@@ -201,15 +213,31 @@ export class ExpirySweeper {
     v.throwIfAny();
     const key = idempotencyKey(call.principal.id, METHOD, RunExpirySweepRequestSchema, req);
     const idempotency = new Idempotency(this.deps.db, this.deps.settings.idempotencyWindowMs);
-    return idempotency.runLeased(key, RunExpirySweepResponseSchema, ON_DEMAND_LEASE_MS, async () => {
+    const signal = AbortSignal.any([call.signal, this.stopping]);
+    const running = idempotency.runLeased(key, RunExpirySweepResponseSchema, ON_DEMAND_LEASE_MS, async (renew) => {
       const sweep = await this.sweep({
         maxHolds: Number(req.maxHolds),
         batchSize: req.batchSize === 0 ? this.deps.settings.expiryBatchSize : req.batchSize,
         trigger: "on_demand",
-        signal: call.signal,
+        signal,
+        renew,
       });
+      // Cut short (the caller left, or the worker is stopping): not the request's
+      // outcome. Thrown, so the record is removed and a retry sweeps again.
+      signal.throwIfAborted();
       return create(RunExpirySweepResponseSchema, { sweep });
     });
+    this.onDemand.add(running);
+    try {
+      return await running;
+    } finally {
+      this.onDemand.delete(running);
+    }
+  }
+
+  /** Waits for the on-demand sweeps in progress (they stop at their next batch once the worker stops). */
+  async drain(): Promise<void> {
+    await Promise.allSettled([...this.onDemand]);
   }
 
   /**
@@ -220,23 +248,28 @@ export class ExpirySweeper {
   async sweep(options: SweepOptions): Promise<ExpirySweep> {
     const start = new Date();
     const done = { expired: 0, units: 0, batches: 0, lag: [] as number[] };
+    let renewedAt = Date.now();
     let failure: unknown;
     try {
       while (!options.signal.aborted) {
         const room = options.maxHolds > 0 ? options.maxHolds - done.expired : Number.MAX_SAFE_INTEGER;
-        const limit = Math.min(this.isolate ? 1 : options.batchSize, room);
+        const isolating = this.suspects.length > 0;
+        const limit = Math.min(isolating ? 1 : options.batchSize, room);
         if (limit <= 0) break;
-        const batch = await this.expireBatch(limit);
+        if (options.renew !== undefined && Date.now() - renewedAt > ON_DEMAND_LEASE_MS / 3) {
+          await options.renew();
+          renewedAt = Date.now();
+        }
+        const batch = await this.expireBatch(limit, isolating ? this.suspects.splice(0) : []);
         if (batch.claimed === 0) {
-          if (!this.isolate) break;
-          this.isolate = false; // every suspect was tried alone: back to full batches
-          continue;
+          if (!isolating) break;
+          continue; // the suspects were tried alone: back to full batches
         }
         if (batch.expired > 0) done.batches++;
         done.expired += batch.expired;
         done.units += batch.units;
         done.lag.push(...batch.lagMs);
-        if (batch.claimed < limit && !this.isolate) break;
+        if (batch.claimed < limit && !isolating && this.suspects.length === 0) break;
       }
     } catch (err) {
       failure = err;
@@ -265,7 +298,7 @@ export class ExpirySweeper {
   }
 
   /** One transaction: claim, expire, return the units, notify; then the lag of each hold. */
-  private async expireBatch(limit: number): Promise<BatchResult> {
+  private async expireBatch(limit: number, only: string[]): Promise<BatchResult> {
     const { db, metrics, logger } = this.deps;
     const now = Date.now();
     for (const [id, until] of this.poisoned) if (until <= now) this.poisoned.delete(id);
@@ -273,7 +306,7 @@ export class ExpirySweeper {
     let beforeCommit = 0;
     try {
       const result = await db.transaction(async (trx) => {
-        const claimed = await query<{ id: string; expires_at: Date }>(trx, CLAIM, [[...this.poisoned.keys()], limit]);
+        const claimed = await query<{ id: string; expires_at: Date }>(trx, CLAIM, [[...this.poisoned.keys()], only, only, limit]);
         claimedIds = claimed.map((c) => c.id);
         if (claimed.length === 0) return { claimed: 0, expired: [] as string[], events: [], clock: new Date(), expiresAt: new Map<string, Date>() };
         const applied = await expireClaimedHolds(trx, claimedIds, this.origin);
@@ -291,15 +324,21 @@ export class ExpirySweeper {
       if (result.expired.length > 0) logger.debug({ holds: result.expired.length, units }, "expired holds");
       return { claimed: result.claimed, expired: result.expired.length, units, lagMs };
     } catch (err) {
-      if (isTransient(err)) throw err;
+      if (isTransient(err)) {
+        metrics.sweepErrors.inc();
+        throw err;
+      }
+      metrics.sweepErrors.inc();
       if (claimedIds.length === 1) {
+        // Suspects not yet tried alone go back in the queue.
+        this.suspects.push(...only.filter((id) => id !== claimedIds[0]));
         this.poisoned.set(claimedIds[0]!, Date.now() + POISON_RETRY_MS);
         logger.error({ err, reservationId: claimedIds[0] }, `hold cannot be expired; setting it aside for ${POISON_RETRY_MS / 1000} s (run a reconciliation)`);
         return { claimed: 1, expired: 0, units: 0, lagMs: [] };
       }
       if (claimedIds.length > 1) {
-        logger.warn({ err, holds: claimedIds.length }, "expiry batch failed; retrying its holds one at a time");
-        this.isolate = true;
+        logger.warn({ err, holds: claimedIds.length }, "expiry batch failed and was rolled back; retrying its holds one at a time");
+        this.suspects = claimedIds;
         return { claimed: claimedIds.length, expired: 0, units: 0, lagMs: [] };
       }
       throw err;
@@ -310,16 +349,18 @@ export class ExpirySweeper {
   private async untilNextExpiry(): Promise<number> {
     const { metrics, settings } = this.deps;
     const sent = Date.now();
-    const backlog = await readBacklog(this.deps);
+    const backlog = await readBacklog(this.deps, [...this.poisoned.keys()]);
     const received = Date.now();
     this.clockOffsetMs = backlog.now.getTime() - (sent + received) / 2;
     metrics.overdueHolds.set(backlog.overdue);
-    const waitingForOthers = backlog.overdue - this.poisoned.size > 0;
-    if (waitingForOthers) return BUSY_PAUSE_MS;
+    if (this.suspects.length > 0) return 0;
+    // Overdue holds we could not claim: another transaction (a replica's sweep, a
+    // ConfirmHold) has them locked. Look again shortly, without spinning.
+    if (backlog.overdue > 0) return BUSY_PAUSE_MS;
     if (backlog.nextExpiresAt === null) return settings.expiryMaxSleepMs;
     // +1 ms: expires_at has microseconds; wake when it has surely passed.
     const untilNext = Math.ceil(backlog.nextExpiresAt.getTime() - backlog.now.getTime()) + 1;
-    return Math.max(0, Math.min(untilNext, settings.expiryMaxSleepMs));
+    return Math.max(BUSY_PAUSE_MS / 5, Math.min(untilNext, settings.expiryMaxSleepMs));
   }
 
   /** An expiry at `localMs` was announced: wake up for it if that is sooner than planned. */

@@ -1,30 +1,33 @@
 /**
- * Tells the expiry-worker about holds that expire sooner than anything this process
- * announced before (channel holdfast_expiry, see packages/schema/src/notifications.ts),
- * so a sleeping worker wakes up in time instead of at its next poll.
+ * Tells the expiry-worker about new holds (channel holdfast_expiry, see
+ * packages/schema/src/notifications.ts), so a sleeping worker wakes up in time for
+ * a hold that expires before its planned wake-up instead of at its next poll.
  *
  * Sent after the hold committed, on a pooled connection, never inside the hold's
  * transaction: a NOTIFY there would make its COMMIT take PostgreSQL's global
  * notification lock, serialising the commits of every hold in a flash sale.
  *
- * Most holds are not announced: in a sale every hold gets about the same TTL, so
- * after one announcement every later hold expires later than the announced one and
- * the worker, which wakes for that one, will find them in the database then. A hold
- * is announced when it expires before the earliest announced expiry, or when that one
- * is (nearly) due (within CLOCK_MARGIN_MS, which also absorbs a skew between this
- * host's clock and the database's). Why this is enough: a suppressed hold expires
- * after an announced one E0 that the worker wakes for, and the suppressed hold was
- * committed before E0, so the worker's look at the database after E0 includes it.
- * The worker's EXPIRY_MAX_SLEEP_MS bounds the delay if a notification is lost.
+ * Coalesced: at most one NOTIFY per WINDOW_MS per process, carrying the earliest
+ * expiry of the holds committed since the last one (the first hold after a quiet
+ * period is announced at once). Why no hold is missed: every hold is covered by a
+ * notification sent after its commit with an expiry no later than its own. A
+ * worker that receives it either re-arms its timer for that expiry, or already
+ * sleeps until an earlier moment; either way it looks at the database again no
+ * later than the hold's expiry, after the hold committed, and plans from what it
+ * finds there. A lost notification (a failed send, a reconnecting listener) costs
+ * at most the worker's EXPIRY_MAX_SLEEP_MS.
  */
 import type { Logger } from "@holdfast/runtime";
 import { announceExpiry, type Db } from "@holdfast/schema";
 
-const CLOCK_MARGIN_MS = 1_000;
+/** At most this many NOTIFYs per second per process: 1000 / WINDOW_MS. */
+const WINDOW_MS = 50;
 
 export class ExpiryAnnouncer {
-  /** The earliest expiry announced (database clock, epoch ms) that is still ahead. */
-  private earliest = -Infinity;
+  /** Earliest expiry (epoch ms, database clock) of the holds not announced yet. */
+  private pending: number | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private lastSentAt = -Infinity;
 
   constructor(
     private readonly db: Db,
@@ -33,13 +36,22 @@ export class ExpiryAnnouncer {
 
   /** A hold expiring at `expiresAt` (database time) was committed. Never throws, never waits. */
   holdCreated(expiresAt: Date): void {
-    const at = expiresAt.getTime();
-    if (at >= this.earliest && this.earliest > Date.now() + CLOCK_MARGIN_MS) return;
-    this.earliest = at;
-    announceExpiry(this.db, expiresAt).catch((err: unknown) => {
-      // The worker's poll still finds the hold; announce the next one.
-      this.earliest = -Infinity;
-      this.logger.debug({ err }, "could not announce a hold's expiry to the expiry-worker");
+    this.pending = Math.min(this.pending ?? Infinity, expiresAt.getTime());
+    if (this.timer !== undefined) return;
+    const wait = Math.max(0, this.lastSentAt + WINDOW_MS - Date.now());
+    if (wait === 0) return this.flush();
+    this.timer = setTimeout(() => this.flush(), wait);
+    this.timer.unref();
+  }
+
+  private flush(): void {
+    this.timer = undefined;
+    if (this.pending === undefined) return;
+    const at = new Date(this.pending);
+    this.pending = undefined;
+    this.lastSentAt = Date.now();
+    announceExpiry(this.db, at).catch((err: unknown) => {
+      this.logger.warn({ err }, "could not announce hold expiries to the expiry-worker (it finds them at its next poll)");
     });
   }
 }
