@@ -11,6 +11,7 @@ import { skuOrder } from "@holdfast/schema";
 
 const SKU_RESOURCE = "holdfast.inventory.v1.Sku";
 const RESERVATION_RESOURCE = "holdfast.inventory.v1.Reservation";
+const RECONCILIATION_RUN_RESOURCE = "holdfast.worker.v1.ReconciliationRun";
 
 const retryAfter = (ms: number) => ({
   desc: RetryInfoSchema,
@@ -61,6 +62,22 @@ export function reservationNotFound(id: string): ConnectError {
   return rpcError(Code.NotFound, ErrorReason.RESERVATION_NOT_FOUND, `no reservation ${id}`, {
     metadata: { reservation_id: id },
     details: [{ desc: ResourceInfoSchema, value: { resourceType: RESERVATION_RESOURCE, resourceName: id, description: "no such reservation" } }],
+  });
+}
+
+export function reconciliationRunNotFound(id: string): ConnectError {
+  return rpcError(Code.NotFound, ErrorReason.RECONCILIATION_RUN_NOT_FOUND, `no reconciliation run ${id}`, {
+    metadata: { run_id: id },
+    details: [{ desc: ResourceInfoSchema, value: { resourceType: RECONCILIATION_RUN_RESOURCE, resourceName: id, description: "no such reconciliation run" } }],
+  });
+}
+
+/** FAILED_PRECONDITION / RECONCILIATION_IN_PROGRESS: a RUNNING run with a live lease overlaps the request. */
+export function reconciliationInProgress(runId: string, workerId: string): ConnectError {
+  const description = `reconciliation run ${runId} is RUNNING on worker ${workerId} and overlaps the requested SKUs`;
+  return rpcError(Code.FailedPrecondition, ErrorReason.RECONCILIATION_IN_PROGRESS, `${description}; poll it with GetReconciliationRun`, {
+    metadata: { run_id: runId },
+    details: [precondition([{ type: "STATUS", subject: `reconciliation_run/${runId}`, description }])],
   });
 }
 

@@ -5,6 +5,7 @@
  * read back is type-checked and used only as a bound parameter.
  */
 import { createHash } from "node:crypto";
+import { UUID_PATTERN } from "@holdfast/schema";
 import { invalidPageToken } from "./errors.js";
 
 type KeyPart = string | number;
@@ -41,4 +42,40 @@ export function decodePageToken(token: string, filters: unknown, kinds: readonly
   }
   if (t.f !== fingerprint(filters)) throw invalidPageToken("was issued for a request with different filters");
   return key as KeyPart[];
+}
+
+/** A token's key part that must be a UUID (tokens are not signed: never let a crafted one reach a cast). */
+export function keyUuid(value: string): string {
+  if (!UUID_PATTERN.test(value)) throw invalidPageToken("is not a token issued by this server");
+  return value;
+}
+
+/** Page of `limit` rows from `limit + 1` fetched: the rows, and whether more follow. */
+export function splitPage<T>(rows: T[], limit: number): { page: T[]; more: boolean } {
+  return rows.length > limit ? { page: rows.slice(0, limit), more: true } : { page: rows, more: false };
+}
+
+/*
+ * Timestamps in a key are PostgreSQL's microseconds, not JavaScript's milliseconds: a
+ * millisecond key would skip or repeat rows that share a millisecond.
+ */
+
+/**
+ * The exact microsecond value of a timestamptz column, for a page token (numeric in
+ * PostgreSQL 14+, so no float rounding; a safe integer in JavaScript until 2255).
+ */
+export const micros = (column: string): string => `(extract(epoch from ${column}) * 1000000)::bigint`;
+
+/**
+ * Microseconds since the epoch as an ISO 8601 UTC literal with six fractional digits,
+ * bound as `?::timestamptz`. Exact (a float conversion such as to_timestamp() is not
+ * at today's magnitudes), and ISO input with "Z" reads the same whatever the
+ * session's DateStyle and TimeZone.
+ */
+export function isoMicros(us: bigint | number): string {
+  const micros = BigInt(us);
+  let ms = micros / 1000n;
+  if (micros < 0n && ms * 1000n !== micros) ms -= 1n; // floor, not truncation
+  const iso = new Date(Number(ms)).toISOString(); // YYYY-MM-DDTHH:MM:SS.mmmZ
+  return `${iso.slice(0, -1)}${String(micros - ms * 1000n).padStart(3, "0")}Z`;
 }

@@ -20,5 +20,15 @@ export function enumName<E extends Record<string | number, string | number>>(e: 
   return typeof name === "string" ? name : null;
 }
 
+/** The numeric values of a generated enum, without UNSPECIFIED (0). */
+export function enumNumbers(e: Record<string, string | number>): number[] {
+  return Object.values(e).filter((v): v is number => typeof v === "number" && v !== 0);
+}
+
+/** Stored names ("HELD") of the requested enum values, distinct and sorted (filters are sets). */
+export function storedNames(e: Record<string | number, string | number>, values: readonly number[]): string[] {
+  return [...new Set(values.map((v) => enumName(e, v)).filter((n): n is string => n !== null))].sort();
+}
+
 export const ts = (date: Date): Timestamp => timestampFromDate(date);
 export const tsOrUndefined = (date: Date | null): Timestamp | undefined => (date === null ? undefined : timestampFromDate(date));

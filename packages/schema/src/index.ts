@@ -35,7 +35,7 @@ export * from './rows.js';
 export * from './limits.js';
 export { MIGRATION_COMMANDS, MIGRATION_USAGE, isMigrationCommand, runMigrationCommand, type MigrationCommand } from './commands.js';
 export { assertDatabaseReady } from './readiness.js';
-export { query, type Db } from './query.js';
+export { query, named, type Db } from './query.js';
 export {
   applyCounterChanges,
   lockInventoryRows,
@@ -43,13 +43,16 @@ export {
   claimReclaimableHolds,
   hasExpiredHeldLines,
   expireClaimedHolds,
+  recordDrift,
   skuOrder,
   type CounterChange,
   type ChangeOrigin,
   type ApplyOptions,
   type AppliedChanges,
   type HeldLine,
+  type LedgerCounters,
 } from './ledger.js';
+export { recountSkus, skuFilter, type Recount, type SkuRecount, type LineDisagreement } from './recount.js';
 export {
   EXPIRY_CHANNEL,
   INVENTORY_CHANNEL,

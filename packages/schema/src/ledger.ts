@@ -225,6 +225,63 @@ function refusedByGuard(
 }
 
 // ---------------------------------------------------------------------------------------
+// Reconciliation: recording drift.
+// ---------------------------------------------------------------------------------------
+
+/** What a SKU's ledger says its counters are (Σ deltas), to record its drift against. */
+export interface LedgerCounters {
+  sku: string;
+  onHand: number;
+  reserved: number;
+  allocated: number;
+}
+
+/*
+ * One RECONCILIATION_REPAIR event per SKU that moves no counter: before = the ledger's
+ * values, after = the row as it is, version_after = its current version. Counters
+ * changed outside the ledger (a bug, a hand-made UPDATE) leave "counters = Σ deltas"
+ * broken, and a correction alone (before = found, after = repaired) would keep it
+ * broken by exactly the drift; this event puts the drift itself on the record, so the
+ * chain "each event's before = the previous event's after" and the replay hold again.
+ * The values come from the row in the same statement, so the event cannot disagree
+ * with it. ORDER BY makes ids follow SKU order.
+ */
+const RECORD_DRIFT = `
+INSERT INTO audit_events (
+  operation, sku_code, delta_on_hand, delta_reserved, delta_allocated,
+  on_hand_before, reserved_before, allocated_before, on_hand_after, reserved_after, allocated_after,
+  version_after, actor, request_id, reason, reconciliation_run_id, details)
+SELECT 'RECONCILIATION_REPAIR', i.sku_code,
+       i.on_hand - d.on_hand, i.reserved - d.reserved, i.allocated - d.allocated,
+       d.on_hand, d.reserved, d.allocated, i.on_hand, i.reserved, i.allocated,
+       i.version, ?, ?, ?, ?::uuid, '{"repair": "record_drift"}'::jsonb
+  FROM unnest(?::text[], ?::bigint[], ?::bigint[], ?::bigint[]) AS d(sku_code, on_hand, reserved, allocated)
+  JOIN inventory i ON i.sku_code = d.sku_code
+ ORDER BY i.sku_code
+RETURNING *`;
+
+/**
+ * Records, per SKU, the drift between its ledger (`ledger`: Σ deltas) and its row:
+ * the first of the two RECONCILIATION_REPAIR events of a repair (the migration's
+ * audit_events comment); the correction is then an ordinary applyCounterChanges.
+ * The caller must hold the rows' locks (lockInventoryRows) from the read that found
+ * the drift until COMMIT, so no other event of these SKUs can come between.
+ */
+export async function recordDrift(db: Db, ledger: readonly LedgerCounters[], origin: ChangeOrigin & { reason: string }): Promise<AuditEventRow[]> {
+  if (ledger.length === 0) return [];
+  return query<AuditEventRow>(db, RECORD_DRIFT, [
+    origin.actor,
+    origin.requestId,
+    origin.reason,
+    origin.reconciliationRunId ?? null,
+    ledger.map((l) => l.sku),
+    ledger.map((l) => l.onHand),
+    ledger.map((l) => l.reserved),
+    ledger.map((l) => l.allocated),
+  ]);
+}
+
+// ---------------------------------------------------------------------------------------
 // Expiry: the worker's sweep and the in-line reclaim of CreateHold share these.
 // ---------------------------------------------------------------------------------------
 

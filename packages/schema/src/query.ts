@@ -13,3 +13,18 @@ export async function query<T>(db: Db, text: string, params: readonly unknown[] 
   const result = (await db.raw(text, params as Knex.RawBinding[])) as { rows: T[] };
   return result.rows;
 }
+
+/**
+ * `$name` placeholders bound as positional `?`, for a statement that uses a value
+ * several times (a SKU filter repeated in each branch of a UNION). The text must
+ * contain no other "$". Returns the arguments of `query`.
+ */
+export function named(text: string, values: Record<string, unknown>): [string, unknown[]] {
+  const params: unknown[] = [];
+  const bound = text.replace(/\$(\w+)/g, (_, name: string) => {
+    if (!(name in values)) throw new Error(`no value for $${name}`);
+    params.push(values[name]);
+    return '?';
+  });
+  return [bound, params];
+}

@@ -36,7 +36,6 @@ import {
 } from "@holdfast/contracts";
 import {
   GET_AVAILABILITY_SKUS_MAX,
-  UUID_PATTERN,
   isValidSkuCode,
   query,
   type AuditEventRow,
@@ -46,25 +45,15 @@ import {
   type ReservationRow,
 } from "@holdfast/schema";
 import type { Call, Deps } from "./context.js";
-import { enumName, ts } from "@holdfast/core";
+import { enumName, enumNumbers, storedNames, ts } from "@holdfast/core";
 import { toAuditEvent, toAvailability, toReservation, toSnapshot, type LineRow } from "./convert.js";
 import { invalidPageToken, reservationNotFound, skuNotFound } from "@holdfast/core";
-import { decodePageToken, encodePageToken } from "@holdfast/core";
+import { decodePageToken, encodePageToken, isoMicros, keyUuid, micros, splitPage } from "@holdfast/core";
 import { Violations, effectivePageSize } from "@holdfast/core";
 
 // ---------------------------------------------------------------------------------------
 // Shared pieces
 // ---------------------------------------------------------------------------------------
-
-/** The numeric values of a generated enum, without UNSPECIFIED (0). */
-function enumNumbers(e: Record<string, string | number>): number[] {
-  return Object.values(e).filter((v): v is number => typeof v === "number" && v !== 0);
-}
-
-/** Stored names ("HELD") of the requested enum values, distinct and sorted (filters are sets). */
-function storedNames(e: Record<string | number, string | number>, values: readonly number[]): string[] {
-  return [...new Set(values.map((v) => enumName(e, v)).filter((n): n is string => n !== null))].sort();
-}
 
 /**
  * A protobuf Timestamp as whole microseconds since the epoch (PostgreSQL's
@@ -81,26 +70,6 @@ function timestampMicros(t: Timestamp): bigint {
 /** 9999-12-31T23:59:59.999999Z in microseconds since the epoch. */
 const MAX_TIMESTAMP_MICROS = 253_402_300_799_999_999n;
 
-/**
- * Microseconds since the epoch as an ISO 8601 UTC literal with six fractional digits,
- * bound as `?::timestamptz`. Exact (a float conversion such as to_timestamp() is not
- * at today's magnitudes), and ISO input with "Z" reads the same whatever the
- * session's DateStyle and TimeZone.
- */
-function isoMicros(us: bigint | number): string {
-  const micros = BigInt(us);
-  let ms = micros / 1000n;
-  if (micros < 0n && ms * 1000n !== micros) ms -= 1n; // floor, not truncation
-  const iso = new Date(Number(ms)).toISOString(); // YYYY-MM-DDTHH:MM:SS.mmmZ
-  return `${iso.slice(0, -1)}${String(micros - ms * 1000n).padStart(3, "0")}Z`;
-}
-
-/**
- * The exact microsecond value of a timestamptz column, for a page token (numeric in
- * PostgreSQL 14+, so no float rounding; a safe integer in JavaScript until 2255).
- */
-const micros = (column: string) => `(extract(epoch from ${column}) * 1000000)::bigint`;
-
 /** start_time / end_time filters, validated (end before start is BAD_REQUEST), in microseconds. */
 function timeRange(v: Violations, start: Timestamp | undefined, end: Timestamp | undefined): { startUs?: bigint; endUs?: bigint } {
   const startOk = v.timestamp("start_time", start) !== undefined;
@@ -109,17 +78,6 @@ function timeRange(v: Violations, start: Timestamp | undefined, end: Timestamp |
   const endUs = endOk && end ? timestampMicros(end) : undefined;
   if (startUs !== undefined && endUs !== undefined && endUs < startUs) v.add("end_time", "must not be before start_time");
   return { startUs, endUs };
-}
-
-/** A token's key part that must be a UUID (tokens are not signed: never let a crafted one reach a cast). */
-function keyUuid(value: string): string {
-  if (!UUID_PATTERN.test(value)) throw invalidPageToken("is not a token issued by this server");
-  return value;
-}
-
-/** Page of `limit` rows from `limit + 1` fetched: the rows, and whether more follow. */
-function splitPage<T>(rows: T[], limit: number): { page: T[]; more: boolean } {
-  return rows.length > limit ? { page: rows.slice(0, limit), more: true } : { page: rows, more: false };
 }
 
 // ---------------------------------------------------------------------------------------
