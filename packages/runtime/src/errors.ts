@@ -93,6 +93,32 @@ function isConnectionLoss(err: unknown): boolean {
   return err instanceof Error && /Connection terminated|connection is closed|Client was closed/i.test(err.message);
 }
 
+/** Class 53, insufficient resources (disk full, out of memory, too many connections). */
+const SQLSTATE_CLASS_INSUFFICIENT_RESOURCES = "53";
+
+/**
+ * The database saying "not now" about work that is itself fine: a lock wait or a
+ * statement timed out, a serialization failure or deadlock, the database shutting
+ * down or short of resources, a lost or refused connection, no pooled connection in
+ * time. The same work may succeed later. Constraint violations are not among them:
+ * the same work would meet them again.
+ */
+export function isTransientDatabaseError(err: unknown): boolean {
+  const code = errorCodeOf(err);
+  switch (code) {
+    case SQLSTATE_LOCK_NOT_AVAILABLE:
+    case SQLSTATE_SERIALIZATION_FAILURE:
+    case SQLSTATE_DEADLOCK_DETECTED:
+    case SQLSTATE_QUERY_CANCELED:
+    case SQLSTATE_ADMIN_SHUTDOWN:
+    case SQLSTATE_CRASH_SHUTDOWN:
+    case SQLSTATE_CANNOT_CONNECT_NOW:
+      return true;
+  }
+  if (code?.startsWith(SQLSTATE_CLASS_INSUFFICIENT_RESOURCES)) return true;
+  return isPoolTimeout(err) || isConnectionLoss(err);
+}
+
 /**
  * Maps anything thrown by an RPC implementation to a ConnectError. Errors that
  * are already ConnectErrors pass through; transient database conditions become

@@ -1,7 +1,7 @@
 export { ConfigError, loadConfig, envVar, commonEnv, databaseSettings } from "./config.js";
 export { createLogger, knexLog, type Logger } from "./logger.js";
 export { exitOnShutdownSignal } from "./shutdown.js";
-export { ERROR_DOMAIN, rpcError, invalidArgument, unimplemented, toConnectError, isServerFault, isLockTimeout, type FieldViolation } from "./errors.js";
+export { ERROR_DOMAIN, rpcError, invalidArgument, unimplemented, toConnectError, isServerFault, isLockTimeout, isTransientDatabaseError, type FieldViolation } from "./errors.js";
 export { grpcStatusFromConnectError, connectErrorFromGrpc, STATUS_DETAILS_KEY } from "./grpc-status.js";
 export { grpcServiceDefinition, addServiceImpl } from "./grpc-service.js";
 export { createGrpcJsClient, type GrpcJsClient, type GrpcCallOptions } from "./grpc-client.js";

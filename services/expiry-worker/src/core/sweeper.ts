@@ -44,7 +44,7 @@ import {
   type RunExpirySweepResponse,
 } from "@holdfast/contracts";
 import { Idempotency, Violations, idempotencyKey, ts } from "@holdfast/core";
-import { isLockTimeout } from "@holdfast/runtime";
+import { isTransientDatabaseError } from "@holdfast/runtime";
 import { EXPIRY_CHANNEL, NotificationListener, expireClaimedHolds, notifyInventoryChanged, parseExpiryPayload, query } from "@holdfast/schema";
 import type { Call, WorkerDeps } from "./context.js";
 
@@ -324,7 +324,8 @@ export class ExpirySweeper {
       if (result.expired.length > 0) logger.debug({ holds: result.expired.length, units }, "expired holds");
       return { claimed: result.claimed, expired: result.expired.length, units, lagMs };
     } catch (err) {
-      if (isTransient(err)) {
+      // Says nothing about the holds themselves: the whole batch is retried later.
+      if (isTransientDatabaseError(err)) {
         metrics.sweepErrors.inc();
         throw err;
       }
@@ -396,15 +397,4 @@ export class ExpirySweeper {
       signal.addEventListener("abort", done, { once: true });
     });
   }
-}
-
-/** Failures that say nothing about the holds themselves: retry the whole batch later. */
-function isTransient(err: unknown): boolean {
-  if (isLockTimeout(err)) return true;
-  const { code, name } = err as { code?: unknown; name?: unknown };
-  if (name === "KnexTimeoutError") return true; // no pooled connection in time
-  if (typeof code !== "string") return false;
-  // SQLSTATE classes 08 (connection), 40 (serialization, deadlock), 53 (resources),
-  // 57 (shutdown, cancel, statement timeout), and Node's socket errors (ECONNRESET...).
-  return /^(08|40|53|57)/.test(code) || /^E[A-Z]+$/.test(code);
 }

@@ -125,25 +125,20 @@ function skuViolations(f: SkuRecount): ConsistencyViolation[] {
       }),
     );
   }
-  if (f.reserved !== f.lines_held) {
-    out.push(
-      violation(sku, Kind.RESERVED_MISMATCH, {
-        counter: Counter.RESERVED,
-        expected: f.lines_held,
-        actual: f.reserved,
-        detail: `reserved is ${f.reserved}, the lines of HELD reservations sum to ${f.lines_held}`,
-      }),
-    );
-  }
-  if (f.allocated !== f.lines_allocated) {
-    out.push(
-      violation(sku, Kind.ALLOCATED_MISMATCH, {
-        counter: Counter.ALLOCATED,
-        expected: f.lines_allocated,
-        actual: f.allocated,
-        detail: `allocated is ${f.allocated}, the lines of ALLOCATED reservations sum to ${f.lines_allocated}`,
-      }),
-    );
+  for (const [name, lines, status, kind] of [
+    ["reserved", f.lines_held, "HELD", Kind.RESERVED_MISMATCH],
+    ["allocated", f.lines_allocated, "ALLOCATED", Kind.ALLOCATED_MISMATCH],
+  ] as const) {
+    if (f[name] !== lines) {
+      out.push(
+        violation(sku, kind, {
+          counter: COUNTER_NAMES[name],
+          expected: lines,
+          actual: f[name],
+          detail: `${name} is ${f[name]}, the lines of ${status} reservations sum to ${lines}`,
+        }),
+      );
+    }
   }
   for (const [name, ledger] of [
     ["on_hand", f.ledger_on_hand],
