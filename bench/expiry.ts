@@ -28,6 +28,7 @@ import { ExpiryWorkerService, InventoryReservationService, type DurationDistribu
 import { ensureDatabase, freePort, seedHolds, startEmbeddedPostgres } from "@holdfast/dev-stack";
 import { createGrpcJsClient } from "@holdfast/runtime";
 import { createKnex, expireClaimedHolds, migrateLatest, query } from "@holdfast/schema";
+import { BENCH_AUTH_ENV, benchCaller } from "./auth.js";
 
 const { values } = parseArgs({
   options: {
@@ -47,7 +48,7 @@ const SKUS = Array.from({ length: 100 }, (_, i) => `E-${String(i).padStart(3, "0
 
 function startProcess(entry: string, env: NodeJS.ProcessEnv): Promise<{ child: ChildProcess; grpc: string }> {
   const child = spawn(process.execPath, [fileURLToPath(import.meta.resolve(entry))], {
-    env: { PATH: process.env.PATH, LOG_LEVEL: "info", ...env },
+    env: { PATH: process.env.PATH, LOG_LEVEL: "info", ...BENCH_AUTH_ENV, ...env },
     stdio: ["ignore", "pipe", "inherit"],
   });
   return new Promise((resolve, reject) => {
@@ -79,14 +80,14 @@ async function main(): Promise<void> {
     const ports = { GRPC_HOST: "127.0.0.1", GRPC_PORT: "0", HTTP_HOST: "127.0.0.1", HTTP_PORT: "0", WORKER_GRPC_HOST: "127.0.0.1", WORKER_GRPC_PORT: "0", WORKER_HTTP_HOST: "127.0.0.1", WORKER_HTTP_PORT: "0" };
     const service = await startProcess("@holdfast/reservation-service/main", { DATABASE_URL: url, ...ports });
     children.push(service.child);
-    const inventory = createGrpcJsClient(InventoryReservationService, service.grpc);
+    const inventory = createGrpcJsClient(InventoryReservationService, service.grpc, undefined, benchCaller);
     for (const sku of SKUS) await inventory.createSku({ requestId: `c-${sku}`, sku, name: sku, initialOnHand: 100_000_000n });
     inventory.close();
 
     const workerEnv = { DATABASE_URL: url, ...ports, RECONCILIATION_INTERVAL_MS: "0", SNAPSHOT_INTERVAL_MS: "0" };
     const workers = await Promise.all(Array.from({ length: workerCount }, (_, i) => startProcess("@holdfast/expiry-worker/main", { ...workerEnv, WORKER_ID: `bench-${i}` })));
     children.push(...workers.map((w) => w.child));
-    const ops = workers.map((w) => createGrpcJsClient(ExpiryWorkerService, w.grpc));
+    const ops = workers.map((w) => createGrpcJsClient(ExpiryWorkerService, w.grpc, undefined, benchCaller));
 
     // 1. Steady expiry: every 100 ms, rate/10 holds expiring ttl-ms later, spread over those 100 ms.
     const tick = 100;

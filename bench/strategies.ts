@@ -27,6 +27,7 @@ import { ensureDatabase, freePort, startEmbeddedPostgres } from "@holdfast/dev-s
 import { createGrpcJsClient } from "@holdfast/runtime";
 import { createKnex, migrateLatest } from "@holdfast/schema";
 import { ConnectError } from "@connectrpc/connect";
+import { BENCH_AUTH_ENV, benchCaller } from "./auth.js";
 
 const { values } = parseArgs({
   options: {
@@ -76,7 +77,7 @@ async function drive(concurrency: number, one: (worker: number, i: number) => Pr
 function startService(databaseUrl: string): Promise<{ child: ChildProcess; grpc: string }> {
   const main = fileURLToPath(import.meta.resolve("@holdfast/reservation-service/main"));
   const child = spawn(process.execPath, [main], {
-    env: { PATH: process.env.PATH, DATABASE_URL: databaseUrl, GRPC_HOST: "127.0.0.1", GRPC_PORT: "0", HTTP_HOST: "127.0.0.1", HTTP_PORT: "0", LOG_LEVEL: "info" },
+    env: { PATH: process.env.PATH, ...BENCH_AUTH_ENV, DATABASE_URL: databaseUrl, GRPC_HOST: "127.0.0.1", GRPC_PORT: "0", HTTP_HOST: "127.0.0.1", HTTP_PORT: "0", LOG_LEVEL: "info" },
     stdio: ["ignore", "pipe", "inherit"],
   });
   return new Promise((resolve, reject) => {
@@ -100,7 +101,7 @@ async function main(): Promise<void> {
     await migrateLatest(knex);
     await knex.destroy();
     service = await startService(url);
-    const client = createGrpcJsClient(InventoryReservationService, service.grpc);
+    const client = createGrpcJsClient(InventoryReservationService, service.grpc, undefined, benchCaller);
     const hot = "HOT";
     await client.createSku({ requestId: "bench-hot", sku: hot, name: "Hot SKU", initialOnHand: 1_000_000_000n });
     const spread = Array.from({ length: spreadSkus }, (_, i) => `S-${String(i).padStart(5, "0")}`);

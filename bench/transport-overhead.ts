@@ -1,10 +1,12 @@
 #!/usr/bin/env node
 // Server CPU per trivial unary call: grpc-js vs connect-node (gRPC over HTTP/2,
-// Connect over HTTP/1.1), all serving the same instrumented implementation.
+// Connect over HTTP/1.1), all serving the same implementation, wrapped as the
+// services wrap theirs: instrumented, and with the contract's request rules
+// checked (validateService; --without-validation leaves that out, to measure it).
 // The server runs in a child process so that only its CPU is measured; rounds
 // alternate between transports so that machine noise hits all of them alike.
 //
-//   npm run bench:transport -- [--calls 4000] [--concurrency 16] [--rounds 5]
+//   npm run bench:transport -- [--calls 4000] [--concurrency 16] [--rounds 5] [--without-validation]
 import http from "node:http";
 import http2 from "node:http2";
 import { fork, type ChildProcess } from "node:child_process";
@@ -15,17 +17,18 @@ import * as grpc from "@grpc/grpc-js";
 import { createClient } from "@connectrpc/connect";
 import { connectNodeAdapter, createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { InventoryReservationService } from "@holdfast/contracts";
-import { addServiceImpl, createGrpcJsClient, createLogger, createMetrics, instrumentService, unimplementedService } from "@holdfast/runtime";
+import { addServiceImpl, createGrpcJsClient, createLogger, createMetrics, instrumentService, unimplementedService, validateService } from "@holdfast/runtime";
 
 type ServerMessage = { ports: { grpcJs: number; connectH2: number; connectH1: number } } | { cpuMicros: number };
 
-async function serve(): Promise<void> {
+async function serve(validation: boolean): Promise<void> {
+  const logic = {
+    ...unimplementedService(InventoryReservationService),
+    getSku: (req: { sku: string }) => ({ sku: { code: req.sku, name: "Benchmark SKU" } }),
+  };
   const impl = instrumentService(
     InventoryReservationService,
-    {
-      ...unimplementedService(InventoryReservationService),
-      getSku: (req) => ({ sku: { code: req.sku, name: "Benchmark SKU" } }),
-    },
+    validation ? validateService(InventoryReservationService, logic) : logic,
     { logger: createLogger("bench", "silent"), metrics: createMetrics("bench"), stopping: new AbortController().signal },
   );
   const grpcServer = new grpc.Server();
@@ -67,12 +70,18 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
-    options: { calls: { type: "string", default: "4000" }, concurrency: { type: "string", default: "16" }, rounds: { type: "string", default: "5" } },
+    options: {
+      calls: { type: "string", default: "4000" },
+      concurrency: { type: "string", default: "16" },
+      rounds: { type: "string", default: "5" },
+      "without-validation": { type: "boolean", default: false },
+    },
   });
+  const validation = !values["without-validation"];
   const calls = Number(values.calls);
   const concurrency = Number(values.concurrency);
   const rounds = Number(values.rounds);
-  const child = fork(new URL(import.meta.url).pathname, ["--serve"]);
+  const child = fork(new URL(import.meta.url).pathname, ["--serve", ...(validation ? ["--validate"] : [])]);
   const [ready] = (await once(child, "message")) as [ServerMessage];
   if (!("ports" in ready)) throw new Error("server did not report its ports");
   const { ports } = ready;
@@ -109,14 +118,14 @@ async function main(): Promise<void> {
     ratioToGrpcJs: Number((median(s.cpuPerCall) / baseline).toFixed(2)),
     callsPerSecond: Math.round(median(s.callsPerSecond)),
   }));
-  const result = { benchmark: "transport-overhead", date: new Date().toISOString(), node: process.version, calls, concurrency, rounds, rows };
+  const result = { benchmark: "transport-overhead", date: new Date().toISOString(), node: process.version, calls, concurrency, rounds, validation, rows };
   await mkdir(new URL("../results/", import.meta.url), { recursive: true });
   await writeFile(new URL("../results/transport-overhead.json", import.meta.url), `${JSON.stringify(result, null, 2)}\n`);
-  process.stdout.write(`calls=${calls} concurrency=${concurrency} rounds=${rounds} (medians)\n`);
+  process.stdout.write(`calls=${calls} concurrency=${concurrency} rounds=${rounds} validation=${validation} (medians)\n`);
   for (const r of rows) {
     process.stdout.write(`${r.transport.padEnd(62)} ${r.serverCpuMsPerCall.toFixed(3)} ms CPU/call  x${r.ratioToGrpcJs.toFixed(2)}  ${r.callsPerSecond} calls/s\n`);
   }
 }
 
-if (process.argv.includes("--serve")) await serve();
+if (process.argv.includes("--serve")) await serve(process.argv.includes("--validate"));
 else await main();

@@ -1,6 +1,11 @@
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { expect } from "chai";
+import { Code, type ConnectError } from "@connectrpc/connect";
+import { ExpiryWorkerService, InventoryReservationService } from "@holdfast/contracts";
 import { Health, HealthCheckResponse_ServingStatus } from "@holdfast/contracts/health";
 import { createGrpcJsClient } from "@holdfast/runtime";
 import { createTestDatabase, type TestDatabase } from "./support/database.js";
@@ -43,7 +48,8 @@ interface Launcher {
 /** `npm start`'s launcher against DATABASE_URL, resolved once its banner is printed. */
 async function launch(databaseUrl: string): Promise<Launcher> {
   const child = spawn(process.execPath, [fileURLToPath(import.meta.resolve("@holdfast/dev-stack/start"))], {
-    env: { PATH: process.env.PATH, DATABASE_URL: databaseUrl, ...EPHEMERAL_LOOPBACK_PORTS },
+    // Its own data folder: the development signing secret is created there.
+    env: { PATH: process.env.PATH, DATABASE_URL: databaseUrl, HOLDFAST_DATA_DIR: mkdtempSync(path.join(tmpdir(), "holdfast-dev-stack-")), ...EPHEMERAL_LOOPBACK_PORTS },
     stdio: ["ignore", "pipe", "pipe"],
   });
   let output = "";
@@ -79,6 +85,20 @@ describe("npm start (dev-stack launcher) with DATABASE_URL", () => {
         } finally {
           health.close();
         }
+      }
+      // The banner's tokens work as printed, with their roles: admin reads the worker's
+      // status, a customer may not create SKUs.
+      const tokens = Object.fromEntries([...launcher.output().matchAll(/^\s+(admin|service|customer)\s+(ey[\w.-]+)$/gm)].map((m) => [m[1], m[2]]));
+      expect(Object.keys(tokens).sort()).to.deep.equal(["admin", "customer", "service"]);
+      const worker = createGrpcJsClient(ExpiryWorkerService, grpcAddresses[1]);
+      const inventory = createGrpcJsClient(InventoryReservationService, grpcAddresses[0]);
+      try {
+        expect((await worker.getWorkerStatus({}, { headers: { authorization: `Bearer ${tokens.admin}` } })).status?.workerId).to.be.a("string");
+        const refused = await inventory.createSku({ requestId: "r1", sku: "DEV-1", name: "x" }, { headers: { authorization: `Bearer ${tokens.customer}` } }).catch((e: unknown) => e);
+        expect((refused as ConnectError).code).to.equal(Code.PermissionDenied);
+      } finally {
+        worker.close();
+        inventory.close();
       }
       const services = childPids(launcher.child.pid!);
       expect(services).to.have.length(2);

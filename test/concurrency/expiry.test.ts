@@ -15,6 +15,7 @@ import { assertInvariants, checkConsistencyClean } from "../support/invariants.j
 import { startService, type ServiceProcess } from "../support/processes.js";
 import { seedHolds } from "../support/seed.js";
 import { until } from "../support/wait.js";
+import { testCaller } from "../support/auth.js";
 
 const WORKER_ENV = { RECONCILIATION_INTERVAL_MS: "0", SNAPSHOT_INTERVAL_MS: "0" };
 
@@ -46,7 +47,7 @@ describe("concurrency: expiry with two worker replicas", function () {
     db = await createTestDatabase("concurrency_expiry");
     knex = createKnex({ url: db.url, poolMax: 4 });
     service = await startService("reservation-service", db.url, { HOLD_TTL_MIN_MS: "100" });
-    inventory = createGrpcJsClient(InventoryReservationService, service.grpcAddress);
+    inventory = createGrpcJsClient(InventoryReservationService, service.grpcAddress, undefined, testCaller);
   });
 
   after(async () => {
@@ -217,7 +218,7 @@ describe("concurrency: expiry with two worker replicas", function () {
     );
     expect(await linesNotClosedExactlyOnce(knex, ids)).to.deep.equal([]);
     await assertInvariants(knex, skus);
-    const ops = createGrpcJsClient(ExpiryWorkerService, successor.grpcAddress);
+    const ops = createGrpcJsClient(ExpiryWorkerService, successor.grpcAddress, undefined, testCaller);
     try {
       const status = (await ops.getWorkerStatus({})).status!;
       expect(Number(status.holdsExpiredTotal)).to.equal(ids.length - split.expired);

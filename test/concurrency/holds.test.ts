@@ -21,6 +21,7 @@ import { createTestDatabase, type TestDatabase } from "../support/database.js";
 import { assertInvariants, checkConsistencyClean } from "../support/invariants.js";
 import { startService, type ServiceProcess } from "../support/processes.js";
 import { failure, outcome, prng, range, type Failure, type Outcome } from "../support/calls.js";
+import { testCaller } from "../support/auth.js";
 
 type Client = GrpcJsClient<typeof InventoryReservationService>;
 
@@ -74,7 +75,7 @@ describe("concurrency: holds and allocations on two reservation-service processe
   const admin = () => clients[0]!;
 
   async function connect(address: string): Promise<Client> {
-    const client = createGrpcJsClient(InventoryReservationService, address);
+    const client = createGrpcJsClient(InventoryReservationService, address, undefined, testCaller);
     await new Promise<void>((resolve, reject) => client.raw.waitForReady(Date.now() + 10_000, (err) => (err ? reject(err) : resolve())));
     return client;
   }

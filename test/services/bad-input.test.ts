@@ -1,6 +1,7 @@
 // "Each bad field of each RPC: INVALID_ARGUMENT and no row changed."
 //
-// For every unary RPC of InventoryReservationService, one valid base
+// For every unary RPC of InventoryReservationService (those not implemented yet
+// too: the contract's annotations are checked before any RPC runs), one valid base
 // request and a table of single-field corruptions, each sent over gRPC to a real
 // reservation-service process. Every case must answer INVALID_ARGUMENT with one
 // ErrorInfo (domain holdfast.inventory.v1, reason BAD_REQUEST, or the more precise
@@ -10,7 +11,8 @@
 // the rows, inventory totals, idempotency records) is equal before and after. Then:
 // an INVALID_ARGUMENT is never recorded for its request_id (errors.proto,
 // IDEMPOTENCY), so the same request_id still runs a valid request; a few cases give
-// the same answer over Connect; the largest valid values are accepted.
+// the same answer over Connect; the largest valid values are accepted; the two
+// server streams refuse bad requests the same way before their first message.
 import { randomUUID } from "node:crypto";
 import { AssertionError, expect } from "chai";
 import { create } from "@bufbuild/protobuf";
@@ -29,14 +31,19 @@ import {
   ExtendHoldRequestSchema,
   FulfillAllocationRequestSchema,
   GetAvailabilityRequestSchema,
+  GetFlashSaleReportRequestSchema,
   GetReservationRequestSchema,
   GetSkuRequestSchema,
+  GetWaitlistEntryRequestSchema,
   HotSkuMode,
   InventoryReservationService,
+  JoinWaitlistRequestSchema,
+  LeaveWaitlistRequestSchema,
   ListAuditEventsRequestSchema,
   ListAvailabilitySnapshotsRequestSchema,
   ListReservationsRequestSchema,
   ListSkusRequestSchema,
+  ListWaitlistEntriesRequestSchema,
   LockingStrategy,
   ReleaseHoldRequestSchema,
   ReservationLineSchema,
@@ -44,15 +51,23 @@ import {
   ReservationType,
   SkuPolicySchema,
   UpdateSkuRequestSchema,
+  WaitlistEntryStatus,
   WaitlistPromotionPolicy,
+  WatchAvailabilityRequestSchema,
+  WatchWaitlistRequestSchema,
   type AdjustStockRequest,
   type CreateSkuRequest,
+  type GetFlashSaleReportRequest,
   type GetSkuRequest,
+  type JoinWaitlistRequest,
   type ListAuditEventsRequest,
   type ListAvailabilitySnapshotsRequest,
   type ListReservationsRequest,
+  type ListWaitlistEntriesRequest,
   type ReservationLine,
   type UpdateSkuRequest,
+  type WatchAvailabilityRequest,
+  type WatchWaitlistRequest,
 } from "@holdfast/contracts";
 import { BadRequestSchema, ErrorInfoSchema, ResourceInfoSchema } from "@holdfast/contracts/rpc";
 import { createGrpcJsClient, type GrpcJsClient } from "@holdfast/runtime";
@@ -62,6 +77,7 @@ import { rejectionOf } from "../support/assertions.js";
 import { createTestDatabase, type TestDatabase } from "../support/database.js";
 import { assertInvariants } from "../support/invariants.js";
 import { startService, type ServiceProcess } from "../support/processes.js";
+import { testCaller, testCallerInterceptor } from "../support/auth.js";
 
 const DOMAIN = "holdfast.inventory.v1";
 
@@ -121,6 +137,13 @@ const reservationIdCases = <R extends { reservationId: string }>(required = true
   { name: "reservation_id in upper case (not canonical)", corrupt: (r) => void (r.reservationId = r.reservationId.toUpperCase()), field: "reservation_id" },
   { name: "reservation_id without dashes", corrupt: (r) => void (r.reservationId = r.reservationId.replaceAll("-", "")), field: "reservation_id" },
   { name: "reservation_id with a trailing character", corrupt: (r) => void (r.reservationId = `${r.reservationId}0`), field: "reservation_id" },
+];
+
+/** Another UUID field (waitlist_entry_id): `set` writes the bad value. */
+const uuidCases = <R>(field: string, set: (r: R, v: string) => void): Case<R>[] => [
+  { name: `missing ${field}`, corrupt: (r) => set(r, ""), field },
+  { name: `${field} that is not a UUID`, corrupt: (r) => set(r, "not-a-uuid"), field },
+  { name: `${field} in upper case (not canonical)`, corrupt: (r) => set(r, randomUUID().toUpperCase()), field },
 ];
 
 /** A SKU code field: `set` writes the bad value. */
@@ -235,6 +258,7 @@ function table(grpc: () => Grpc): RpcDef<Record<string, unknown>>[] {
         ...skuCodeCases<CreateSkuRequest>("sku", (r, v) => void (r.sku = v)),
         { name: "missing name", corrupt: (r) => void (r.name = ""), field: "name" },
         { name: "blank name", corrupt: (r) => void (r.name = " \t "), field: "name", connect: true },
+        { name: "name of Unicode spaces only (U+00A0, U+3000, U+FEFF)", corrupt: (r) => void (r.name = "\u00a0\u3000\ufeff"), field: "name" },
         { name: "name of 201 characters", corrupt: (r) => void (r.name = "n".repeat(201)), field: "name" },
         { name: "name of 201 code points outside the BMP", corrupt: (r) => void (r.name = "📦".repeat(201)), field: "name" },
         { name: "name containing a NUL character", corrupt: (r) => void (r.name = "New\u0000SKU"), field: "name" },
@@ -396,7 +420,9 @@ function table(grpc: () => Grpc): RpcDef<Record<string, unknown>>[] {
         { name: "on_hand = -1", corrupt: (r) => void (r.change = { case: "onHand", value: -1n }), field: "on_hand" },
         { name: "on_hand = 1,000,000,001", corrupt: (r) => void (r.change = { case: "onHand", value: 1_000_000_001n }), field: "on_hand" },
         { name: "missing reason", corrupt: (r) => void (r.reason = ""), field: "reason" },
+        { name: "blank reason", corrupt: (r) => void (r.reason = " \t\u00a0"), field: "reason" },
         ...reasonTooLong(),
+        { name: "expected_version = 0", corrupt: (r) => void (r.expectedVersion = 0n), field: "expected_version" },
       ],
     }),
     define({
@@ -501,6 +527,7 @@ function table(grpc: () => Grpc): RpcDef<Record<string, unknown>>[] {
         ...customerIdCases(false),
         { name: "statuses[1] = 42 (no such status)", corrupt: (r) => void (r.statuses = [ReservationStatus.HELD, 42 as ReservationStatus]), field: "statuses[1]" },
         { name: "statuses[0] = -1", corrupt: (r) => void (r.statuses = [-1 as ReservationStatus]), field: "statuses[0]" },
+        { name: "statuses[1] = 0 (unspecified)", corrupt: (r) => void (r.statuses = [ReservationStatus.HELD, ReservationStatus.UNSPECIFIED]), field: "statuses[1]" },
         ...skuCodeCases<ListReservationsRequest>("sku", (r, v) => void (r.sku = v), false),
         { name: "type = 7 (no such type)", corrupt: (r) => void (r.type = 7 as ReservationType), field: "type" },
         ...pageTokenCases(() => fixtures.reservationToken),
@@ -548,6 +575,7 @@ function table(grpc: () => Grpc): RpcDef<Record<string, unknown>>[] {
         ...skuCodeCases<ListAuditEventsRequest>("sku", (r, v) => void (r.sku = v), false),
         ...reservationIdCases(false),
         { name: "operations[0] = 99 (no such operation)", corrupt: (r) => void (r.operations = [99 as AuditOperation]), field: "operations[0]" },
+        { name: "operations[0] = 0 (unspecified)", corrupt: (r) => void (r.operations = [AuditOperation.UNSPECIFIED]), field: "operations[0]" },
         ...timeRangeCases(),
         ...pageTokenCases(() => fixtures.auditToken),
       ],
@@ -558,8 +586,93 @@ function table(grpc: () => Grpc): RpcDef<Record<string, unknown>>[] {
       base: () => create(ListAvailabilitySnapshotsRequestSchema, { pageSize: 10, sku: "BI-A", startTime: inHours(-1), endTime: inHours(1) }),
       cases: [...pageSizeCases(), ...skuCodeCases<ListAvailabilitySnapshotsRequest>("sku", (r, v) => void (r.sku = v), false), ...timeRangeCases(), ...pageTokenCases()],
     }),
+    // Not implemented yet: a well-formed request is UNIMPLEMENTED, a bad one INVALID_ARGUMENT
+    // (the contract's annotations are checked before any RPC runs).
+    define({
+      name: "JoinWaitlist",
+      method: "joinWaitlist",
+      base: () => create(JoinWaitlistRequestSchema, { requestId: rid(), customerId: "cust-1", sku: "BI-A", quantity: 2, maxWait: dur(3600) }),
+      baseRefusals: ["Unimplemented/NOT_IMPLEMENTED"],
+      cases: [
+        ...requestIdCases(),
+        ...customerIdCases(false),
+        ...skuCodeCases<JoinWaitlistRequest>("sku", (r, v) => void (r.sku = v)),
+        { name: "quantity = 0", corrupt: (r) => void (r.quantity = 0), field: "quantity" },
+        { name: "quantity = 1,000,001", corrupt: (r) => void (r.quantity = 1_000_001), field: "quantity" },
+        { name: "max_wait of 0.5 s (minimum 1 s)", corrupt: (r) => void (r.maxWait = dur(0, 500_000_000)), field: "max_wait" },
+        { name: "max_wait of 7 days and 1 s", corrupt: (r) => void (r.maxWait = dur(7 * 86_400 + 1)), field: "max_wait" },
+      ],
+    }),
+    define({
+      name: "LeaveWaitlist",
+      method: "leaveWaitlist",
+      base: () => create(LeaveWaitlistRequestSchema, { requestId: rid(), waitlistEntryId: randomUUID() }),
+      baseRefusals: ["Unimplemented/NOT_IMPLEMENTED"],
+      cases: [...requestIdCases(), ...uuidCases<{ waitlistEntryId: string }>("waitlist_entry_id", (r, v) => void (r.waitlistEntryId = v))],
+    }),
+    define({
+      name: "GetWaitlistEntry",
+      method: "getWaitlistEntry",
+      base: () => create(GetWaitlistEntryRequestSchema, { waitlistEntryId: randomUUID() }),
+      baseRefusals: ["Unimplemented/NOT_IMPLEMENTED"],
+      cases: uuidCases<{ waitlistEntryId: string }>("waitlist_entry_id", (r, v) => void (r.waitlistEntryId = v)),
+    }),
+    define({
+      name: "ListWaitlistEntries",
+      method: "listWaitlistEntries",
+      base: () => create(ListWaitlistEntriesRequestSchema, { pageSize: 10, sku: "BI-A", customerId: "cust-1", statuses: [WaitlistEntryStatus.WAITING] }),
+      baseRefusals: ["Unimplemented/NOT_IMPLEMENTED"],
+      cases: [
+        ...pageSizeCases(),
+        ...skuCodeCases<ListWaitlistEntriesRequest>("sku", (r, v) => void (r.sku = v), false),
+        ...customerIdCases(false),
+        { name: "statuses[0] = 0 (unspecified)", corrupt: (r) => void (r.statuses = [WaitlistEntryStatus.UNSPECIFIED]), field: "statuses[0]" },
+        { name: "statuses[0] = 42", corrupt: (r) => void (r.statuses = [42 as WaitlistEntryStatus]), field: "statuses[0]" },
+      ],
+    }),
+    define({
+      name: "GetFlashSaleReport",
+      method: "getFlashSaleReport",
+      base: () => create(GetFlashSaleReportRequestSchema, { sku: "BI-A", startTime: inHours(-2), endTime: inHours(-1), timelineInterval: dur(60) }),
+      baseRefusals: ["Unimplemented/NOT_IMPLEMENTED"],
+      cases: [
+        ...skuCodeCases<GetFlashSaleReportRequest>("sku", (r, v) => void (r.sku = v)),
+        { name: "missing start_time", corrupt: (r) => void (r.startTime = undefined), field: "start_time" },
+        { name: "timeline_interval of 99 ms (minimum 100 ms)", corrupt: (r) => void (r.timelineInterval = dur(0, 99_000_000)), field: "timeline_interval" },
+        { name: "timeline_interval of 1 day and 1 s", corrupt: (r) => void (r.timelineInterval = dur(86_401)), field: "timeline_interval" },
+      ],
+    }),
   ];
 }
+
+/** The server streams' requests: bad ones are refused before the first message. */
+interface StreamCase {
+  name: string;
+  call: (grpc: Grpc) => AsyncIterable<unknown>;
+  field: string;
+}
+
+const watchAvailability = (corrupt: (r: WatchAvailabilityRequest) => void) => (grpc: Grpc) => {
+  const request = create(WatchAvailabilityRequestSchema, { skus: ["BI-A"], heartbeatInterval: dur(15) });
+  corrupt(request);
+  return grpc.watchAvailability(request);
+};
+const watchWaitlist = (corrupt: (r: WatchWaitlistRequest) => void) => (grpc: Grpc) => {
+  const request = create(WatchWaitlistRequestSchema, { customerId: "cust-1", skus: ["BI-A"], heartbeatInterval: dur(15) });
+  corrupt(request);
+  return grpc.watchWaitlist(request);
+};
+
+const streamCases: StreamCase[] = [
+  { name: "WatchAvailability: skus[1] with a '/'", call: watchAvailability((r) => void (r.skus = ["BI-A", "BI/B"])), field: "skus[1]" },
+  { name: "WatchAvailability: 1001 skus", call: watchAvailability((r) => void (r.skus = manySkus(1001))), field: "skus" },
+  { name: "WatchAvailability: heartbeat_interval of 0.5 s", call: watchAvailability((r) => void (r.heartbeatInterval = dur(0, 500_000_000))), field: "heartbeat_interval" },
+  { name: "WatchAvailability: heartbeat_interval of 5 min 1 s", call: watchAvailability((r) => void (r.heartbeatInterval = dur(301))), field: "heartbeat_interval" },
+  { name: "WatchWaitlist: customer_id with a space", call: watchWaitlist((r) => void (r.customerId = "cust 1")), field: "customer_id" },
+  { name: "WatchWaitlist: 101 skus", call: watchWaitlist((r) => void (r.skus = manySkus(101))), field: "skus" },
+  { name: "WatchWaitlist: skus[0] empty", call: watchWaitlist((r) => void (r.skus = [""])), field: "skus[0]" },
+  { name: "WatchWaitlist: heartbeat_interval of 10 min", call: watchWaitlist((r) => void (r.heartbeatInterval = dur(600))), field: "heartbeat_interval" },
+];
 
 // ---------------------------------------------------------------------------------------
 // The test
@@ -652,8 +765,8 @@ describe("bad input: INVALID_ARGUMENT for each bad field of each RPC, and no row
     db = await createTestDatabase("bad_input");
     svc = await startService("reservation-service", db.url);
     knex = createKnex({ url: db.url, poolMax: 2 });
-    grpc = createGrpcJsClient(InventoryReservationService, svc.grpcAddress);
-    connect = createClient(InventoryReservationService, createConnectTransport({ baseUrl: svc.httpUrl, httpVersion: "1.1" }));
+    grpc = createGrpcJsClient(InventoryReservationService, svc.grpcAddress, undefined, testCaller);
+    connect = createClient(InventoryReservationService, createConnectTransport({ baseUrl: svc.httpUrl, httpVersion: "1.1", interceptors: [testCallerInterceptor] }));
 
     for (const [sku, onHand] of [
       ["BI-A", 1_000],
@@ -688,6 +801,23 @@ describe("bad input: INVALID_ARGUMENT for each bad field of each RPC, and no row
       }
     });
   }
+
+  describe("server streams: INVALID_ARGUMENT before the first message", () => {
+    const drain = async (stream: AsyncIterable<unknown>) => {
+      for await (const _ of stream) throw new AssertionError("a refused stream sent a message");
+    };
+    for (const c of streamCases) {
+      it(`${c.name} → INVALID_ARGUMENT / BAD_REQUEST on ${c.field}`, async () => {
+        expectInvalid(await failure(drain(c.call(grpc))), { name: c.name, corrupt: () => undefined, field: c.field });
+      });
+    }
+    it("a well-formed request passes the checks (the stream itself is not implemented yet)", async () => {
+      for (const call of [watchAvailability(() => undefined), watchWaitlist(() => undefined)]) {
+        const err = await failure(drain(call(grpc)));
+        expect(Code[err.code], err.rawMessage).to.equal("Unimplemented");
+      }
+    });
+  });
 
   describe("the same answers over Connect (HTTP/1.1)", () => {
     const flagged = rpcs.flatMap((def) => def.cases.filter((c) => c.connect).map((c) => ({ def, c })));

@@ -21,6 +21,7 @@ import { rejectionOf } from "../support/assertions.js";
 import { createTestDatabase, type TestDatabase } from "../support/database.js";
 import { assertInvariants } from "../support/invariants.js";
 import { startService, type ServiceProcess } from "../support/processes.js";
+import { testCaller } from "../support/auth.js";
 
 type Client = GrpcJsClient<typeof InventoryReservationService>;
 
@@ -56,7 +57,7 @@ describe("reservation-service: catalog and stock", () => {
   before(async () => {
     db = await createTestDatabase("catalog");
     svc = await startService("reservation-service", db.url);
-    client = createGrpcJsClient(InventoryReservationService, svc.grpcAddress);
+    client = createGrpcJsClient(InventoryReservationService, svc.grpcAddress, undefined, testCaller);
     knex = createKnex({ url: db.url, poolMax: 2 });
   });
   after(async () => {
@@ -98,7 +99,7 @@ describe("reservation-service: catalog and stock", () => {
         reserved_after: 0,
         allocated_after: 0,
         version_after: 1,
-        actor: "admin:anonymous",
+        actor: "admin:test-admin",
         request_id: "create-widget",
       });
       // Zero values are stored as NULL ("server default").
@@ -148,30 +149,24 @@ describe("reservation-service: catalog and stock", () => {
       }
     });
 
-    it("lists every bad field in one BadRequest and writes nothing", async () => {
-      const failure = await failureOf(
-        client.createSku({
-          requestId: "bad id with spaces",
-          sku: "-starts-with-dash",
-          name: "   ",
-          initialOnHand: -1n,
-          policy: {
-            maxUnitsPerCustomer: -1,
-            defaultLockingStrategy: 7 as LockingStrategy,
-            defaultHoldTtl: { seconds: 60n, nanos: 500_000_000 },
-            customerAttemptRateLimit: { maxAttempts: 5 },
-            stockBuckets: 257,
-            maxWaitlistLength: 1_000_001,
-            waitlistPromotionPolicy: 9 as WaitlistPromotionPolicy,
-          },
-        }),
-      );
+    it("lists every bad field in one BadRequest, the contract's annotated limits first, and writes nothing", async () => {
+      const policy = {
+        maxUnitsPerCustomer: -1,
+        defaultLockingStrategy: 7 as LockingStrategy,
+        defaultHoldTtl: { seconds: 60n, nanos: 500_000_000 },
+        customerAttemptRateLimit: { maxAttempts: 5 },
+        stockBuckets: 257,
+        maxWaitlistLength: 1_000_001,
+        waitlistPromotionPolicy: 9 as WaitlistPromotionPolicy,
+      };
+      // The request fields' annotations are checked before the RPC runs: the policy
+      // (a resource message, judged by the RPC) is not judged while they are broken.
+      const failure = await failureOf(client.createSku({ requestId: "bad id with spaces", sku: "-starts-with-dash", name: "   ", initialOnHand: -1n, policy }));
       expect(failure).to.include({ code: Code.InvalidArgument, reason: "BAD_REQUEST" });
-      expect(failure.fields).to.have.members([
-        "request_id",
-        "sku",
-        "name",
-        "initial_on_hand",
+      expect(failure.fields).to.have.members(["request_id", "sku", "name", "initial_on_hand"]);
+      const policyFailure = await failureOf(client.createSku({ requestId: "good-id-bad-policy", sku: "BAD-POLICY", name: "Bad policy", policy }));
+      expect(policyFailure).to.include({ code: Code.InvalidArgument, reason: "BAD_REQUEST" });
+      expect(policyFailure.fields).to.have.members([
         "policy.max_units_per_customer",
         "policy.default_locking_strategy",
         "policy.default_hold_ttl",
@@ -180,7 +175,8 @@ describe("reservation-service: catalog and stock", () => {
         "policy.max_waitlist_length",
         "policy.waitlist_promotion_policy",
       ]);
-      expect((await query(knex, `SELECT 1 FROM idempotency_records WHERE request_id = 'bad id with spaces'`)).length).to.equal(0);
+      expect((await query(knex, `SELECT 1 FROM idempotency_records WHERE request_id IN ('bad id with spaces', 'good-id-bad-policy')`)).length).to.equal(0);
+      expect(await skuRow("BAD-POLICY")).to.equal(undefined);
     });
 
     it("refuses a rate limit with a window but no attempts, or out of range", async () => {
@@ -404,7 +400,7 @@ describe("reservation-service: catalog and stock", () => {
         versionAfter: 2n,
         reason: "cycle count",
         requestId: "adjust-delta",
-        actor: "admin:anonymous",
+        actor: "admin:test-admin",
       });
       const removed = await adjust("ADJ-DELTA", { case: "delta", value: -15n });
       expect(removed.availability).to.include({ onHand: 0n, version: 3n });
@@ -483,7 +479,7 @@ describe("reservation-service: catalog and stock", () => {
       );
       expect(negative.fields).to.have.members(["on_hand", "expected_version"]);
       const none = await failureOf(client.adjustStock({ requestId: rid("bad"), sku: "ADJ-BAD", reason: "x" }));
-      expect(none.fields).to.deep.equal(["delta"]);
+      expect(none.fields).to.deep.equal(["change"]); // the oneof
       const huge = await failureOf(adjust("ADJ-BAD", { case: "delta", value: 1_000_000_001n }));
       expect(huge.fields).to.deep.equal(["delta"]);
       const version = (await client.getSku({ sku: "ADJ-BAD" })).sku?.availability;

@@ -63,7 +63,30 @@ describe("configuration", () => {
     expect(missing.join("\n")).to.match(/GRPC_TLS_CERT_FILE: file does not exist/).and.match(/GRPC_TLS_KEY_FILE: file does not exist/);
   });
 
+  it("bearer tokens: one key source at most, a long enough secret (never echoed), key files that exist", () => {
+    const both = problemsOf(() => loadReservationServiceConfig({ DATABASE_URL, AUTH_JWT_SECRET: "x".repeat(40), AUTH_JWKS_FILE: "/etc/hostname" }));
+    expect(both.join("\n")).to.match(/AUTH_JWKS_FILE: set only one of AUTH_JWT_SECRET, AUTH_JWKS_FILE/);
+    const short = problemsOf(() => loadExpiryWorkerConfig({ DATABASE_URL, AUTH_JWT_SECRET: "hunter2-hunter2" }));
+    expect(short.join("\n")).to.match(/AUTH_JWT_SECRET: must be at least 32 bytes/).and.not.include("hunter2");
+    const missing = problemsOf(() => loadReservationServiceConfig({ DATABASE_URL, AUTH_JWT_PUBLIC_KEY_FILE: "/no/such/key.pem" }));
+    expect(missing.join("\n")).to.match(/AUTH_JWT_PUBLIC_KEY_FILE: file does not exist/);
+    // Outside production, no key means the development secret file.
+    expect(loadReservationServiceConfig({ DATABASE_URL }).auth).to.deep.equal({
+      key: { kind: "development-secret-file", file: ".holdfast/dev-jwt-secret" },
+      issuer: "holdfast",
+      audience: "holdfast",
+      clockToleranceS: 30,
+    });
+  });
+
   for (const service of ["reservation-service", "expiry-worker"] as const) {
+    it(`${service} refuses to start in production without a token verification key, and says which variables to set`, async () => {
+      const result = await runServiceToExit(service, { NODE_ENV: "production", DATABASE_URL, GRPC_PORT: "0", HTTP_PORT: "0", WORKER_GRPC_PORT: "0", WORKER_HTTP_PORT: "0" });
+      expect(result.code).to.equal(EXIT_CONFIG);
+      expect(result.stderr).to.include("AUTH_JWT_SECRET: a token verification key is required when NODE_ENV=production");
+      expect(result.stderr).to.include("AUTH_JWT_PUBLIC_KEY_FILE").and.include("AUTH_JWKS_FILE");
+    });
+
     it(`${service} refuses to start on bad configuration, saying why, before touching anything`, async () => {
       const result = await runServiceToExit(service, { GRPC_PORT: "abc", WORKER_GRPC_PORT: "abc", LOG_LEVEL: "loud" });
       expect(result.code).to.equal(EXIT_CONFIG);

@@ -13,6 +13,7 @@ import type { Knex } from "knex";
 import { rejectionOf } from "../support/assertions.js";
 import { createTestDatabase, type TestDatabase } from "../support/database.js";
 import { startService, type ServiceProcess } from "../support/processes.js";
+import { testCaller } from "../support/auth.js";
 
 type Grpc = GrpcJsClient<typeof InventoryReservationService>;
 const rid = (label: string) => `${label}-${randomUUID()}`;
@@ -25,7 +26,7 @@ function serviceFixture(label: string, env: NodeJS.ProcessEnv, sku: string) {
     fx.db = await createTestDatabase(label);
     fx.sql = createKnex({ url: fx.db.url, poolMax: 3 });
     fx.svc = await startService("reservation-service", fx.db.url, env);
-    fx.client = createGrpcJsClient(InventoryReservationService, fx.svc.grpcAddress);
+    fx.client = createGrpcJsClient(InventoryReservationService, fx.svc.grpcAddress, undefined, testCaller);
     await fx.client.createSku({ requestId: rid("sku"), sku, name: sku, initialOnHand: 10n });
   });
   after(async () => {
@@ -61,7 +62,8 @@ describe("reservation-service: edges of idempotency and locking", () => {
     // The identical request, and other RPCs under the same id: all refused, naming the reservation.
     for (const call of [
       () => fx.client.createHold({ requestId, customerId: "c-1", lines: [{ sku: "EDGE-A", quantity: 1 }] }),
-      () => fx.client.adjustStock({ requestId, sku: "EDGE-A", change: { case: "delta", value: 3n }, reason: "restock" }),
+      // (Request ids are scoped per caller: these are all the checkout service's RPCs.)
+      () => fx.client.createAllocation({ requestId, customerId: "c-1", lines: [{ sku: "EDGE-A", quantity: 1 }] }),
       () => fx.client.releaseHold({ requestId, reservationId: hold.reservation!.id }),
     ]) {
       const failure = await failureOf(call());
@@ -202,5 +204,40 @@ describe("reservation-service: OPTIMISTIC compare-and-set", () => {
     const failure = await failureOf(call!);
     expect(failure.code).to.equal(Code.FailedPrecondition);
     expect(failure.findDetails(ErrorInfoSchema)[0]?.reason).to.equal("INSUFFICIENT_STOCK");
+  });
+});
+
+describe("reservation-service: a caller's deadline bounds the work done for it", () => {
+  // Lock waits far longer than the caller's deadline: only the deadline can end the call.
+  const fx = serviceFixture("deadlines", { LOCK_TIMEOUT_MS: "20000" }, "EDGE-D");
+
+  it("a hold whose caller's deadline passed while it waited for a lock is rolled back, not committed for nobody; a retry with the same request_id makes it once", async () => {
+    const requestId = rid("late");
+    const stockBefore = await query(fx.sql, `SELECT on_hand, reserved, version FROM inventory WHERE sku_code = 'EDGE-D'`);
+    const blocker = await fx.sql.transaction();
+    let retried: Awaited<ReturnType<Grpc["createHold"]>> | undefined;
+    try {
+      await query(blocker, `SELECT 1 FROM inventory WHERE sku_code = 'EDGE-D' FOR UPDATE`);
+      const late = await failureOf(fx.client.createHold({ requestId, customerId: "c-late", lines: [{ sku: "EDGE-D", quantity: 1 }] }, { timeoutMs: 300 }));
+      expect(late.code).to.equal(Code.DeadlineExceeded);
+      // The server's transaction is still parked on the lock. The retry below queues behind
+      // it on the request id's claim, so it answers only after the first one has ended.
+      const retry = fx.client.createHold({ requestId, customerId: "c-late", lines: [{ sku: "EDGE-D", quantity: 1 }] }, { timeoutMs: 15_000 });
+      // Nothing is committed while the lock is held.
+      expect(await query(fx.sql, `SELECT id FROM reservations WHERE request_id = ?`, [requestId])).to.have.length(0);
+      await blocker.commit();
+      retried = await retry;
+    } finally {
+      if (!blocker.isCompleted()) await blocker.rollback();
+    }
+    // Exactly one hold for the request id, made by the retry (not a replay of the abandoned one).
+    expect(retried.replayed).to.equal(false);
+    const rows = await query<{ id: string }>(fx.sql, `SELECT id FROM reservations WHERE request_id = ?`, [requestId]);
+    expect(rows.map((r) => r.id)).to.deep.equal([retried.reservation!.id]);
+    const [after] = await query<{ reserved: string; version: string }>(fx.sql, `SELECT reserved, version FROM inventory WHERE sku_code = 'EDGE-D'`);
+    expect(Number(after!.reserved)).to.equal(Number((stockBefore[0] as { reserved: string }).reserved) + 1);
+    // One counter change: the abandoned attempt left no trace in the ledger.
+    const events = await query(fx.sql, `SELECT id FROM audit_events WHERE sku_code = 'EDGE-D' AND operation = 'HOLD_CREATED'`);
+    expect(events).to.have.length(1);
   });
 });

@@ -5,6 +5,7 @@ import { createGrpcJsClient } from "@holdfast/runtime";
 import { createTestDatabase, type TestDatabase } from "../support/database.js";
 import { startService, type ServiceProcess } from "../support/processes.js";
 import { listServices } from "../support/reflection.js";
+import { testCaller } from "../support/auth.js";
 
 const SERVICE = "holdfast.worker.v1.ExpiryWorkerService";
 
@@ -36,7 +37,7 @@ describe("expiry-worker: process, health, reflection, metrics", () => {
   });
 
   it("answers GetWorkerStatus with its own id", async () => {
-    const client = createGrpcJsClient(ExpiryWorkerService, worker.grpcAddress);
+    const client = createGrpcJsClient(ExpiryWorkerService, worker.grpcAddress, undefined, testCaller);
     try {
       expect((await client.getWorkerStatus({})).status?.workerId).to.equal("test-worker-1");
     } finally {

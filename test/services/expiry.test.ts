@@ -17,6 +17,7 @@ import { assertInvariants } from "../support/invariants.js";
 import { startService, type ServiceProcess } from "../support/processes.js";
 import { seedHolds } from "../support/seed.js";
 import { until } from "../support/wait.js";
+import { testCaller } from "../support/auth.js";
 
 const WORKER_ID = "expiry-test-a";
 
@@ -50,8 +51,8 @@ describe("expiry-worker: expiring holds", function () {
       RECONCILIATION_INTERVAL_MS: "0",
       SNAPSHOT_INTERVAL_MS: "0",
     });
-    inventory = createGrpcJsClient(InventoryReservationService, service.grpcAddress);
-    ops = createGrpcJsClient(ExpiryWorkerService, worker.grpcAddress);
+    inventory = createGrpcJsClient(InventoryReservationService, service.grpcAddress, undefined, testCaller);
+    ops = createGrpcJsClient(ExpiryWorkerService, worker.grpcAddress, undefined, testCaller);
     await until("the worker to listen for expiries", async () => (await ops.getWorkerStatus({})).status?.listening === true);
   });
 

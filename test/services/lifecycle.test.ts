@@ -21,10 +21,12 @@ import { rejectionOf } from "../support/assertions.js";
 import { createTestDatabase, type TestDatabase } from "../support/database.js";
 import { assertInvariants } from "../support/invariants.js";
 import { startService, type ServiceProcess } from "../support/processes.js";
+import { testCaller, testCallerInterceptor } from "../support/auth.js";
 
 const DOMAIN = "holdfast.inventory.v1";
 /** Until authentication lands every caller is this principal (core/context.ts). */
-const ACTOR = "admin:anonymous";
+/** Holds and allocations are made by the checkout service (testCaller's service token). */
+const ACTOR = "service:test-checkout";
 /** Server hold bounds of the process under test (small, so lifetime limits are reachable). */
 const SERVER_ENV = { HOLD_TTL_MAX_MS: "60000", MAX_HOLD_LIFETIME_MS: "90000", LOCK_TIMEOUT_MS: "10000" };
 
@@ -99,8 +101,8 @@ describe("reservation lifecycle over gRPC (real process, no sweeper)", function 
     db = await createTestDatabase("lifecycle");
     svc = await startService("reservation-service", db.url, SERVER_ENV);
     knex = createKnex({ url: db.url, poolMax: 4 });
-    grpc = createGrpcJsClient(InventoryReservationService, svc.grpcAddress);
-    connect = createClient(InventoryReservationService, createConnectTransport({ baseUrl: svc.httpUrl, httpVersion: "1.1" }));
+    grpc = createGrpcJsClient(InventoryReservationService, svc.grpcAddress, undefined, testCaller);
+    connect = createClient(InventoryReservationService, createConnectTransport({ baseUrl: svc.httpUrl, httpVersion: "1.1", interceptors: [testCallerInterceptor] }));
   });
   after(async () => {
     grpc?.close();
@@ -916,6 +918,18 @@ describe("reservation lifecycle over gRPC (real process, no sweeper)", function 
       });
     }
 
+    it("a ttl outside the server's bounds is INVALID_ARGUMENT whatever the hold's state (a RELEASED hold too), and is not recorded", async () => {
+      const sku = code("EXT-TTL-STATE");
+      await seedSku(sku, 10);
+      const held = await hold([{ sku, quantity: 1 }], 10);
+      await grpc.releaseHold({ requestId: rid("release"), reservationId: held.id });
+      const requestId = rid("extend-released");
+      await expectFailure(grpc.extendHold({ requestId, reservationId: held.id, ttl: secs(61) }), Code.InvalidArgument, "TTL_OUT_OF_RANGE");
+      expect(await idempotencyRecords(requestId)).to.equal(0);
+      // With a valid ttl the same hold answers its state.
+      await expectFailure(grpc.extendHold({ requestId, reservationId: held.id, ttl: secs(20) }), Code.FailedPrecondition, "INVALID_TRANSITION");
+    });
+
     it("a ttl above the SKU's max_hold_ttl → TTL_OUT_OF_RANGE naming the SKU; at the bound it succeeds", async () => {
       const sku = code("EXT-SKUMAX");
       await seedSku(sku, 10, { maxHoldTtlS: 20 });
@@ -992,7 +1006,7 @@ describe("reservation lifecycle over gRPC (real process, no sweeper)", function 
 
     it("MAX_HOLD_LIFETIME_MS bounds the lifetime of a hold on a SKU without policy (second process, 60 s lifetime)", async () => {
       const second = await startService("reservation-service", db.url, { HOLD_TTL_MAX_MS: "60000", MAX_HOLD_LIFETIME_MS: "60000" });
-      const client = createGrpcJsClient(InventoryReservationService, second.grpcAddress);
+      const client = createGrpcJsClient(InventoryReservationService, second.grpcAddress, undefined, testCaller);
       try {
         const sku = code("EXT-SERVER");
         await seedSku(sku, 10);

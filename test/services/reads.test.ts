@@ -23,6 +23,7 @@ import { applyCounterChanges, createKnex, query, type CounterChange } from "@hol
 import { createTestDatabase, type TestDatabase } from "../support/database.js";
 import { startService, type ServiceProcess } from "../support/processes.js";
 import { rejectionOf, rpcFailureOf } from "../support/assertions.js";
+import { testCaller } from "../support/auth.js";
 
 type Client = GrpcJsClient<typeof InventoryReservationService>;
 type ListRequest = Omit<Parameters<Client["listReservations"]>[0], "pageSize" | "pageToken" | "$typeName">;
@@ -198,7 +199,7 @@ describe("reservation-service: reads", function () {
     db = await createTestDatabase("reads");
     svc = await startService("reservation-service", db.url);
     knex = createKnex({ url: db.url, poolMax: 2 });
-    client = createGrpcJsClient(InventoryReservationService, svc.grpcAddress);
+    client = createGrpcJsClient(InventoryReservationService, svc.grpcAddress, undefined, testCaller);
     fx = new Fixture(knex);
     await fx.sku("R-A", 1000);
     await fx.sku("R-B", 1000);
@@ -677,7 +678,7 @@ describe("reservation-service: CheckConsistency", function () {
     db = await createTestDatabase("consistency");
     svc = await startService("reservation-service", db.url, { OVERDUE_HOLD_GRACE_MS: "60000" });
     knex = createKnex({ url: db.url, poolMax: 2 });
-    client = createGrpcJsClient(InventoryReservationService, svc.grpcAddress);
+    client = createGrpcJsClient(InventoryReservationService, svc.grpcAddress, undefined, testCaller);
     fx = new Fixture(knex);
   });
   after(async () => {

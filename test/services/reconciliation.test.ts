@@ -30,6 +30,7 @@ import { createTestDatabase, type TestDatabase } from "../support/database.js";
 import { assertInvariants, checkConsistencyClean } from "../support/invariants.js";
 import { startService, type ServiceProcess } from "../support/processes.js";
 import { until } from "../support/wait.js";
+import { testCaller } from "../support/auth.js";
 
 type Inventory = GrpcJsClient<typeof InventoryReservationService>;
 type Worker = GrpcJsClient<typeof ExpiryWorkerService>;
@@ -122,8 +123,8 @@ describe("expiry-worker: reconciliation", function () {
       startService("expiry-worker", db.url, { ...WORKER_ENV, WORKER_ID: "recon-w1" }),
     ]);
     knex = createKnex({ url: db.url, poolMax: 4 });
-    inv = createGrpcJsClient(InventoryReservationService, svc.grpcAddress);
-    work = createGrpcJsClient(ExpiryWorkerService, worker.grpcAddress);
+    inv = createGrpcJsClient(InventoryReservationService, svc.grpcAddress, undefined, testCaller);
+    work = createGrpcJsClient(ExpiryWorkerService, worker.grpcAddress, undefined, testCaller);
 
     for (const sku of SKUS) await inv.createSku({ requestId: rid("sku"), sku, name: `Item ${sku}`, initialOnHand: 100n });
     for (const [i, sku] of SKUS.entries()) {
@@ -163,7 +164,7 @@ describe("expiry-worker: reconciliation", function () {
       repairedCount: 0n,
       error: "",
       workerId: "recon-w1",
-      requestedBy: "admin:anonymous",
+      requestedBy: "admin:test-admin",
       requestId,
     });
     expect(r.skus).to.deep.equal([]);
@@ -538,7 +539,7 @@ describe("expiry-worker: reconciliation", function () {
       RECONCILIATION_LEASE_MS: "1500",
       HEARTBEAT_INTERVAL_MS: "300",
     });
-    const client = createGrpcJsClient(ExpiryWorkerService, second.grpcAddress);
+    const client = createGrpcJsClient(ExpiryWorkerService, second.grpcAddress, undefined, testCaller);
     await query(knex, `UPDATE inventory SET allocated = allocated + 1 WHERE sku_code = 'RC-022'`);
     const blocker = await knex.transaction();
     let runId: string;
@@ -589,7 +590,7 @@ describe("expiry-worker: scheduled reconciliation", function () {
 
   it("two replicas make one SCHEDULED run per interval, in the configured mode", async function () {
     this.timeout(60_000);
-    const inv = createGrpcJsClient(InventoryReservationService, svc.grpcAddress);
+    const inv = createGrpcJsClient(InventoryReservationService, svc.grpcAddress, undefined, testCaller);
     for (const sku of ["SC-1", "SC-2", "SC-3"]) await inv.createSku({ requestId: rid("sku"), sku, name: sku, initialOnHand: 20n });
     await inv.createHold({ requestId: rid("hold"), customerId: "s-1", lines: [{ sku: "SC-2", quantity: 4 }] });
     await query(knex, `UPDATE inventory SET reserved = reserved + 2 WHERE sku_code = 'SC-2'`);
@@ -611,7 +612,7 @@ describe("expiry-worker: scheduled reconciliation", function () {
         );
         return found.length >= 3 && found.slice(0, 3).every((r) => r.status !== "RUNNING") ? found : undefined;
       }, 30_000);
-      const status = createGrpcJsClient(ExpiryWorkerService, workers[0].grpcAddress);
+      const status = createGrpcJsClient(ExpiryWorkerService, workers[0].grpcAddress, undefined, testCaller);
       try {
         const { status: s } = await status.getWorkerStatus({});
         expect(s!.reconciliationInterval).to.deep.include({ seconds: 1n, nanos: 500_000_000 });

@@ -10,8 +10,11 @@ import { createTestDatabase, type TestDatabase } from "../support/database.js";
 import { startService, type ServiceProcess } from "../support/processes.js";
 import { filesContaining, listServices } from "../support/reflection.js";
 import { rpcFailureOf } from "../support/assertions.js";
+import { bearer, testCaller, testCallerInterceptor, token } from "../support/auth.js";
 
 const SERVICE = "holdfast.inventory.v1.InventoryReservationService";
+/** A well-formed request of an RPC not implemented yet (a malformed one is INVALID_ARGUMENT first). */
+const FLASH_SALE_REPORT = { sku: "ANY-SKU", startTime: { seconds: 1_700_000_000n } };
 const ALLOWED_ORIGIN = "https://shop.example.com";
 
 describe("reservation-service: process, transports, health, reflection, CORS", () => {
@@ -78,9 +81,9 @@ describe("reservation-service: process, transports, health, reflection, CORS", (
   });
 
   it("answers UNIMPLEMENTED to a @grpc/grpc-js client, with a machine-readable reason", async () => {
-    const client = createGrpcJsClient(InventoryReservationService, svc.grpcAddress);
+    const client = createGrpcJsClient(InventoryReservationService, svc.grpcAddress, undefined, testCaller);
     try {
-      const failure = await rpcFailureOf(client.getFlashSaleReport({}));
+      const failure = await rpcFailureOf(client.getFlashSaleReport(FLASH_SALE_REPORT));
       expect(failure).to.include({ code: Code.Unimplemented, reason: "NOT_IMPLEMENTED" });
       expect(failure.message).to.include("GetFlashSaleReport");
     } finally {
@@ -89,8 +92,8 @@ describe("reservation-service: process, transports, health, reflection, CORS", (
   });
 
   it("answers UNIMPLEMENTED to Connect's gRPC transport on the gRPC port (HTTP/2)", async () => {
-    const client = createClient(InventoryReservationService, createGrpcTransport({ baseUrl: `http://${svc.grpcAddress}` }));
-    expect(await rpcFailureOf(client.getFlashSaleReport({}))).to.include({ code: Code.Unimplemented, reason: "NOT_IMPLEMENTED" });
+    const client = createClient(InventoryReservationService, createGrpcTransport({ baseUrl: `http://${svc.grpcAddress}`, interceptors: [testCallerInterceptor] }));
+    expect(await rpcFailureOf(client.getFlashSaleReport(FLASH_SALE_REPORT))).to.include({ code: Code.Unimplemented, reason: "NOT_IMPLEMENTED" });
   });
 
   for (const [protocol, makeTransport] of [
@@ -98,14 +101,14 @@ describe("reservation-service: process, transports, health, reflection, CORS", (
     ["gRPC-Web", createGrpcWebTransport],
   ] as const) {
     it(`answers UNIMPLEMENTED to a ${protocol} client over HTTP/1.1 on the HTTP port`, async () => {
-      const client = createClient(InventoryReservationService, makeTransport({ baseUrl: svc.httpUrl, httpVersion: "1.1" }));
-      expect(await rpcFailureOf(client.getFlashSaleReport({}))).to.include({ code: Code.Unimplemented, reason: "NOT_IMPLEMENTED" });
+      const client = createClient(InventoryReservationService, makeTransport({ baseUrl: svc.httpUrl, httpVersion: "1.1", interceptors: [testCallerInterceptor] }));
+      expect(await rpcFailureOf(client.getFlashSaleReport(FLASH_SALE_REPORT))).to.include({ code: Code.Unimplemented, reason: "NOT_IMPLEMENTED" });
     });
   }
 
   it("ends a server stream with UNIMPLEMENTED on both ports", async () => {
-    const grpcClient = createGrpcJsClient(InventoryReservationService, svc.grpcAddress);
-    const connectClient = createClient(InventoryReservationService, createConnectTransport({ baseUrl: svc.httpUrl, httpVersion: "1.1" }));
+    const grpcClient = createGrpcJsClient(InventoryReservationService, svc.grpcAddress, undefined, testCaller);
+    const connectClient = createClient(InventoryReservationService, createConnectTransport({ baseUrl: svc.httpUrl, httpVersion: "1.1", interceptors: [testCallerInterceptor] }));
     const drain = async (stream: AsyncIterable<unknown>) => {
       for await (const _ of stream) {
         // no messages expected
@@ -125,7 +128,8 @@ describe("reservation-service: process, transports, health, reflection, CORS", (
     const base = `http://${svc.grpcAddress}`;
     const listed = await run(buf, ["curl", "--http2-prior-knowledge", "--protocol", "grpc", "--list-methods", base]);
     expect(listed.stdout).to.include(`${SERVICE}/CreateHold`);
-    const call = await run(buf, ["curl", "--http2-prior-knowledge", "--protocol", "grpc", "-d", "{}", `${base}/${SERVICE}/GetSku`]).catch(
+    const authorization = `authorization: Bearer ${await token("service")}`;
+    const call = await run(buf, ["curl", "--http2-prior-knowledge", "--protocol", "grpc", "-H", authorization, "-d", "{}", `${base}/${SERVICE}/GetSku`]).catch(
       (err: { stdout: string; stderr: string }) => err,
     );
     // A real answer from the implementation: the empty request lacks its SKU code.
@@ -160,7 +164,7 @@ describe("reservation-service: process, transports, health, reflection, CORS", (
     it("lets an allowed origin read the response of a real call", async () => {
       const response = await fetch(`${svc.httpUrl}/${SERVICE}/GetSku`, {
         method: "POST",
-        headers: { Origin: ALLOWED_ORIGIN, "Content-Type": "application/json", "Connect-Protocol-Version": "1" },
+        headers: { Origin: ALLOWED_ORIGIN, "Content-Type": "application/json", "Connect-Protocol-Version": "1", ...bearer(await token("customer", "alice")) },
         body: "{}",
       });
       expect(response.headers.get("access-control-allow-origin")).to.equal(ALLOWED_ORIGIN);

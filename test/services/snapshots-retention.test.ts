@@ -16,6 +16,7 @@ import { rpcFailureOf } from "../support/assertions.js";
 import { createTestDatabase, type TestDatabase } from "../support/database.js";
 import { startService, type ServiceProcess } from "../support/processes.js";
 import { until } from "../support/wait.js";
+import { testCaller } from "../support/auth.js";
 
 /** The advisory lock every snapshot pass takes: ('Hold', 'Snap') (expiry-worker core/snapshots.ts). */
 const SNAPSHOT_LOCK = [0x486f6c64, 0x536e6170] as const;
@@ -66,7 +67,7 @@ describe("expiry-worker: snapshots, retention and replicas (real processes)", fu
 
   async function startWorker(id: string, env: NodeJS.ProcessEnv = {}): Promise<Worker> {
     const proc = await startService("expiry-worker", db.url, { ...WORKER_ENV, WORKER_ID: id, ...env });
-    const worker = { process: proc, client: createGrpcJsClient(ExpiryWorkerService, proc.grpcAddress) };
+    const worker = { process: proc, client: createGrpcJsClient(ExpiryWorkerService, proc.grpcAddress, undefined, testCaller) };
     started.push(worker);
     return worker;
   }
@@ -108,7 +109,7 @@ describe("expiry-worker: snapshots, retention and replicas (real processes)", fu
     db = await createTestDatabase("snapshots_retention");
     svc = await startService("reservation-service", db.url);
     knex = createKnex({ url: db.url, poolMax: 4 });
-    inventory = createGrpcJsClient(InventoryReservationService, svc.grpcAddress);
+    inventory = createGrpcJsClient(InventoryReservationService, svc.grpcAddress, undefined, testCaller);
     for (const sku of SKUS) await inventory.createSku({ requestId: rid("sku"), sku, name: sku, initialOnHand: 100n });
     // Some rows with reserved and allocated units and versions past 1.
     await inventory.createHold({ requestId: rid("hold"), customerId: "cust-1", lines: [{ sku: "snap-1", quantity: 2 }, { sku: "snap-3", quantity: 1 }], ttl: { seconds: 600n } });

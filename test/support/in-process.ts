@@ -30,7 +30,11 @@ export interface InProcessServers {
  * the way the services assemble theirs (instrumented once, served twice), so a
  * test can make an RPC slow, fail or stream and watch what clients and logs see.
  */
-export async function startInProcess(methods: Partial<ServiceImpl<typeof InventoryReservationService>>): Promise<InProcessServers> {
+export async function startInProcess(
+  methods: Partial<ServiceImpl<typeof InventoryReservationService>>,
+  /** Layers between instrumentation and the methods, e.g. authorizeService. */
+  wrap: (impl: ServiceImpl<typeof InventoryReservationService>) => ServiceImpl<typeof InventoryReservationService> = (impl) => impl,
+): Promise<InProcessServers> {
   const logs: Record<string, unknown>[] = [];
   const logger = pino(
     { level: "debug" },
@@ -44,7 +48,7 @@ export async function startInProcess(methods: Partial<ServiceImpl<typeof Invento
   const stopping = new AbortController();
   const impl = instrumentService(
     InventoryReservationService,
-    { ...unimplementedService(InventoryReservationService), ...methods },
+    wrap({ ...unimplementedService(InventoryReservationService), ...methods }),
     { logger, metrics: createMetrics("test"), stopping: stopping.signal },
   );
   const grpc = await startGrpcServer({

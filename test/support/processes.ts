@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
+import { TEST_AUTH_ENV } from "./auth.js";
 
 export type ServiceName = "reservation-service" | "expiry-worker";
 
@@ -51,6 +52,7 @@ function serviceEnv(databaseUrl: string, extra: NodeJS.ProcessEnv): NodeJS.Proce
     DATABASE_URL: databaseUrl,
     LOG_LEVEL: "info",
     SHUTDOWN_GRACE_MS: "5000",
+    ...TEST_AUTH_ENV,
     ...EPHEMERAL_LOOPBACK_PORTS,
     ...extra,
   };

@@ -1,24 +1,21 @@
-/**
- * The authenticated caller. Idempotency keys are scoped per principal, and it is
- * the ledger's actor ("<role>:<subject>").
- */
-export interface Principal {
-  role: "admin" | "service" | "customer";
-  subject: string;
-  /** "<role>:<subject>". */
-  id: string;
-}
+import type { HandlerContext } from "@connectrpc/connect";
+import { principalOf, type Principal } from "./auth.js";
 
-/**
- * Until authentication lands (bearer JWTs, see the contract's AUTHENTICATION),
- * every caller is this one principal, which may do everything an admin may.
- * Only the transport layer resolves principals; the logic below takes one.
- */
-export const ANONYMOUS_PRINCIPAL: Principal = { role: "admin", subject: "anonymous", id: "admin:anonymous" };
+export type { Principal } from "./auth.js";
 
 /** One call: who makes it and when it stops mattering. */
 export interface Call {
+  /** The authenticated caller (see auth.ts). */
   principal: Principal;
   /** Aborts when the caller's deadline passes or it goes away. */
   signal: AbortSignal;
+}
+
+/**
+ * The Call of an RPC, from its HandlerContext: the only place the logic below
+ * the transports learns who called. The service must have been wrapped with
+ * `authorizeService`, otherwise this throws (fails closed).
+ */
+export function callOf(context: HandlerContext): Call {
+  return { principal: principalOf(context), signal: context.signal };
 }

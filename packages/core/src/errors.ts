@@ -5,7 +5,7 @@
  */
 import { Code, type ConnectError } from "@connectrpc/connect";
 import { ErrorReason } from "@holdfast/contracts";
-import { BadRequestSchema, PreconditionFailureSchema, ResourceInfoSchema, RetryInfoSchema } from "@holdfast/contracts/rpc";
+import { BadRequestSchema, PreconditionFailureSchema, QuotaFailureSchema, ResourceInfoSchema, RetryInfoSchema } from "@holdfast/contracts/rpc";
 import { rpcError } from "@holdfast/runtime";
 import { skuOrder } from "@holdfast/schema";
 
@@ -208,11 +208,24 @@ export function invalidPageToken(why: string): ConnectError {
 }
 
 export function invalidUpdateMask(index: number, path: string, why: string): ConnectError {
-  return rpcError(Code.InvalidArgument, ErrorReason.INVALID_UPDATE_MASK, `update_mask.paths[${index}] "${path}": ${why}`, {
+  // The caller's path is quoted, but never more than a field name's worth of it.
+  const quoted = path.length > 64 ? `${path.slice(0, 64)}…` : path;
+  return rpcError(Code.InvalidArgument, ErrorReason.INVALID_UPDATE_MASK, `update_mask.paths[${index}] "${quoted}": ${why}`, {
     details: [badRequestField(`update_mask.paths[${index}]`, why)],
   });
 }
 
 export function notImplementedFeature(feature: string, message: string): ConnectError {
   return rpcError(Code.Unimplemented, ErrorReason.NOT_IMPLEMENTED, message, { metadata: { feature } });
+}
+
+/** RESOURCE_EXHAUSTED / TOO_MANY_STREAMS: the caller has `limit` open streams on this replica already. */
+export function tooManyStreams(subject: string, limit: number): ConnectError {
+  return rpcError(Code.ResourceExhausted, ErrorReason.TOO_MANY_STREAMS, `${subject} has ${limit} open streams, the most allowed; close one first`, {
+    metadata: { limit: String(limit) },
+    details: [
+      { desc: QuotaFailureSchema, value: { violations: [{ subject, description: `at most ${limit} open streams per caller` }] } },
+      retryAfter(1000),
+    ],
+  });
 }

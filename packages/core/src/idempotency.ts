@@ -83,9 +83,16 @@ const COMPLETE = `UPDATE idempotency_records SET state = 'COMPLETED', status_cod
 const completeParams = (key: IdempotencyKey, statusCode: number, response: Uint8Array) => [statusCode, Buffer.from(response), key.caller, key.requestId];
 
 export class Idempotency {
+  /**
+   * @param signal the call's: once it aborts (deadline passed, client gone) no new
+   *   transaction starts, and one in progress rolls back instead of committing, so
+   *   nobody's abandoned request takes stock. A commit that races the abort stands and
+   *   is replayed to a retry with the same request id.
+   */
   constructor(
     private readonly db: Knex,
     private readonly windowMs: number,
+    private readonly signal?: AbortSignal,
   ) {}
 
   /**
@@ -96,6 +103,7 @@ export class Idempotency {
   async run<D extends DescMessage>(key: IdempotencyKey, schema: D, work: Work<MessageShape<D>>): Promise<MessageShape<D>> {
     type R = MessageShape<D>;
     for (let attempt = 0; ; attempt++) {
+      this.signal?.throwIfAborted();
       let outcome: { kind: "done"; value: R | Refusal } | { kind: "exists" };
       try {
         outcome = await this.db.transaction(async (trx) => {
@@ -115,6 +123,8 @@ export class Idempotency {
             },
           };
           const value = await work(trx, claimed);
+          // The caller gave up while we worked: roll back rather than commit for nobody.
+          this.signal?.throwIfAborted();
           if (value instanceof Refusal) await query(trx, COMPLETE, completeParams(key, value.error.code, encodeError(value.error)));
           else if (!recorded) await claimed.record(value);
           return { kind: "done", value } as const;

@@ -4,6 +4,7 @@
  * which business error answers what (errors.proto), how a request_id makes a call
  * idempotent, how pages are tokenised and how stored values become contract values.
  */
+export * from "./auth.js";
 export * from "./call.js";
 export * from "./errors.js";
 export * from "./validate.js";

@@ -1,24 +1,18 @@
 /**
- * Input checks shared by every RPC: each collects every violation of a request (one
- * BadRequest listing all bad fields), then refuses it before anything is read or
- * written. The limits are the contract's (proto comments), exported by
- * @holdfast/schema so that they also match the database's CHECKs.
+ * Input checks that the contract's annotations cannot make: each RPC collects every
+ * violation of a request (one BadRequest listing all bad fields), then refuses it
+ * before anything is read or written.
+ *
+ * The static limits of request fields (identifiers, ranges, lengths, list sizes, enum
+ * values, required fields) are declared in proto/ as protovalidate annotations and
+ * checked before a handler runs (@holdfast/runtime validateService); what is left here
+ * is what depends on the caller, on settings, on other fields or on stored state, the
+ * well-formedness of Duration and Timestamp values, and the fields of messages that
+ * are also resources (Sku, SkuPolicy), which carry no annotations.
  */
 import { durationMs, type Duration, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { invalidArgument, type FieldViolation } from "@holdfast/runtime";
-import {
-  CUSTOMER_ID_MAX_LENGTH,
-  PAGE_SIZE_DEFAULT,
-  PAGE_SIZE_MAX,
-  QUANTITY_MAX,
-  REASON_MAX_LENGTH,
-  REQUEST_ID_MAX_LENGTH,
-  UUID_PATTERN,
-  isValidCustomerId,
-  isValidQuantity,
-  isValidRequestId,
-  isValidSkuCode,
-} from "@holdfast/schema";
+import { PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX, isValidSkuCode } from "@holdfast/schema";
 
 export class Violations {
   readonly list: FieldViolation[] = [];
@@ -33,55 +27,14 @@ export class Violations {
     if (this.list.length > 0) throw invalidArgument(this.list);
   }
 
-  requestId(field: string, value: string): this {
-    if (value === "") return this.add(field, "is required");
-    if (!isValidRequestId(value)) return this.add(field, `must be 1-${REQUEST_ID_MAX_LENGTH} characters of A-Z a-z 0-9 . _ : -`);
-    return this;
+  /** A field whose presence depends on the caller (e.g. customer_id for a service caller). */
+  required(field: string, value: string): this {
+    return value === "" ? this.add(field, "is required") : this;
   }
 
   sku(field: string, value: string, required = true): this {
     if (value === "") return required ? this.add(field, "is required") : this;
     if (!isValidSkuCode(value)) return this.add(field, "must be a SKU code: 1-64 characters of A-Z a-z 0-9 . _ -, starting with a letter or digit");
-    return this;
-  }
-
-  skuList(field: string, values: readonly string[], min: number, max: number): this {
-    if (values.length < min) this.add(field, `must name at least ${min} SKU${min === 1 ? "" : "s"}`);
-    if (values.length > max) return this.add(field, `must name at most ${max} SKUs`);
-    values.forEach((v, i) => this.sku(`${field}[${i}]`, v));
-    return this;
-  }
-
-  customerId(field: string, value: string, required = true): this {
-    if (value === "") return required ? this.add(field, "is required") : this;
-    if (!isValidCustomerId(value)) return this.add(field, `must be 1-${CUSTOMER_ID_MAX_LENGTH} characters of A-Z a-z 0-9 . _ : @ -`);
-    return this;
-  }
-
-  uuid(field: string, value: string): this {
-    if (value === "") return this.add(field, "is required");
-    if (!UUID_PATTERN.test(value)) return this.add(field, "must be a UUID in canonical lowercase form");
-    return this;
-  }
-
-  optionalUuid(field: string, value: string): this {
-    return value === "" ? this : this.uuid(field, value);
-  }
-
-  quantity(field: string, value: number): this {
-    if (!isValidQuantity(value)) this.add(field, `must be between 1 and ${QUANTITY_MAX}`);
-    return this;
-  }
-
-  reason(field: string, value: string, required: boolean): this {
-    if (required && value.trim() === "") return this.add(field, "is required");
-    if ([...value].length > REASON_MAX_LENGTH) this.add(field, `must be at most ${REASON_MAX_LENGTH} characters`);
-    else if (value.includes("\u0000")) this.add(field, "must not contain NUL characters");
-    return this;
-  }
-
-  pageSize(field: string, value: number): this {
-    if (value < 0) this.add(field, "must not be negative");
     return this;
   }
 

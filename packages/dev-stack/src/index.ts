@@ -2,3 +2,4 @@ export { startEmbeddedPostgres, ensureDatabase, type EmbeddedPostgresOptions, ty
 export { resolveDatabase, type ResolvedDatabase } from "./database.js";
 export { freePort } from "./ports.js";
 export { seedHolds, type SeededHold } from "./seed.js";
+export { mintCallerTokens, callerRole, grpcCaller, connectCaller, type CallerTokens } from "./callers.js";

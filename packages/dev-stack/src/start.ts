@@ -8,7 +8,10 @@ import { fileURLToPath } from "node:url";
 import { prettyFactory } from "pino-pretty";
 import { ConfigError, createLogger } from "@holdfast/runtime";
 import { createKnex, migrateLatest } from "@holdfast/schema";
+import { ROLE_NAMES } from "@holdfast/core";
+import { mintCallerTokens, type CallerTokens } from "./callers.js";
 import { resolveDatabase } from "./database.js";
+import { localAuthSettings, localSigningSecret, withLocalSecretFile } from "./tokens.js";
 
 const logger = createLogger("dev-stack", "info");
 const pretty = process.stdout.isTTY ? prettyFactory({ colorize: true, translateTime: "HH:MM:ss.l", ignore: "pid,hostname" }) : undefined;
@@ -64,7 +67,16 @@ function waitForExit(child: ChildProcess, timeoutMs: number): Promise<void> {
   });
 }
 
-function banner(database: string, reservation: Record<string, unknown>, worker: Record<string, unknown>): string {
+function banner(database: string, reservation: Record<string, unknown>, worker: Record<string, unknown>, tokens: CallerTokens | undefined): string {
+  const tokenLines =
+    tokens === undefined
+      ? ["Tokens: the services verify with a public key; use tokens from your identity provider."]
+      : [
+          `Bearer tokens (valid ${TOKEN_TTL_HOURS} h; more with: npm run -s token -- --role customer --sub alice):`,
+          ...ROLE_NAMES.map((role) => `  ${role.padEnd(9)} ${tokens[role]}`),
+          `  e.g. grpcurl -plaintext -H "authorization: Bearer <service token>" -d '{"skus":["SKU-1"]}' \\`,
+          `         ${reservation.grpc} holdfast.inventory.v1.InventoryReservationService/GetAvailability`,
+        ];
   return [
     "",
     "Holdfast is running",
@@ -73,9 +85,20 @@ function banner(database: string, reservation: Record<string, unknown>, worker: 
     `  expiry-worker        gRPC           ${worker.grpc}`,
     `                       metrics        ${worker.http}/metrics`,
     `  database             ${database}`,
+    ...tokenLines,
     "Press Ctrl-C to stop.",
     "",
   ].join("\n");
+}
+
+const TOKEN_TTL_HOURS = 12;
+
+/** One token per role for the banner, signed with the key the services will verify with. */
+async function bannerTokens(env: NodeJS.ProcessEnv): Promise<CallerTokens | undefined> {
+  const settings = localAuthSettings(env);
+  const secret = localSigningSecret(settings);
+  if (secret === undefined) return undefined;
+  return mintCallerTokens(secret, { issuer: settings.issuer, audience: settings.audience, ttlSeconds: TOKEN_TTL_HOURS * 3600 });
 }
 
 async function main(): Promise<void> {
@@ -105,14 +128,14 @@ async function main(): Promise<void> {
   if (stopping) return;
 
   // Local development listens on loopback unless told otherwise.
-  const env = {
+  const env = withLocalSecretFile({
     GRPC_HOST: "127.0.0.1",
     HTTP_HOST: "127.0.0.1",
     WORKER_GRPC_HOST: "127.0.0.1",
     WORKER_HTTP_HOST: "127.0.0.1",
     ...process.env,
     DATABASE_URL: database.url,
-  };
+  });
   const services = SERVICES.map((s) => launch(s.name, s.entry, env));
   // Services first (each drains on its SIGTERM), the database last.
   stop = async () => {
@@ -129,7 +152,7 @@ async function main(): Promise<void> {
   }
   try {
     const [reservation, worker] = await Promise.all(services.map((s) => s.ready));
-    process.stdout.write(banner(database.description, reservation, worker));
+    process.stdout.write(banner(database.description, reservation, worker, await bannerTokens(env)));
   } catch (err) {
     // A service that dies during start-up has already asked for the stop; a
     // Ctrl-C during start-up too. Either way the stop path reports and exits.

@@ -1,4 +1,6 @@
+import { existsSync } from "node:fs";
 import { z } from "zod";
+import { DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_REQUEST_RECEIVE_TIMEOUT_MS } from "./limits.js";
 
 /**
  * Thrown when the environment does not describe a valid configuration.
@@ -21,10 +23,23 @@ export function loadConfig<S extends z.ZodType>(schema: S, env: NodeJS.ProcessEn
   const problems = result.error.issues.map((issue) => {
     const variable = String(issue.path[0] ?? "(environment)");
     const given = env[variable];
-    const shown = given === undefined ? "not set" : `got ${JSON.stringify(given)}`;
+    const shown = given === undefined ? "not set" : `got ${shownValue(variable, given)}`;
     return `${variable}: ${issue.message} (${shown})`;
   });
   throw new ConfigError(problems);
+}
+
+/** A variable's value as an error message may show it: secrets never, URLs without their password. */
+function shownValue(variable: string, value: string): string {
+  if (/SECRET|PASSWORD/.test(variable)) return `a value of ${value.length} characters (not shown)`;
+  if (URL.canParse(value)) {
+    const url = new URL(value);
+    if (url.password !== "") {
+      url.password = "***";
+      return JSON.stringify(url.toString());
+    }
+  }
+  return JSON.stringify(value);
 }
 
 /**
@@ -55,6 +70,8 @@ export const envVar = {
     decimal(fallback, "must be a whole number of milliseconds (digits only; 0 = off)").pipe(
       z.number().max(max, `must be at most ${max}`),
     ),
+  nonNegativeInt: (fallback: number, max: number) =>
+    decimal(fallback, "must be a whole number (digits only)").pipe(z.number().max(max, `must be at most ${max}`)),
   boolean: (fallback: boolean) =>
     z
       .enum(["true", "false", "1", "0", "yes", "no"], { error: "must be true or false" })
@@ -108,6 +125,21 @@ export const commonEnv = {
   SHUTDOWN_GRACE_MS: envVar.positiveInt(10_000, 600_000),
 };
 
+/**
+ * Limits of the ports every Holdfast service serves (README, docs/security.md
+ * "Resource limits"): HTTP/2 streams per gRPC connection, and how long a
+ * request may take to arrive (gRPC and HTTP/1.1 ports alike).
+ */
+export const serverLimitsEnv = {
+  GRPC_MAX_CONCURRENT_STREAMS: envVar.positiveInt(DEFAULT_MAX_CONCURRENT_STREAMS, 10_000),
+  REQUEST_RECEIVE_TIMEOUT_MS: envVar.positiveInt(DEFAULT_REQUEST_RECEIVE_TIMEOUT_MS, 600_000),
+};
+
+/** The settings of `serverLimitsEnv`, as startGrpcServer / startHttpServer take them. */
+export function serverLimits(env: { GRPC_MAX_CONCURRENT_STREAMS: number; REQUEST_RECEIVE_TIMEOUT_MS: number }) {
+  return { maxConcurrentStreams: env.GRPC_MAX_CONCURRENT_STREAMS, requestReceiveTimeoutMs: env.REQUEST_RECEIVE_TIMEOUT_MS };
+}
+
 /** The database settings of `commonEnv`, as every service passes them to createKnex. */
 export function databaseSettings(env: {
   DATABASE_URL: string;
@@ -123,4 +155,73 @@ export function databaseSettings(env: {
     statementTimeoutMs: env.DATABASE_STATEMENT_TIMEOUT_MS,
     lockTimeoutMs: env.LOCK_TIMEOUT_MS,
   };
+}
+
+/** Where the key that verifies bearer tokens comes from (exactly one). */
+export type VerificationKey =
+  | { kind: "secret"; secret: string }
+  | { kind: "public-key-file"; file: string }
+  | { kind: "jwks-file"; file: string }
+  /** Outside production only: a random HS256 secret kept in this file (created on first use). */
+  | { kind: "development-secret-file"; file: string };
+
+export interface AuthSettings {
+  key: VerificationKey;
+  issuer: string;
+  audience: string;
+  clockToleranceS: number;
+}
+
+/** RFC 7518 §3.2: an HS256 key must be at least as long as the hash. */
+export const MIN_SECRET_BYTES = 32;
+
+/** Bearer-token settings, the same variables for every Holdfast service (docs/security.md). */
+export const authEnv = {
+  AUTH_JWT_SECRET: z
+    .string()
+    .optional()
+    .transform((v) => (v === undefined || v === "" ? undefined : v))
+    .refine((v) => v === undefined || Buffer.byteLength(v) >= MIN_SECRET_BYTES, `must be at least ${MIN_SECRET_BYTES} bytes (e.g. openssl rand -base64 32)`),
+  AUTH_JWT_PUBLIC_KEY_FILE: envVar.optionalFile(),
+  AUTH_JWKS_FILE: envVar.optionalFile(),
+  AUTH_ISSUER: z.string().min(1, "must not be empty").default("holdfast"),
+  AUTH_AUDIENCE: z.string().min(1, "must not be empty").default("holdfast"),
+  AUTH_CLOCK_TOLERANCE_S: envVar.nonNegativeInt(30, 300),
+  AUTH_DEV_SECRET_FILE: z.string().min(1, "must not be empty").default(".holdfast/dev-jwt-secret"),
+};
+
+type AuthEnv = z.output<z.ZodObject<typeof authEnv>> & { NODE_ENV: string };
+
+/** The key variables that are set. */
+function keyVariables(env: AuthEnv): string[] {
+  return (["AUTH_JWT_SECRET", "AUTH_JWT_PUBLIC_KEY_FILE", "AUTH_JWKS_FILE"] as const).filter((k) => env[k] !== undefined);
+}
+
+/** Cross-variable rules of authEnv, for a config's superRefine. */
+export function checkAuthEnv(env: AuthEnv, ctx: z.RefinementCtx): void {
+  const keys = keyVariables(env);
+  if (keys.length > 1) ctx.addIssue({ code: "custom", path: [keys[1]], message: `set only one of ${keys.join(", ")}` });
+  if (keys.length === 0 && env.NODE_ENV === "production") {
+    ctx.addIssue({
+      code: "custom",
+      path: ["AUTH_JWT_SECRET"],
+      message: "a token verification key is required when NODE_ENV=production: set AUTH_JWT_SECRET, AUTH_JWT_PUBLIC_KEY_FILE or AUTH_JWKS_FILE",
+    });
+  }
+  for (const variable of ["AUTH_JWT_PUBLIC_KEY_FILE", "AUTH_JWKS_FILE"] as const) {
+    const file = env[variable];
+    if (file !== undefined && !existsSync(file)) ctx.addIssue({ code: "custom", path: [variable], message: "file does not exist" });
+  }
+}
+
+export function authSettings(env: AuthEnv): AuthSettings {
+  const key: VerificationKey =
+    env.AUTH_JWT_SECRET !== undefined
+      ? { kind: "secret", secret: env.AUTH_JWT_SECRET }
+      : env.AUTH_JWT_PUBLIC_KEY_FILE !== undefined
+        ? { kind: "public-key-file", file: env.AUTH_JWT_PUBLIC_KEY_FILE }
+        : env.AUTH_JWKS_FILE !== undefined
+          ? { kind: "jwks-file", file: env.AUTH_JWKS_FILE }
+          : { kind: "development-secret-file", file: env.AUTH_DEV_SECRET_FILE };
+  return { key, issuer: env.AUTH_ISSUER, audience: env.AUTH_AUDIENCE, clockToleranceS: env.AUTH_CLOCK_TOLERANCE_S };
 }

@@ -56,7 +56,8 @@ export function createGrpcJsClient<S extends DescService>(
   service: S,
   address: string,
   credentials: grpc.ChannelCredentials = grpc.credentials.createInsecure(),
-  channelOptions: grpc.ChannelOptions = {},
+  /** Channel options, and client options such as `interceptors`. */
+  channelOptions: grpc.ClientOptions = {},
 ): GrpcJsClient<S> {
   const Constructor = grpc.makeGenericClientConstructor(grpcServiceDefinition(service), service.typeName);
   const raw = new Constructor(address, credentials, channelOptions) as unknown as grpc.Client &

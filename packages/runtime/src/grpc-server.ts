@@ -7,6 +7,8 @@ import { addServiceImpl } from "./grpc-service.js";
 import { addReflection, ReflectionIndex } from "./reflection.js";
 import { Health } from "@holdfast/contracts/health";
 import { healthService, HealthStatus, ServingStatus } from "./health.js";
+import { DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_REQUEST_RECEIVE_TIMEOUT_MS, requestReceiveDeadline } from "./limits.js";
+import { clientMistakesAsInvalidArgument } from "./grpc-protocol-errors.js";
 
 const HEALTH_SERVICE = "grpc.health.v1.Health";
 const REFLECTION_SERVICES = ["grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"];
@@ -31,6 +33,10 @@ export interface GrpcServerOptions {
   /** PEM files; without them the port speaks HTTP/2 cleartext. */
   tls?: { certFile: string; keyFile: string };
   maxMessageBytes: number;
+  /** Calls one connection may have open at once; HTTP/2 clients queue (or see REFUSED_STREAM for) more. Default 100. */
+  maxConcurrentStreams?: number;
+  /** A call whose request has not arrived whole this long after its headers is cut off (DEADLINE_EXCEEDED). Default 10 s. */
+  requestReceiveTimeoutMs?: number;
   logger: Logger;
 }
 
@@ -53,6 +59,12 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Runni
     "grpc.keepalive_time_ms": 30_000,
     "grpc.keepalive_timeout_ms": 10_000,
     "grpc.keepalive_permit_without_calls": 1,
+    // Bounded resources (docs/security.md): streams per connection, and time to receive a request.
+    "grpc.max_concurrent_streams": options.maxConcurrentStreams ?? DEFAULT_MAX_CONCURRENT_STREAMS,
+    interceptors: [
+      clientMistakesAsInvalidArgument(),
+      requestReceiveDeadline(options.requestReceiveTimeoutMs ?? DEFAULT_REQUEST_RECEIVE_TIMEOUT_MS, options.logger),
+    ],
   });
   const serviceNames = options.services.map((s) => s.service.typeName);
   for (const { service, impl } of options.services) addServiceImpl(server, service, impl);

@@ -1,15 +1,19 @@
 /**
- * The limits of the Holdfast contract, exported so that services validate input with
- * the same numbers and patterns as the schema's CHECK constraints (a client's bad value
- * must be INVALID_ARGUMENT from the service, never a constraint violation surfacing as
- * INTERNAL).
+ * The limits of the Holdfast contract that code or the schema's CHECK constraints still
+ * need (a client's bad value must be INVALID_ARGUMENT from the service, never a
+ * constraint violation surfacing as INTERNAL).
  *
- * proto/ is the source of truth. Every value in the first sections is copied from a doc
- * comment of proto/holdfast/inventory/v1/{resources,service}.proto or
+ * proto/ is the source of truth. The static limits of request fields are declared
+ * there as protovalidate annotations and enforced from them before an RPC runs
+ * (@holdfast/runtime validateService): they are not repeated here unless code needs
+ * them for something else (page tokens, policy fields, summed lines, values the
+ * server produces) or a CHECK mirrors them. Every value in the first sections is
+ * copied from a doc comment or annotation of
+ * proto/holdfast/inventory/v1/{resources,service}.proto or
  * proto/holdfast/worker/v1/worker.proto (named on each constant). To change a limit,
  * change the contract first, then this file and the CHECKs in the migrations that
- * name it. Nothing here may be looser than a CHECK: the service must refuse at least
- * everything the database refuses.
+ * name it. Nothing here or in the annotations may be looser than a CHECK: the service
+ * must refuse at least everything the database refuses.
  */
 
 // ---------------------------------------------------------------------------------------
@@ -49,11 +53,6 @@ export const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0
 export const QUANTITY_MIN = 1;
 export const QUANTITY_MAX = 1_000_000;
 
-/** CreateSkuRequest.initial_on_hand and AdjustStockRequest.on_hand: 0..1,000,000,000. */
-export const ON_HAND_SET_MAX = 1_000_000_000;
-/** AdjustStockRequest.delta: non-zero, |delta| <= 1,000,000,000. */
-export const STOCK_DELTA_MAX_ABS = 1_000_000_000;
-
 /**
  * AdjustStockRequest.reason (1..512, required), ReleaseHoldRequest.reason and
  * CancelAllocationRequest.reason (0..512); reservations_close_reason_valid.
@@ -87,36 +86,16 @@ export const MAX_WAITLIST_LENGTH_MAX = 1_000_000;
 // Waitlist, streams, lists (service.proto)
 // ---------------------------------------------------------------------------------------
 
-/** JoinWaitlistRequest.max_wait: 1 s..7 days (unset = no deadline). */
-export const MAX_WAIT_MIN_MS = 1_000;
-export const MAX_WAIT_MAX_MS = 7 * 24 * 3_600_000;
-
-/** heartbeat_interval of WatchAvailability / WatchWaitlist: 1 s..5 min, default 15 s. */
-export const HEARTBEAT_INTERVAL_MIN_MS = 1_000;
-export const HEARTBEAT_INTERVAL_MAX_MS = 300_000;
+/** heartbeat_interval of WatchAvailability / WatchWaitlist: default 15 s (bounds: annotations). */
 export const HEARTBEAT_INTERVAL_DEFAULT_MS = 15_000;
 
 /** Pagination (AIP-158): 0 = 50; above 1000 treated as 1000; negative is INVALID_ARGUMENT. */
 export const PAGE_SIZE_DEFAULT = 50;
 export const PAGE_SIZE_MAX = 1_000;
 
-/** GetAvailabilityRequest.skus: 1..1000 (duplicates ignored). */
-export const GET_AVAILABILITY_SKUS_MAX = 1_000;
-/** WatchAvailabilityRequest.skus: 0..1000 (empty = every SKU). */
-export const WATCH_AVAILABILITY_SKUS_MAX = 1_000;
-/** CheckConsistencyRequest.skus: 0..1000 (empty = every SKU). */
-export const CHECK_CONSISTENCY_SKUS_MAX = 1_000;
-/** WatchWaitlistRequest.skus: 0..100. */
-export const WATCH_WAITLIST_SKUS_MAX = 100;
-/** ListSkusRequest.code_prefix: 0..64 characters of the SKU code alphabet. */
-export const CODE_PREFIX_MAX_LENGTH = 64;
-export const CODE_PREFIX_PATTERN = /^[A-Za-z0-9._-]{0,64}$/;
-
 /** GetFlashSaleReportRequest: end at most 31 days after start. */
 export const FLASH_SALE_WINDOW_MAX_MS = 31 * 24 * 3_600_000;
-/** GetFlashSaleReportRequest.timeline_interval: 100 ms..1 day, at most 10,000 buckets. */
-export const TIMELINE_INTERVAL_MIN_MS = 100;
-export const TIMELINE_INTERVAL_MAX_MS = 24 * 3_600_000;
+/** GetFlashSaleReportRequest.timeline_interval: at most 10,000 buckets over the window. */
 export const TIMELINE_BUCKETS_MAX = 10_000;
 /** GetFlashSaleReportRequest.top_customers_limit: 0 = 10; capped at 100. */
 export const TOP_CUSTOMERS_DEFAULT = 10;
@@ -128,10 +107,7 @@ export const TOP_CUSTOMERS_MAX = 100;
 
 /** RunReconciliationRequest.skus and TakeSnapshotRequest.skus: 0..10,000 (reconciliation_runs_sku_filter_size). */
 export const WORKER_SKUS_MAX = 10_000;
-/** RunExpirySweepRequest.max_holds: 0..10,000,000 (0 = until none is overdue). */
-export const SWEEP_MAX_HOLDS_MAX = 10_000_000;
-/** RunExpirySweepRequest.batch_size: 0..10,000 (0 = the server's batch size, default 500). */
-export const SWEEP_BATCH_SIZE_MAX = 10_000;
+/** RunExpirySweepRequest.batch_size: 0 = the server's batch size, default 500. */
 export const SWEEP_BATCH_SIZE_DEFAULT = 500;
 
 // ---------------------------------------------------------------------------------------
@@ -185,14 +161,4 @@ export function isValidSkuName(name: string): boolean {
 /** True when `id` satisfies the *_customer_id_format constraints. */
 export function isValidCustomerId(id: string): boolean {
   return id.length >= 1 && id.length <= CUSTOMER_ID_MAX_LENGTH && CUSTOMER_ID_PATTERN.test(id);
-}
-
-/** True when `id` satisfies the *_request_id_format constraints. */
-export function isValidRequestId(id: string): boolean {
-  return id.length >= 1 && id.length <= REQUEST_ID_MAX_LENGTH && REQUEST_ID_PATTERN.test(id);
-}
-
-/** True for a whole quantity in QUANTITY_MIN..QUANTITY_MAX. */
-export function isValidQuantity(quantity: number): boolean {
-  return Number.isInteger(quantity) && quantity >= QUANTITY_MIN && quantity <= QUANTITY_MAX;
 }

@@ -1,6 +1,6 @@
 import { hostname } from "node:os";
 import { z } from "zod";
-import { commonEnv, databaseSettings, envVar, loadConfig } from "@holdfast/runtime";
+import { authEnv, authSettings, checkAuthEnv, commonEnv, databaseSettings, envVar, loadConfig, serverLimits, serverLimitsEnv } from "@holdfast/runtime";
 import { IDEMPOTENCY_WINDOW_DEFAULT_MS } from "@holdfast/schema";
 import type { WorkerSettings } from "./core/context.js";
 
@@ -10,6 +10,8 @@ const DAY = 24 * 60 * MINUTE;
 const environment = z
   .object({
     ...commonEnv,
+    ...authEnv,
+    ...serverLimitsEnv,
     WORKER_GRPC_HOST: envVar.host("0.0.0.0"),
     WORKER_GRPC_PORT: envVar.port(50052),
     WORKER_HTTP_HOST: envVar.host("0.0.0.0"),
@@ -35,6 +37,7 @@ const environment = z
     HEARTBEAT_INTERVAL_MS: envVar.positiveInt(10_000, 60_000),
   })
   .superRefine((env, ctx) => {
+    checkAuthEnv(env, ctx);
     if (env.RECONCILIATION_LEASE_MS < 3 * env.HEARTBEAT_INTERVAL_MS) {
       ctx.addIssue({ code: "custom", path: ["RECONCILIATION_LEASE_MS"], message: "must be at least 3 x HEARTBEAT_INTERVAL_MS (the lease is renewed at every heartbeat)" });
     }
@@ -43,10 +46,12 @@ const environment = z
     nodeEnv: env.NODE_ENV,
     logLevel: env.LOG_LEVEL,
     shutdownGraceMs: env.SHUTDOWN_GRACE_MS,
+    auth: authSettings(env),
     workerId: env.WORKER_ID,
     database: databaseSettings(env),
     grpc: { host: env.WORKER_GRPC_HOST, port: env.WORKER_GRPC_PORT, reflection: env.GRPC_REFLECTION },
     http: { host: env.WORKER_HTTP_HOST, port: env.WORKER_HTTP_PORT },
+    limits: serverLimits(env),
     worker: {
       workerId: env.WORKER_ID,
       expiryBatchSize: env.EXPIRY_BATCH_SIZE,

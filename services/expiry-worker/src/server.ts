@@ -1,6 +1,7 @@
 import { ExpiryWorkerService } from "@holdfast/contracts";
-import { bind, createMetrics, knexLog, instrumentService, startGrpcServer, startHttpServer, type Logger } from "@holdfast/runtime";
+import { bind, createMetrics, knexLog, instrumentService, startGrpcServer, startHttpServer, validateService, type Logger } from "@holdfast/runtime";
 import { createKnex, assertDatabaseReady } from "@holdfast/schema";
+import { authorizeService, createAuthenticator } from "@holdfast/core";
 import type { ExpiryWorkerConfig } from "./config.js";
 import { WorkerState, type WorkerDeps } from "./core/context.js";
 import { createWorkerMetrics } from "./core/metrics.js";
@@ -45,15 +46,24 @@ export async function startExpiryWorker(config: ExpiryWorkerConfig, logger: Logg
     every(settings.heartbeatIntervalMs, "scheduled reconciliation", () => reconciliation.startScheduledRunIfDue(deps, signal), { logger, signal }),
   ];
 
-  const impl = instrumentService(ExpiryWorkerService, createExpiryWorkerService(deps, sweeper), { logger, metrics, stopping: signal });
+  const authenticator = createAuthenticator(config.auth, logger);
+  // Outermost first: instrument (log, metrics, error mapping), authenticate and authorize,
+  // validate the request, then the logic.
+  const impl = instrumentService(ExpiryWorkerService, authorizeService(ExpiryWorkerService, validateService(ExpiryWorkerService, createExpiryWorkerService(deps, sweeper)), authenticator), {
+    logger,
+    metrics,
+    stopping: signal,
+  });
   const grpc = await startGrpcServer({
     ...config.grpc,
     services: [bind(ExpiryWorkerService, impl)],
     maxMessageBytes: 4 * 1024 * 1024,
+    ...config.limits,
     logger,
   });
   const http = await startHttpServer({
     ...config.http,
+    requestReceiveTimeoutMs: config.limits.requestReceiveTimeoutMs,
     logger,
     registry: metrics.registry,
     isServing: () => !signal.aborted,

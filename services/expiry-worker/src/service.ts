@@ -1,6 +1,6 @@
-import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import type { ServiceImpl } from "@connectrpc/connect";
 import { ExpiryWorkerService } from "@holdfast/contracts";
-import { ANONYMOUS_PRINCIPAL, type Call } from "@holdfast/core";
+import { callOf } from "@holdfast/core";
 import type { WorkerDeps } from "./core/context.js";
 import type { ExpirySweeper } from "./core/sweeper.js";
 import * as reconciliation from "./core/reconciliation.js";
@@ -8,11 +8,6 @@ import * as snapshots from "./core/snapshots.js";
 import * as status from "./core/status.js";
 
 export type { WorkerDeps } from "./core/context.js";
-
-/** The caller of one RPC, resolved by the transport layer (authentication lands with its issue). */
-function callOf(context: HandlerContext): Call {
-  return { principal: ANONYMOUS_PRINCIPAL, signal: context.signal };
-}
 
 /**
  * The operator API of the worker (holdfast.worker.v1), the same for every

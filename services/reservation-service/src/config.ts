@@ -1,6 +1,6 @@
 import { existsSync } from "node:fs";
 import { z } from "zod";
-import { commonEnv, databaseSettings, envVar, loadConfig } from "@holdfast/runtime";
+import { authEnv, authSettings, checkAuthEnv, commonEnv, databaseSettings, envVar, loadConfig, serverLimits, serverLimitsEnv } from "@holdfast/runtime";
 import {
   DEFAULT_HOLD_TTL_DEFAULT_MS,
   HOLD_TTL_MAX_DEFAULT_MS,
@@ -11,6 +11,7 @@ import {
   MAX_HOLD_LIFETIME_MAX_MS,
 } from "@holdfast/schema";
 
+import { DEFAULT_STREAM_LIMITS } from "@holdfast/core";
 import type { ReservationSettings } from "./core/settings.js";
 
 const MiB = 1024 * 1024;
@@ -18,6 +19,8 @@ const MiB = 1024 * 1024;
 const environment = z
   .object({
     ...commonEnv,
+    ...authEnv,
+    ...serverLimitsEnv,
     GRPC_HOST: envVar.host("0.0.0.0"),
     GRPC_PORT: envVar.port(50051),
     HTTP_HOST: envVar.host("0.0.0.0"),
@@ -33,6 +36,9 @@ const environment = z
     GRPC_TLS_CERT_FILE: envVar.optionalFile(),
     GRPC_TLS_KEY_FILE: envVar.optionalFile(),
     MAX_MESSAGE_BYTES: envVar.positiveInt(4 * MiB, 64 * MiB),
+    // Open Watch* streams per principal on this replica (docs/security.md).
+    MAX_STREAMS_PER_CUSTOMER: envVar.positiveInt(DEFAULT_STREAM_LIMITS.perCustomer, 10_000),
+    MAX_STREAMS_PER_CALLER: envVar.positiveInt(DEFAULT_STREAM_LIMITS.perCaller, 100_000),
     // Reservation behaviour (see docs/concurrency.md and the contract's "unless configured").
     DEFAULT_LOCKING_STRATEGY: z.enum(["PESSIMISTIC", "OPTIMISTIC"], { error: "must be PESSIMISTIC or OPTIMISTIC" }).default("PESSIMISTIC"),
     OPTIMISTIC_MAX_ATTEMPTS: envVar.positiveInt(8, 100),
@@ -47,6 +53,7 @@ const environment = z
     OVERDUE_HOLD_GRACE_MS: envVar.positiveInt(60_000, 24 * 3_600_000),
   })
   .superRefine((env, ctx) => {
+    checkAuthEnv(env, ctx);
     if ((env.GRPC_TLS_CERT_FILE === undefined) !== (env.GRPC_TLS_KEY_FILE === undefined)) {
       const missing = env.GRPC_TLS_CERT_FILE === undefined ? "GRPC_TLS_CERT_FILE" : "GRPC_TLS_KEY_FILE";
       ctx.addIssue({ code: "custom", path: [missing], message: "must be set together with the other GRPC_TLS_* file" });
@@ -64,6 +71,7 @@ const environment = z
     nodeEnv: env.NODE_ENV,
     logLevel: env.LOG_LEVEL,
     shutdownGraceMs: env.SHUTDOWN_GRACE_MS,
+    auth: authSettings(env),
     database: databaseSettings(env),
     grpc: {
       host: env.GRPC_HOST,
@@ -76,6 +84,8 @@ const environment = z
     },
     http: { host: env.HTTP_HOST, port: env.HTTP_PORT, allowedOrigins: env.CORS_ALLOWED_ORIGINS },
     maxMessageBytes: env.MAX_MESSAGE_BYTES,
+    limits: serverLimits(env),
+    streamLimits: { perCustomer: env.MAX_STREAMS_PER_CUSTOMER, perCaller: env.MAX_STREAMS_PER_CALLER },
     reservations: {
       defaultLockingStrategy: env.DEFAULT_LOCKING_STRATEGY,
       lockTimeoutMs: env.LOCK_TIMEOUT_MS,

@@ -1,7 +1,8 @@
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { InventoryReservationService } from "@holdfast/contracts";
-import { bind, createMetrics, knexLog, instrumentService, startGrpcServer, startHttpServer, type Logger } from "@holdfast/runtime";
+import { bind, createMetrics, knexLog, instrumentService, refuseUndecodableRequests, startGrpcServer, startHttpServer, validateService, type Logger } from "@holdfast/runtime";
 import { createKnex, assertDatabaseReady } from "@holdfast/schema";
+import { authorizeService, createAuthenticator } from "@holdfast/core";
 import type { ReservationServiceConfig } from "./config.js";
 import { ExpiryAnnouncer } from "./core/expiry-announcer.js";
 import { createInventoryReservationService } from "./service.js";
@@ -23,7 +24,11 @@ export async function startReservationService(config: ReservationServiceConfig, 
 
   const metrics = createMetrics("reservation-service");
   const stopping = new AbortController();
-  const impl = instrumentService(InventoryReservationService, createInventoryReservationService({ db, settings: config.reservations, logger, expiry: new ExpiryAnnouncer(db, logger) }), {
+  const authenticator = createAuthenticator(config.auth, logger);
+  const logic = createInventoryReservationService({ db, settings: config.reservations, logger, expiry: new ExpiryAnnouncer(db, logger) });
+  // Outermost first: instrument (log, metrics, error mapping), authenticate and authorize
+  // (and count streams), validate the request, then the logic.
+  const impl = instrumentService(InventoryReservationService, authorizeService(InventoryReservationService, validateService(InventoryReservationService, logic), authenticator, config.streamLimits), {
     logger,
     metrics,
     stopping: stopping.signal,
@@ -33,15 +38,21 @@ export async function startReservationService(config: ReservationServiceConfig, 
     ...config.grpc,
     services: [bind(InventoryReservationService, impl)],
     maxMessageBytes: config.maxMessageBytes,
+    ...config.limits,
     logger,
   });
   const http = await startHttpServer({
     ...config.http,
+    requestReceiveTimeoutMs: config.limits.requestReceiveTimeoutMs,
     logger,
     registry: metrics.registry,
     isServing: () => !stopping.signal.aborted,
     handler: connectNodeAdapter({
-      routes: (router) => router.service(InventoryReservationService, impl),
+      routes: (router) => {
+        router.service(InventoryReservationService, impl);
+        // Undecodable protobuf is INVALID_ARGUMENT here too, as on the gRPC port (connect-es says INTERNAL).
+        refuseUndecodableRequests(router);
+      },
       readMaxBytes: config.maxMessageBytes,
     }),
   });

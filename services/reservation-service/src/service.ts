@@ -1,8 +1,8 @@
-import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import type { ServiceImpl } from "@connectrpc/connect";
 import { InventoryReservationService } from "@holdfast/contracts";
 import { unimplementedService } from "@holdfast/runtime";
-import { ANONYMOUS_PRINCIPAL } from "@holdfast/core";
-import type { Call, Deps } from "./core/context.js";
+import { callOf } from "@holdfast/core";
+import type { Deps } from "./core/context.js";
 import * as catalog from "./core/catalog.js";
 import * as consistency from "./core/consistency.js";
 import * as lifecycle from "./core/lifecycle.js";
@@ -10,11 +10,6 @@ import * as reads from "./core/reads.js";
 import * as reserve from "./core/reserve.js";
 
 export type { Deps as ReservationDeps } from "./core/context.js";
-
-/** The caller of one RPC, resolved by the transport layer (authentication lands with its issue). */
-function callOf(context: HandlerContext): Call {
-  return { principal: ANONYMOUS_PRINCIPAL, signal: context.signal };
-}
 
 /**
  * The InventoryReservationService implementation, the same for every

@@ -57,12 +57,10 @@ import {
 import {
   Idempotency,
   Refusal,
-  Violations,
   decodePageToken,
   effectivePageSize,
   encodePageToken,
   enumName,
-  enumNumbers,
   enumValue,
   idempotencyKey,
   isoMicros,
@@ -78,7 +76,6 @@ import {
 } from "@holdfast/core";
 import { isLockTimeout } from "@holdfast/runtime";
 import {
-  WORKER_SKUS_MAX,
   applyCounterChanges,
   lockInventoryRows,
   notifyInventoryChanged,
@@ -623,15 +620,7 @@ const COUNTER_ORDER: Record<string, number> = { ON_HAND: 1, RESERVED: 2, ALLOCAT
 // RPCs
 // ---------------------------------------------------------------------------------------
 
-const MODES = [ReconciliationMode.CHECK, ReconciliationMode.REPAIR];
-const STATUSES = enumNumbers(ReconciliationRunStatus);
-
 export async function runReconciliation(deps: WorkerDeps, call: Call, req: RunReconciliationRequest): Promise<RunReconciliationResponse> {
-  new Violations()
-    .requestId("request_id", req.requestId)
-    .enumValue("mode", req.mode, MODES, false)
-    .skuList("skus", req.skus, 0, WORKER_SKUS_MAX)
-    .throwIfAny();
   const skus = req.skus.length > 0 ? skuOrder(req.skus) : null;
   const { settings } = deps;
   const key = idempotencyKey(call.principal.id, METHOD, RunReconciliationRequestSchema, req);
@@ -680,7 +669,6 @@ export async function runReconciliation(deps: WorkerDeps, call: Call, req: RunRe
 }
 
 export async function getReconciliationRun(deps: WorkerDeps, _call: Call, req: GetReconciliationRunRequest): Promise<GetReconciliationRunResponse> {
-  new Violations().uuid("run_id", req.runId).throwIfAny();
   const row = await readRun(deps.db, req.runId);
   if (row === undefined) throw reconciliationRunNotFound(req.runId);
   return create(GetReconciliationRunResponseSchema, { run: toRun(row) });
@@ -693,10 +681,6 @@ export async function getReconciliationRun(deps: WorkerDeps, _call: Call, req: G
  * filter). Lapsed runs are ended first, so a status filter sees them as they are.
  */
 export async function listReconciliationRuns(deps: WorkerDeps, _call: Call, req: ListReconciliationRunsRequest): Promise<ListReconciliationRunsResponse> {
-  const v = new Violations().pageSize("page_size", req.pageSize).enumValue("mode", req.mode, MODES);
-  req.statuses.forEach((s, i) => v.enumValue(`statuses[${i}]`, s, STATUSES, false));
-  v.throwIfAny();
-
   const statuses = storedNames(ReconciliationRunStatus, req.statuses);
   const mode = enumName(ReconciliationMode, req.mode);
   const filters = { statuses, mode };

@@ -43,15 +43,12 @@ import {
   type RunExpirySweepRequest,
   type RunExpirySweepResponse,
 } from "@holdfast/contracts";
-import { Idempotency, Violations, idempotencyKey, ts } from "@holdfast/core";
+import { Idempotency, idempotencyKey, ts } from "@holdfast/core";
 import { isTransientDatabaseError } from "@holdfast/runtime";
 import { EXPIRY_CHANNEL, NotificationListener, expireClaimedHolds, notifyInventoryChanged, parseExpiryPayload, query } from "@holdfast/schema";
 import type { Call, WorkerDeps } from "./context.js";
 
 const METHOD = "holdfast.worker.v1.ExpiryWorkerService/RunExpirySweep";
-/** RunExpirySweep limits (worker.proto). */
-const MAX_HOLDS_LIMIT = 10_000_000n;
-const BATCH_SIZE_LIMIT = 10_000;
 /** A RunExpirySweep is presumed dead (its record taken over) this long after it started. */
 const ON_DEMAND_LEASE_MS = 10 * 60_000;
 /** How long a hold that failed to expire on its own is left aside before it is tried again. */
@@ -207,10 +204,6 @@ export class ExpirySweeper {
 
   /** RunExpirySweep: one sweep now, idempotent by request_id. */
   async runOnDemand(call: Call, req: RunExpirySweepRequest): Promise<RunExpirySweepResponse> {
-    const v = new Violations().requestId("request_id", req.requestId);
-    if (req.maxHolds < 0n || req.maxHolds > MAX_HOLDS_LIMIT) v.add("max_holds", `must be between 0 and ${MAX_HOLDS_LIMIT}`);
-    if (req.batchSize < 0 || req.batchSize > BATCH_SIZE_LIMIT) v.add("batch_size", `must be between 0 and ${BATCH_SIZE_LIMIT}`);
-    v.throwIfAny();
     const key = idempotencyKey(call.principal.id, METHOD, RunExpirySweepRequestSchema, req);
     const idempotency = new Idempotency(this.deps.db, this.deps.settings.idempotencyWindowMs);
     const signal = AbortSignal.any([call.signal, this.stopping]);

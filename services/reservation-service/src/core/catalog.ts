@@ -44,19 +44,15 @@ import {
 } from "@holdfast/contracts";
 import { isLockTimeout } from "@holdfast/runtime";
 import {
-  CODE_PREFIX_MAX_LENGTH,
-  CODE_PREFIX_PATTERN,
   MAX_HOLD_LIFETIME_MAX_MS,
   MAX_UNITS_PER_CUSTOMER_MAX,
   MAX_WAITLIST_LENGTH_MAX,
-  ON_HAND_SET_MAX,
   POLICY_DURATION_RESOLUTION_MS,
   RATE_LIMIT_MAX_ATTEMPTS_MAX,
   RATE_LIMIT_WINDOW_MAX_MS,
   RATE_LIMIT_WINDOW_MIN_MS,
   SKU_NAME_MAX_LENGTH,
   STOCK_BUCKETS_MAX,
-  STOCK_DELTA_MAX_ABS,
   applyCounterChanges,
   isValidSkuCode,
   isValidSkuName,
@@ -308,7 +304,6 @@ async function withAvailability(db: Db, rows: readonly SkuRow[]): Promise<Sku[]>
 }
 
 export async function getSku(deps: Deps, _call: Call, req: GetSkuRequest): Promise<GetSkuResponse> {
-  new Violations().sku("sku", req.sku).throwIfAny();
   const rows = await query<SkuRow>(deps.db, `SELECT * FROM skus WHERE code = ?`, [req.sku]);
   if (rows.length === 0) throw skuNotFound([req.sku]);
   const [sku] = await withAvailability(deps.db, rows);
@@ -323,11 +318,6 @@ export async function getSku(deps: Deps, _call: Call, req: GetSkuRequest): Promi
  * page_size between pages.
  */
 export async function listSkus(deps: Deps, _call: Call, req: ListSkusRequest): Promise<ListSkusResponse> {
-  const v = new Violations().pageSize("page_size", req.pageSize);
-  if (!CODE_PREFIX_PATTERN.test(req.codePrefix)) {
-    v.add("code_prefix", `must be 0-${CODE_PREFIX_MAX_LENGTH} characters of A-Z a-z 0-9 . _ -`);
-  }
-  v.throwIfAny();
   const filters = { codePrefix: req.codePrefix };
   const [after] = (decodePageToken(req.pageToken, filters, ["string"]) ?? [""]) as string[];
   // Tokens are not signed: a forged key must be refused, not passed to the database.
@@ -372,15 +362,13 @@ WITH i AS (
 SELECT * FROM i`;
 
 export async function createSku(deps: Deps, call: Call, req: CreateSkuRequest): Promise<CreateSkuResponse> {
-  const v = new Violations().requestId("request_id", req.requestId).sku("sku", req.sku);
-  skuName(v, "name", req.name);
-  if (req.initialOnHand < 0n || req.initialOnHand > BigInt(ON_HAND_SET_MAX)) v.add("initial_on_hand", `must be between 0 and ${ON_HAND_SET_MAX}`);
+  const v = new Violations();
   const policy: PolicyColumns = { ...POLICY_DEFAULTS, ...readPolicy(v, "policy", req.policy, ALL_POLICY_FIELDS) };
   throwIfInvalid(v, holdTtlViolations(policy, ALL_POLICY_FIELDS, "policy", deps.settings), req.sku);
   refuseUnimplementedPolicy(req.policy, ALL_POLICY_FIELDS);
 
   const key = idempotencyKey(call.principal.id, method("CreateSku"), CreateSkuRequestSchema, req);
-  return new Idempotency(deps.db, deps.settings.idempotencyWindowMs).run(key, CreateSkuResponseSchema, async (trx) => {
+  return new Idempotency(deps.db, deps.settings.idempotencyWindowMs, call.signal).run(key, CreateSkuResponseSchema, async (trx) => {
     // A concurrent creation of the same code waits here for the other's outcome.
     const [sku] = await query<SkuRow>(trx, INSERT_SKU, [req.sku, req.name, ...POLICY_COLUMN_NAMES.map((c) => policy[c])]);
     if (sku === undefined) throw skuAlreadyExists(req.sku);
@@ -429,11 +417,10 @@ UPDATE skus
 RETURNING *`;
 
 export async function updateSku(deps: Deps, call: Call, req: UpdateSkuRequest): Promise<UpdateSkuResponse> {
-  const v = new Violations().requestId("request_id", req.requestId);
-  const paths = req.updateMask?.paths ?? [];
-  if (req.sku === undefined) v.add("sku", "is required");
-  else v.sku("sku.code", req.sku.code);
-  if (paths.length === 0) v.add("update_mask", `is required: name the fields to update ("name", "policy", "policy.<field>")`);
+  // sku and update_mask are present (contract); Sku's own fields are judged here.
+  const v = new Violations().sku("sku.code", req.sku!.code);
+  const paths = req.updateMask!.paths;
+  if (paths.length === 0) v.add("update_mask", `must name the fields to update ("name", "policy", "policy.<field>")`);
   v.throwIfAny();
   const { code, name, policy } = req.sku!;
   const mask = parseMask(paths);
@@ -445,7 +432,7 @@ export async function updateSku(deps: Deps, call: Call, req: UpdateSkuRequest): 
   // Output-only fields are ignored (contract), so they are no part of the request's identity.
   const canonical = create(UpdateSkuRequestSchema, { requestId: req.requestId, sku: { code, name, policy }, updateMask: req.updateMask });
   const key = idempotencyKey(call.principal.id, method("UpdateSku"), UpdateSkuRequestSchema, canonical);
-  return new Idempotency(deps.db, deps.settings.idempotencyWindowMs).run(key, UpdateSkuResponseSchema, async (trx) => {
+  return new Idempotency(deps.db, deps.settings.idempotencyWindowMs, call.signal).run(key, UpdateSkuResponseSchema, async (trx) => {
     // FOR NO KEY UPDATE: serialises policy updates without blocking the foreign-key
     // checks (FOR KEY SHARE) of holds and ledger events that reference the SKU.
     const [stored] = await query<SkuRow>(trx, `SELECT * FROM skus WHERE code = ? FOR NO KEY UPDATE`, [code]);
@@ -476,22 +463,12 @@ function pick(row: SkuRow): PolicyColumns {
  * counter statement cannot be refused afterwards.
  */
 export async function adjustStock(deps: Deps, call: Call, req: AdjustStockRequest): Promise<AdjustStockResponse> {
-  const v = new Violations().requestId("request_id", req.requestId).sku("sku", req.sku);
+  // Every field's limits are the contract's (checked before this runs): change is set.
   const { change } = req;
-  if (change.case === undefined) v.add("delta", "one of delta or on_hand is required");
-  else if (change.case === "delta") {
-    if (change.value === 0n) v.add("delta", "must not be 0");
-    else if (change.value < -BigInt(STOCK_DELTA_MAX_ABS) || change.value > BigInt(STOCK_DELTA_MAX_ABS)) {
-      v.add("delta", `must be between -${STOCK_DELTA_MAX_ABS} and ${STOCK_DELTA_MAX_ABS}`);
-    }
-  } else if (change.value < 0n || change.value > BigInt(ON_HAND_SET_MAX)) v.add("on_hand", `must be between 0 and ${ON_HAND_SET_MAX}`);
-  v.reason("reason", req.reason, true);
   const expected = req.expectedVersion;
-  if (expected !== undefined && expected < 1n) v.add("expected_version", "must be at least 1 (an Availability.version)");
-  v.throwIfAny();
 
   const key = idempotencyKey(call.principal.id, method("AdjustStock"), AdjustStockRequestSchema, req);
-  return new Idempotency(deps.db, deps.settings.idempotencyWindowMs).run(key, AdjustStockResponseSchema, async (trx) => {
+  return new Idempotency(deps.db, deps.settings.idempotencyWindowMs, call.signal).run(key, AdjustStockResponseSchema, async (trx) => {
     const [row] = await lockInventoryRows(trx, [req.sku]).catch((err: unknown) => {
       throw isLockTimeout(err) ? lockTimeout({ skus: [req.sku] }, err) : err;
     });

@@ -33,7 +33,6 @@ import {
   FulfillAllocationRequestSchema,
   FulfillAllocationResponseSchema,
   InventoryReservationService,
-  LockingStrategy,
   ReleaseHoldRequestSchema,
   ReleaseHoldResponseSchema,
   type CancelAllocationRequest,
@@ -56,7 +55,7 @@ import { toReservation, type LineRow } from "./convert.js";
 import { holdExpired, holdLifetimeExceeded, invalidTransition, lockTimeout, reservationNotFound, ttlOutOfRange } from "@holdfast/core";
 import { Idempotency, Refusal, idempotencyKey } from "@holdfast/core";
 import { ttlBounds } from "./reserve.js";
-import { Violations } from "@holdfast/core";
+import { Violations, assertOwnResource } from "@holdfast/core";
 
 /** A reservation locked by this transaction, with its lines and the database clock at the lock. */
 interface Locked {
@@ -86,14 +85,15 @@ async function transition<D extends DescMessage, Req extends { requestId: string
   validate: (v: Violations) => void,
   step: Step,
 ): Promise<MessageShape<D>> {
-  const v = new Violations().requestId("request_id", req.requestId).uuid("reservation_id", req.reservationId);
+  // request_id and reservation_id follow the contract's rules (checked before this runs).
+  const v = new Violations();
   validate(v);
   v.throwIfAny();
   const key = idempotencyKey(call.principal.id, method(name), requestSchema, req as never);
-  const idempotency = new Idempotency(deps.db, deps.settings.idempotencyWindowMs);
+  const idempotency = new Idempotency(deps.db, deps.settings.idempotencyWindowMs, call.signal);
   try {
     return await idempotency.run(key, responseSchema, async (trx) => {
-      const locked = await lockReservation(trx, req.reservationId);
+      const locked = await lockReservation(trx, req.reservationId, call);
       const outcome = await step(trx, locked, call);
       if (outcome instanceof Refusal) return outcome;
       return create(responseSchema, { reservation: outcome } as never) as MessageShape<D>;
@@ -106,8 +106,10 @@ async function transition<D extends DescMessage, Req extends { requestId: string
   }
 }
 
-async function lockReservation(trx: Knex.Transaction, id: string): Promise<Locked> {
+async function lockReservation(trx: Knex.Transaction, id: string, call: Call): Promise<Locked> {
   const [row] = await query<ReservationRow>(trx, `SELECT * FROM reservations WHERE id = ? FOR UPDATE`, [id]);
+  // A customer may touch only its own holds; an unknown id looks the same to it (NOT_RESOURCE_OWNER).
+  assertOwnResource(call.principal, row?.customer_id);
   if (row === undefined) throw reservationNotFound(id);
   // Read after the lock is granted, so a long lock wait cannot make a dead hold look alive.
   const lines = await query<LineRow & { now: Date }>(
@@ -177,11 +179,8 @@ async function expireNow(trx: Knex.Transaction, locked: Locked, call: Call, requ
 
 const unchanged = (locked: Locked) => toReservation(locked.row, locked.lines, locked.now);
 
-const strategyField = (v: Violations, value: LockingStrategy) =>
-  v.enumValue("locking_strategy", value, [LockingStrategy.OPTIMISTIC, LockingStrategy.PESSIMISTIC]);
-
 export function confirmHold(deps: Deps, call: Call, req: ConfirmHoldRequest): Promise<ConfirmHoldResponse> {
-  return transition(deps, call, "ConfirmHold", ConfirmHoldRequestSchema, ConfirmHoldResponseSchema, req, (v) => strategyField(v, req.lockingStrategy), async (trx, locked) => {
+  return transition(deps, call, "ConfirmHold", ConfirmHoldRequestSchema, ConfirmHoldResponseSchema, req, () => undefined, async (trx, locked) => {
     const { row } = locked;
     if (row.type !== "HOLD") throw invalidTransition(row, "ConfirmHold", "a HELD hold");
     if (row.status === "ALLOCATED") return unchanged(locked); // already confirmed: succeeds, changes nothing
@@ -196,7 +195,7 @@ export function confirmHold(deps: Deps, call: Call, req: ConfirmHoldRequest): Pr
 }
 
 export function releaseHold(deps: Deps, call: Call, req: ReleaseHoldRequest): Promise<ReleaseHoldResponse> {
-  return transition(deps, call, "ReleaseHold", ReleaseHoldRequestSchema, ReleaseHoldResponseSchema, req, (v) => v.reason("reason", req.reason, false), async (trx, locked) => {
+  return transition(deps, call, "ReleaseHold", ReleaseHoldRequestSchema, ReleaseHoldResponseSchema, req, () => undefined, async (trx, locked) => {
     const { row } = locked;
     if (row.status === "RELEASED" || row.status === "EXPIRED") return unchanged(locked); // succeeds, changes nothing
     if (row.status !== "HELD") throw invalidTransition(row, "ReleaseHold", "HELD (use CancelAllocation for an allocation)");
@@ -216,7 +215,7 @@ export function fulfillAllocation(deps: Deps, call: Call, req: FulfillAllocation
 }
 
 export function cancelAllocation(deps: Deps, call: Call, req: CancelAllocationRequest): Promise<CancelAllocationResponse> {
-  return transition(deps, call, "CancelAllocation", CancelAllocationRequestSchema, CancelAllocationResponseSchema, req, (v) => v.reason("reason", req.reason, false), async (trx, locked) => {
+  return transition(deps, call, "CancelAllocation", CancelAllocationRequestSchema, CancelAllocationResponseSchema, req, () => undefined, async (trx, locked) => {
     const { row } = locked;
     if (row.status === "CANCELLED") return unchanged(locked);
     if (row.status !== "ALLOCATED") {
@@ -236,8 +235,14 @@ export function extendHold(deps: Deps, call: Call, req: ExtendHoldRequest): Prom
     ExtendHoldResponseSchema,
     req,
     (v) => {
-      if (req.ttl === undefined) v.add("ttl", "is required");
+      // Present (contract); well-formed is checked here. Outside the server's bounds it is
+      // wrong whatever the hold's state (INVALID_ARGUMENT before anything is read); the
+      // SKUs' own, lower maximum is checked in the transaction.
       ttlMs = v.duration("ttl", req.ttl);
+      const { holdTtlMinMs, holdTtlMaxMs } = deps.settings;
+      if (v.list.length === 0 && ttlMs !== undefined && (ttlMs < holdTtlMinMs || ttlMs > holdTtlMaxMs)) {
+        throw ttlOutOfRange("ttl", ttlMs, holdTtlMinMs, holdTtlMaxMs);
+      }
     },
     async (trx, locked) => {
       const { row } = locked;

@@ -74,7 +74,7 @@ import {
 } from "@holdfast/core";
 import { Idempotency, Refusal, idempotencyKey, type Claimed, type IdempotencyKey } from "@holdfast/core";
 import type { ReservationSettings } from "./settings.js";
-import { Violations } from "@holdfast/core";
+import { Violations, customerScope } from "@holdfast/core";
 
 /** A request line after summing lines of one SKU. */
 export interface Line {
@@ -86,19 +86,16 @@ export interface Line {
 const RECLAIM_LIMIT = 500;
 
 /**
- * Validates request lines and sums those naming the same SKU (checking two lines of
- * one SKU separately against the same availability is how oversell happens).
+ * Sums request lines naming the same SKU (checking two lines of one SKU separately
+ * against the same availability is how oversell happens), and checks what the
+ * contract's annotations cannot (each line, and at least one, are checked before
+ * the RPC runs): the server's maximum number of lines and the summed quantities.
  * Returns the lines in SKU order.
  */
 export function summedLines(v: Violations, lines: readonly ReservationLine[], maxLines: number): Line[] {
-  if (lines.length === 0) v.add("lines", "must have at least one line");
   if (lines.length > maxLines) v.add("lines", `must have at most ${maxLines} lines`);
   const totals = new Map<string, number>();
-  lines.forEach((line, i) => {
-    const before = v.list.length;
-    v.sku(`lines[${i}].sku`, line.sku).quantity(`lines[${i}].quantity`, line.quantity);
-    if (v.list.length === before) totals.set(line.sku, (totals.get(line.sku) ?? 0) + line.quantity);
-  });
+  for (const line of lines) totals.set(line.sku, (totals.get(line.sku) ?? 0) + line.quantity);
   for (const [sku, quantity] of totals) {
     if (quantity > QUANTITY_MAX) v.add("lines", `the lines for SKU ${sku} add up to ${quantity}, more than ${QUANTITY_MAX}`);
   }
@@ -158,10 +155,12 @@ const HOLD_METHOD = `${InventoryReservationService.typeName}/CreateHold`;
 const ALLOCATION_METHOD = `${InventoryReservationService.typeName}/CreateAllocation`;
 
 export async function createHold(deps: Deps, call: Call, req: CreateHoldRequest): Promise<CreateHoldResponse> {
-  const v = new Violations().requestId("request_id", req.requestId).customerId("customer_id", req.customerId);
+  // A customer holds for itself only (empty = itself); the scoped id is what the request means.
+  req = { ...req, customerId: customerScope(call.principal, req.customerId) };
+  // A non-empty customer_id's rule is the contract's; whether one is needed depends on the caller.
+  const v = new Violations().required("customer_id", req.customerId);
   const lines = summedLines(v, req.lines, deps.settings.maxLinesPerRequest);
   const ttlMs = v.duration("ttl", req.ttl);
-  v.enumValue("locking_strategy", req.lockingStrategy, [LockingStrategy.OPTIMISTIC, LockingStrategy.PESSIMISTIC]);
   v.throwIfAny();
   // Below the server minimum whatever the SKUs (the SKU-dependent maximum is checked once they are read).
   if (ttlMs !== undefined && ttlMs < deps.settings.holdTtlMinMs) throw ttlOutOfRange("ttl", ttlMs, deps.settings.holdTtlMinMs, deps.settings.holdTtlMaxMs);
@@ -177,9 +176,8 @@ export async function createHold(deps: Deps, call: Call, req: CreateHoldRequest)
 }
 
 export async function createAllocation(deps: Deps, call: Call, req: CreateAllocationRequest): Promise<CreateAllocationResponse> {
-  const v = new Violations().requestId("request_id", req.requestId).customerId("customer_id", req.customerId);
+  const v = new Violations();
   const lines = summedLines(v, req.lines, deps.settings.maxLinesPerRequest);
-  v.enumValue("locking_strategy", req.lockingStrategy, [LockingStrategy.OPTIMISTIC, LockingStrategy.PESSIMISTIC]);
   v.throwIfAny();
   const key = idempotencyKey(call.principal.id, ALLOCATION_METHOD, CreateAllocationRequestSchema, req);
   const spec: ReserveSpec = { type: "ALLOCATION", customerId: req.customerId, lines, ttlMs: undefined, strategy: req.lockingStrategy };
@@ -194,7 +192,7 @@ async function reserve<D extends DescMessage>(
   schema: D,
   respond: (reservation: Reservation) => MessageShape<D>,
 ): Promise<MessageShape<D>> {
-  const idempotency = new Idempotency(deps.db, deps.settings.idempotencyWindowMs);
+  const idempotency = new Idempotency(deps.db, deps.settings.idempotencyWindowMs, call.signal);
   for (let attempt = 1; ; attempt++) {
     try {
       // Taken before the transaction begins, so never later than its now().

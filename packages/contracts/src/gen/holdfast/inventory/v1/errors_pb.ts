@@ -35,7 +35,11 @@ export const file_holdfast_inventory_v1_errors: GenFile = /*@__PURE__*/
  *   - `google.rpc.BadRequest` for INVALID_ARGUMENT: one field violation per bad
  *     field, `field` being the path in the request
  *     (e.g. "lines[2].quantity", "ttl", "page_token"), `description` saying the
- *     rule that was broken (e.g. "must be between 1 and 1000000").
+ *     rule that was broken (e.g. "must be between 1 and 1000000"), and, for a
+ *     limit declared as a protovalidate annotation (see resources.proto), one
+ *     violation per broken rule (the first 20: LISTS IN ERRORS) with `reason`
+ *     its rule id (e.g. "string.pattern", "int32.gte_lte", "required"; empty
+ *     for the others).
  *   - `google.rpc.PreconditionFailure` for FAILED_PRECONDITION, one violation
  *     per offending item, SKU subjects in SKU order. A subject "sku/<code>" is
  *     unambiguous because a SKU code never contains '/' or ',' (identifier
@@ -121,7 +125,9 @@ export enum ErrorReason {
   /**
    * Status INVALID_ARGUMENT. One or more fields break their documented limits
    * (missing, out of range, malformed id, too many lines, string too long...).
-   * Details: ErrorInfo, BadRequest listing every bad field.
+   * Details: ErrorInfo, BadRequest listing every bad field, in two stages: the
+   * limits declared as annotations first (see resources.proto), then, once
+   * those hold, the RPC's own checks (settings, other fields, stored state).
    *
    * @generated from enum value: ERROR_REASON_BAD_REQUEST = 1;
    */
