@@ -24,7 +24,7 @@ const BOB = "bob";
 const UNKNOWN_ID = "00000000-0000-4000-8000-000000000000";
 
 /** RPCs that answer UNIMPLEMENTED to an allowed caller until their issue lands (waitlist, streams, report). */
-const NOT_YET = new Set(["JoinWaitlist", "LeaveWaitlist", "GetWaitlistEntry", "ListWaitlistEntries", "WatchWaitlist", "WatchAvailability", "GetFlashSaleReport"]);
+const NOT_YET = new Set(["JoinWaitlist", "LeaveWaitlist", "GetWaitlistEntry", "ListWaitlistEntries", "WatchWaitlist", "GetFlashSaleReport"]);
 
 /** What an allowed caller gets from these fixtures, when it is not OK. */
 const ALLOWED_ANSWER: Record<string, string> = { GetReconciliationRun: "NotFound/RECONCILIATION_RUN_NOT_FOUND" };

@@ -115,8 +115,9 @@ describe("reservation-service: process, transports, health, reflection, CORS", (
       }
     };
     try {
-      expect((await rpcFailureOf(drain(grpcClient.watchAvailability({})))).code).to.equal(Code.Unimplemented);
-      expect((await rpcFailureOf(drain(connectClient.watchAvailability({})))).code).to.equal(Code.Unimplemented);
+      // (WatchWaitlist lands with the waitlist.)
+      expect((await rpcFailureOf(drain(grpcClient.watchWaitlist({})))).code).to.equal(Code.Unimplemented);
+      expect((await rpcFailureOf(drain(connectClient.watchWaitlist({})))).code).to.equal(Code.Unimplemented);
     } finally {
       grpcClient.close();
     }

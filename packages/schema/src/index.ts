@@ -60,6 +60,6 @@ export {
   parseExpiryPayload,
   notifyInventoryChanged,
   NotificationListener,
-  type InventoryChange,
+  parseInventoryPayload,
   type ListenerOptions,
 } from './notifications.js';

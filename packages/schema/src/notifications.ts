@@ -21,7 +21,6 @@
  */
 import pg from 'pg';
 import { query, type Db } from './query.js';
-import type { AuditEventRow } from './rows.js';
 
 export const EXPIRY_CHANNEL = 'holdfast_expiry';
 export const INVENTORY_CHANNEL = 'holdfast_inventory';
@@ -41,36 +40,41 @@ export function parseExpiryPayload(payload: string | undefined): Date | undefine
   }
 }
 
-/** One `holdfast_inventory` payload. */
-export interface InventoryChange {
-  sku: string;
-  version: number;
-  on_hand: number;
-  reserved: number;
-  allocated: number;
-  available: number;
-}
+/** Bytes of SKU codes per `holdfast_inventory` payload (PostgreSQL's limit is 8000). */
+const INVENTORY_PAYLOAD_BUDGET = 7000;
 
 /**
- * Queues a `holdfast_inventory` notification per SKU of `events` (its latest values),
- * delivered when the caller's transaction commits. One statement.
+ * Queues `holdfast_inventory` notifications naming the SKUs whose availability
+ * rows changed: `{"skus": ["A", "B"]}`, split to fit the payload limit. Inside a
+ * transaction they are delivered when it commits. Watchers re-read the rows, so
+ * a payload carries no counters (and a late or duplicate one is harmless).
  */
-export async function notifyInventoryChanged(db: Db, events: readonly AuditEventRow[]): Promise<void> {
-  const latest = new Map<string, InventoryChange>();
-  for (const e of events) {
-    const seen = latest.get(e.sku_code);
-    if (seen !== undefined && seen.version >= e.version_after) continue;
-    latest.set(e.sku_code, {
-      sku: e.sku_code,
-      version: e.version_after,
-      on_hand: e.on_hand_after,
-      reserved: e.reserved_after,
-      allocated: e.allocated_after,
-      available: e.on_hand_after - e.reserved_after - e.allocated_after,
-    });
+export async function notifyInventoryChanged(db: Db, skus: Iterable<string>): Promise<void> {
+  const payloads: string[] = [];
+  let batch: string[] = [];
+  let size = 0;
+  for (const sku of new Set(skus)) {
+    if (size + sku.length + 3 > INVENTORY_PAYLOAD_BUDGET && batch.length > 0) {
+      payloads.push(JSON.stringify({ skus: batch }));
+      batch = [];
+      size = 0;
+    }
+    batch.push(sku);
+    size += sku.length + 3;
   }
-  if (latest.size === 0) return;
-  await query(db, `SELECT count(pg_notify(?, p)) FROM unnest(?::text[]) AS p`, [INVENTORY_CHANNEL, [...latest.values()].map((c) => JSON.stringify(c))]);
+  if (batch.length > 0) payloads.push(JSON.stringify({ skus: batch }));
+  if (payloads.length === 0) return;
+  await query(db, `SELECT count(pg_notify(?, p)) FROM unnest(?::text[]) AS p`, [INVENTORY_CHANNEL, payloads]);
+}
+
+/** The SKU codes of a `holdfast_inventory` payload; undefined if it is not one. */
+export function parseInventoryPayload(payload: string | undefined): string[] | undefined {
+  try {
+    const parsed = JSON.parse(payload ?? "") as { skus?: unknown };
+    return Array.isArray(parsed.skus) && parsed.skus.every((s) => typeof s === "string") ? (parsed.skus as string[]) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 export interface ListenerOptions {

@@ -4,7 +4,8 @@ import { bind, createMetrics, knexLog, instrumentService, refuseUndecodableReque
 import { createKnex, assertDatabaseReady } from "@holdfast/schema";
 import { authorizeService, createAuthenticator } from "@holdfast/core";
 import type { ReservationServiceConfig } from "./config.js";
-import { ExpiryAnnouncer } from "./core/expiry-announcer.js";
+import { ExpiryAnnouncer, InventoryAnnouncer } from "./core/announcers.js";
+import { AvailabilityHub } from "./core/watch.js";
 import { createInventoryReservationService } from "./service.js";
 
 export interface RunningReservationService {
@@ -25,7 +26,16 @@ export async function startReservationService(config: ReservationServiceConfig, 
   const metrics = createMetrics("reservation-service");
   const stopping = new AbortController();
   const authenticator = createAuthenticator(config.auth, logger);
-  const logic = createInventoryReservationService({ db, settings: config.reservations, logger, expiry: new ExpiryAnnouncer(db, logger) });
+  const hub = new AvailabilityHub(db, config.database.url, logger);
+  await hub.start();
+  const logic = createInventoryReservationService({
+    db,
+    settings: config.reservations,
+    logger,
+    expiry: new ExpiryAnnouncer(db, logger),
+    inventory: new InventoryAnnouncer(db, logger),
+    hub,
+  });
   // Outermost first: instrument (log, metrics, error mapping), authenticate and authorize
   // (and count streams), validate the request, then the logic.
   const impl = instrumentService(InventoryReservationService, authorizeService(InventoryReservationService, validateService(InventoryReservationService, logic), authenticator, config.streamLimits), {
@@ -68,6 +78,7 @@ export async function startReservationService(config: ReservationServiceConfig, 
       // Refuse new work, let calls in flight finish, end streams, then release the pool.
       stopping.abort();
       await Promise.all([grpc.stop(config.shutdownGraceMs), http.stop(config.shutdownGraceMs)]);
+      await hub.close();
       await db.destroy();
     },
   };

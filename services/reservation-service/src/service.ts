@@ -8,6 +8,7 @@ import * as consistency from "./core/consistency.js";
 import * as lifecycle from "./core/lifecycle.js";
 import * as reads from "./core/reads.js";
 import * as reserve from "./core/reserve.js";
+import * as watch from "./core/watch.js";
 
 export type { Deps as ReservationDeps } from "./core/context.js";
 
@@ -38,5 +39,6 @@ export function createInventoryReservationService(deps: Deps): ServiceImpl<typeo
     listAuditEvents: (req, ctx) => reads.listAuditEvents(deps, callOf(ctx), req),
     listAvailabilitySnapshots: (req, ctx) => reads.listAvailabilitySnapshots(deps, callOf(ctx), req),
     checkConsistency: (req, ctx) => consistency.checkConsistency(deps, callOf(ctx), req),
+    watchAvailability: (req, ctx) => watch.watchAvailability(deps, callOf(ctx), req),
   };
 }

@@ -592,7 +592,7 @@ async function repairLocked(trx: Knex.Transaction, deps: WorkerDeps, run: Reconc
   const applied = await applyCounterChanges(trx, corrections, origin);
   // The guard was checked above on the locked values; a refusal here is a bug.
   if (applied.refused.length > 0) throw new Error(`repair refused by the ledger's guard for ${applied.refused.join(", ")} although checked under lock`);
-  await notifyInventoryChanged(trx, applied.events);
+  await notifyInventoryChanged(trx, applied.events.map((e) => e.sku_code));
 
   const driftBySku = new Map(driftEvents.map((e) => [e.sku_code, e.id]));
   const correctionBySku = new Map(applied.events.map((e) => [e.sku_code, e.id]));

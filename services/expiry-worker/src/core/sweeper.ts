@@ -303,7 +303,7 @@ export class ExpirySweeper {
         claimedIds = claimed.map((c) => c.id);
         if (claimed.length === 0) return { claimed: 0, expired: [] as string[], events: [], clock: new Date(), expiresAt: new Map<string, Date>() };
         const applied = await expireClaimedHolds(trx, claimedIds, this.origin);
-        await notifyInventoryChanged(trx, applied.events);
+        await notifyInventoryChanged(trx, applied.events.map((e) => e.sku_code));
         const [{ clock }] = (await query<{ clock: Date }>(trx, `SELECT clock_timestamp() AS clock`)) as [{ clock: Date }];
         beforeCommit = performance.now();
         return { claimed: claimed.length, expired: applied.expired, events: applied.events, clock, expiresAt: new Map(claimed.map((c) => [c.id, c.expires_at])) };

@@ -361,7 +361,7 @@ WITH i AS (
 )
 SELECT * FROM i`;
 
-export async function createSku(deps: Deps, call: Call, req: CreateSkuRequest): Promise<CreateSkuResponse> {
+async function createSkuOnce(deps: Deps, call: Call, req: CreateSkuRequest): Promise<CreateSkuResponse> {
   const v = new Violations();
   const policy: PolicyColumns = { ...POLICY_DEFAULTS, ...readPolicy(v, "policy", req.policy, ALL_POLICY_FIELDS) };
   throwIfInvalid(v, holdTtlViolations(policy, ALL_POLICY_FIELDS, "policy", deps.settings), req.sku);
@@ -416,7 +416,7 @@ UPDATE skus
  WHERE code = ?
 RETURNING *`;
 
-export async function updateSku(deps: Deps, call: Call, req: UpdateSkuRequest): Promise<UpdateSkuResponse> {
+async function updateSkuOnce(deps: Deps, call: Call, req: UpdateSkuRequest): Promise<UpdateSkuResponse> {
   // sku and update_mask are present (contract); Sku's own fields are judged here.
   const v = new Violations().sku("sku.code", req.sku!.code);
   const paths = req.updateMask!.paths;
@@ -462,7 +462,7 @@ function pick(row: SkuRow): PolicyColumns {
  * need the committed units), then decides on the locked values, so the guarded
  * counter statement cannot be refused afterwards.
  */
-export async function adjustStock(deps: Deps, call: Call, req: AdjustStockRequest): Promise<AdjustStockResponse> {
+async function adjustStockOnce(deps: Deps, call: Call, req: AdjustStockRequest): Promise<AdjustStockResponse> {
   // Every field's limits are the contract's (checked before this runs): change is set.
   const { change } = req;
   const expected = req.expectedVersion;
@@ -489,3 +489,16 @@ export async function adjustStock(deps: Deps, call: Call, req: AdjustStockReques
     return create(AdjustStockResponseSchema, { availability: toAvailability(after), auditEvent: toAuditEvent(events[0]) });
   });
 }
+
+export function createSku(deps: Deps, call: Call, req: CreateSkuRequest): Promise<CreateSkuResponse> {
+  return deps.inventory.around([req.sku], createSkuOnce(deps, call, req));
+}
+
+export function updateSku(deps: Deps, call: Call, req: UpdateSkuRequest): Promise<UpdateSkuResponse> {
+  return deps.inventory.around([req.sku?.code ?? ""].filter((c) => c !== ""), updateSkuOnce(deps, call, req));
+}
+
+export function adjustStock(deps: Deps, call: Call, req: AdjustStockRequest): Promise<AdjustStockResponse> {
+  return deps.inventory.around([req.sku], adjustStockOnce(deps, call, req));
+}
+

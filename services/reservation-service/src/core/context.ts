@@ -1,6 +1,7 @@
 import type { Knex } from "knex";
 import type { Logger } from "@holdfast/runtime";
-import type { ExpiryAnnouncer } from "./expiry-announcer.js";
+import type { ExpiryAnnouncer, InventoryAnnouncer } from "./announcers.js";
+import type { AvailabilityHub } from "./watch.js";
 import type { ReservationSettings } from "./settings.js";
 
 export type { Call, Principal } from "@holdfast/core";
@@ -12,4 +13,8 @@ export interface Deps {
   logger: Logger;
   /** Wakes the expiry-worker for holds that expire sooner than it planned for. */
   expiry: ExpiryAnnouncer;
+  /** Tells every replica's watchers which SKUs' availability changed (after commit). */
+  inventory: InventoryAnnouncer;
+  /** This process's feed of availability changes, for WatchAvailability. */
+  hub: AvailabilityHub;
 }

@@ -91,9 +91,11 @@ async function transition<D extends DescMessage, Req extends { requestId: string
   v.throwIfAny();
   const key = idempotencyKey(call.principal.id, method(name), requestSchema, req as never);
   const idempotency = new Idempotency(deps.db, deps.settings.idempotencyWindowMs, call.signal);
+  let touched: string[] = [];
   try {
     return await idempotency.run(key, responseSchema, async (trx) => {
       const locked = await lockReservation(trx, req.reservationId, call);
+      touched = locked.lines.map((l) => l.sku_code);
       const outcome = await step(trx, locked, call);
       if (outcome instanceof Refusal) return outcome;
       return create(responseSchema, { reservation: outcome } as never) as MessageShape<D>;
@@ -103,6 +105,9 @@ async function transition<D extends DescMessage, Req extends { requestId: string
     // Waited too long for the header or the SKUs' rows: name them (errors.proto, LOCK_TIMEOUT).
     const lines = await query<LineRow>(deps.db, `SELECT sku_code FROM reservation_items WHERE reservation_id = ? ORDER BY sku_code`, [req.reservationId]);
     throw lockTimeout({ skus: lines.map((l) => l.sku_code), reservationId: req.reservationId }, err);
+  } finally {
+    // Committed or not (watchers re-read and drop what did not change).
+    deps.inventory.changed(touched);
   }
 }
 

@@ -169,7 +169,10 @@ export async function createHold(deps: Deps, call: Call, req: CreateHoldRequest)
   }
   const key = idempotencyKey(call.principal.id, HOLD_METHOD, CreateHoldRequestSchema, req);
   const spec: ReserveSpec = { type: "HOLD", customerId: req.customerId, lines, ttlMs, strategy: req.lockingStrategy };
-  const response = await reserve(deps, call, key, spec, CreateHoldResponseSchema, (reservation) => create(CreateHoldResponseSchema, { reservation }));
+  const response = await deps.inventory.around(
+    spec.lines.map((l) => l.sku),
+    reserve(deps, call, key, spec, CreateHoldResponseSchema, (reservation) => create(CreateHoldResponseSchema, { reservation })),
+  );
   const expireTime = response.reservation?.expireTime;
   if (!response.replayed && expireTime !== undefined) deps.expiry.holdCreated(timestampDate(expireTime));
   return response;
@@ -181,7 +184,10 @@ export async function createAllocation(deps: Deps, call: Call, req: CreateAlloca
   v.throwIfAny();
   const key = idempotencyKey(call.principal.id, ALLOCATION_METHOD, CreateAllocationRequestSchema, req);
   const spec: ReserveSpec = { type: "ALLOCATION", customerId: req.customerId, lines, ttlMs: undefined, strategy: req.lockingStrategy };
-  return reserve(deps, call, key, spec, CreateAllocationResponseSchema, (reservation) => create(CreateAllocationResponseSchema, { reservation }));
+  return deps.inventory.around(
+    spec.lines.map((l) => l.sku),
+    reserve(deps, call, key, spec, CreateAllocationResponseSchema, (reservation) => create(CreateAllocationResponseSchema, { reservation })),
+  );
 }
 
 async function reserve<D extends DescMessage>(

@@ -1,0 +1,221 @@
+/**
+ * WatchAvailability: the current availability of some SKUs (or of the whole
+ * catalog), then every change, from whichever replica or worker made it.
+ *
+ * - Feed. Every process that changes availability rows sends a
+ *   `holdfast_inventory` notification naming the SKUs after its commit (the
+ *   reservation-service through InventoryAnnouncer, the worker inside its sweep
+ *   and repair transactions). One AvailabilityHub per process LISTENs on a
+ *   dedicated connection and re-reads the rows of the SKUs someone watches: one
+ *   query per FLUSH_MS at most, whatever the number of streams, so a flash sale
+ *   costs each replica a handful of reads a second, not one per stream and change.
+ * - Order. A notification is sent after the change committed, and the row is read
+ *   after the notification arrived, so the read sees that change or a later one.
+ *   Rows carry their version; a stream sends a SKU only when its version is newer
+ *   than the last one it sent, so versions never go back, and may skip (coalescing).
+ * - No gap at the start: a stream subscribes before it reads its initial state,
+ *   so a change committed meanwhile is delivered after the initial state.
+ * - Lost connection: when the hub's listener reconnects it re-reads every watched
+ *   row, so a change notified while it was away is not missed for long.
+ */
+import { create } from "@bufbuild/protobuf";
+import { durationMs, timestampNow } from "@bufbuild/protobuf/wkt";
+import { WatchAvailabilityResponseSchema, type WatchAvailabilityRequest, type WatchAvailabilityResponse } from "@holdfast/contracts";
+import { skuNotFound, ts } from "@holdfast/core";
+import type { Logger } from "@holdfast/runtime";
+import { INVENTORY_CHANNEL, NotificationListener, parseInventoryPayload, query, skuOrder, type Db, type InventoryRow } from "@holdfast/schema";
+import type { Call, Deps } from "./context.js";
+import { toAvailability } from "./convert.js";
+
+/** Shortest time between two re-reads of changed rows (the coalescing window). */
+const FLUSH_MS = 50;
+/** Rows per message of an initial state (a whole catalog spans several). */
+const INITIAL_CHUNK = 500;
+const DEFAULT_HEARTBEAT_MS = 15_000;
+
+type Watched = ReadonlySet<string> | "all";
+
+interface Subscriber {
+  skus: Watched;
+  deliver(rows: readonly InventoryRow[]): void;
+}
+
+export class AvailabilityHub {
+  private readonly listener: NotificationListener;
+  private readonly subscribers = new Set<Subscriber>();
+  /** SKUs notified since the last flush; "all" after a reconnection. */
+  private dirty: Set<string> | "all" = new Set();
+  private timer: NodeJS.Timeout | undefined;
+  private lastFlushAt = -Infinity;
+  private flushing: Promise<void> | undefined;
+
+  constructor(
+    private readonly db: Db,
+    databaseUrl: string,
+    private readonly logger: Logger,
+  ) {
+    this.listener = new NotificationListener({
+      url: databaseUrl,
+      applicationName: "holdfast-reservation-service:watch",
+      channels: [INVENTORY_CHANNEL],
+      onNotification: (_channel, payload) => {
+        const skus = parseInventoryPayload(payload);
+        if (skus === undefined) return logger.warn({ payload }, "ignoring a malformed holdfast_inventory notification");
+        if (this.dirty !== "all") for (const sku of skus) this.dirty.add(sku);
+        this.schedule();
+      },
+      onListening: (listening) => {
+        if (!listening) return logger.warn("availability feed lost its database connection: reconnecting (streams stay open)");
+        // (Re)connected: whatever was notified while away is unknown, so re-read everything watched.
+        this.dirty = "all";
+        this.schedule();
+      },
+      onError: (err) => logger.warn({ err }, "availability feed connection error"),
+    });
+  }
+
+  start(): Promise<void> {
+    return this.listener.start();
+  }
+
+  async close(): Promise<void> {
+    clearTimeout(this.timer);
+    await this.listener.close();
+    await this.flushing;
+  }
+
+  /** Calls `deliver` with the fresh rows of watched SKUs after each change; returns the unsubscribe. */
+  subscribe(skus: Watched, deliver: (rows: readonly InventoryRow[]) => void): () => void {
+    const subscriber = { skus, deliver };
+    this.subscribers.add(subscriber);
+    return () => this.subscribers.delete(subscriber);
+  }
+
+  private schedule(): void {
+    if (this.timer !== undefined || this.flushing !== undefined) return;
+    const wait = Math.max(0, this.lastFlushAt + FLUSH_MS - Date.now());
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.flushing = this.flush().finally(() => {
+        this.flushing = undefined;
+        // Changes that arrived during the read wait for the next window.
+        if (this.dirty === "all" || this.dirty.size > 0) this.schedule();
+      });
+    }, wait);
+    this.timer.unref();
+  }
+
+  private async flush(): Promise<void> {
+    this.lastFlushAt = Date.now();
+    const dirty = this.dirty;
+    this.dirty = new Set();
+    if (this.subscribers.size === 0) return;
+    const everything = dirty === "all" || [...this.subscribers].some((s) => s.skus === "all");
+    const wanted = everything ? undefined : [...dirty].filter((sku) => [...this.subscribers].some((s) => s.skus !== "all" && s.skus.has(sku)));
+    if (wanted !== undefined && wanted.length === 0) return;
+    let rows: InventoryRow[];
+    try {
+      rows =
+        dirty === "all"
+          ? await query<InventoryRow>(this.db, `SELECT * FROM inventory ORDER BY sku_code`)
+          : await query<InventoryRow>(this.db, `SELECT * FROM inventory WHERE sku_code = ANY(?::text[]) ORDER BY sku_code`, [wanted ?? [...dirty]]);
+    } catch (err) {
+      // Try again at the next window: the same SKUs are still to be read.
+      this.logger.warn({ err }, "could not read changed availability rows; retrying");
+      const since = this.dirty as Set<string> | "all"; // notified during the failed read
+      this.dirty = dirty === "all" || since === "all" ? "all" : new Set([...dirty, ...since]);
+      return;
+    }
+    for (const subscriber of this.subscribers) {
+      const mine = subscriber.skus === "all" ? rows : rows.filter((r) => (subscriber.skus as ReadonlySet<string>).has(r.sku_code));
+      if (mine.length > 0) subscriber.deliver(mine);
+    }
+  }
+}
+
+/** Rows waiting to be sent on one stream: the newest per SKU. */
+class Pending {
+  private readonly rows = new Map<string, InventoryRow>();
+  private wake: (() => void) | undefined;
+
+  put(rows: readonly InventoryRow[]): void {
+    for (const row of rows) {
+      const seen = this.rows.get(row.sku_code);
+      if (seen === undefined || Number(seen.version) < Number(row.version)) this.rows.set(row.sku_code, row);
+    }
+    this.wake?.();
+  }
+
+  take(): InventoryRow[] {
+    const rows = [...this.rows.values()];
+    this.rows.clear();
+    return rows;
+  }
+
+  /** Resolves when rows arrive, after `ms`, or when `signal` aborts. */
+  wait(ms: number, signal: AbortSignal): Promise<void> {
+    if (this.rows.size > 0 || signal.aborted) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        signal.removeEventListener("abort", done);
+        this.wake = undefined;
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      signal.addEventListener("abort", done, { once: true });
+      this.wake = done;
+    });
+  }
+}
+
+/** SKU order (ORDERS in resources.proto: by code, bytewise). */
+const bySku = (a: InventoryRow, b: InventoryRow) => (a.sku_code < b.sku_code ? -1 : a.sku_code > b.sku_code ? 1 : 0);
+
+export async function* watchAvailability(deps: Deps, call: Call, req: WatchAvailabilityRequest): AsyncGenerator<WatchAvailabilityResponse> {
+  const codes = skuOrder(req.skus);
+  const heartbeatMs = req.heartbeatInterval !== undefined ? durationMs(req.heartbeatInterval) : DEFAULT_HEARTBEAT_MS;
+  const pending = new Pending();
+  // Subscribed before the initial read: a change committed in between arrives after it.
+  const unsubscribe = deps.hub.subscribe(codes.length > 0 ? new Set(codes) : "all", (rows) => pending.put(rows));
+  try {
+    const initial =
+      codes.length > 0
+        ? await query<InventoryRow>(deps.db, `SELECT * FROM inventory WHERE sku_code = ANY(?::text[])`, [codes])
+        : await query<InventoryRow>(deps.db, `SELECT * FROM inventory`);
+    initial.sort(bySku);
+    const found = new Set(initial.map((r) => r.sku_code));
+    const unknown = codes.filter((c) => !found.has(c));
+    if (unknown.length > 0) throw skuNotFound(unknown);
+
+    const sent = new Map<string, number>();
+    const asOf = timestampNow();
+    for (let i = 0; i === 0 || i < initial.length; i += INITIAL_CHUNK) {
+      const chunk = initial.slice(i, i + INITIAL_CHUNK);
+      for (const row of chunk) sent.set(row.sku_code, Number(row.version));
+      const complete = i + INITIAL_CHUNK >= initial.length;
+      yield create(WatchAvailabilityResponseSchema, { event: { case: "initialState", value: { availabilities: chunk.map(toAvailability), asOf, complete } } });
+    }
+
+    let lastMessageAt = Date.now();
+    while (!call.signal.aborted) {
+      await pending.wait(Math.max(0, lastMessageAt + heartbeatMs - Date.now()), call.signal);
+      if (call.signal.aborted) return;
+      const fresh = pending.take().filter((row) => (sent.get(row.sku_code) ?? 0) < Number(row.version));
+      if (fresh.length === 0) {
+        // Only stale rows (already sent) arrived, or nothing: a heartbeat once the stream has been quiet long enough.
+        if (Date.now() - lastMessageAt < heartbeatMs) continue;
+        lastMessageAt = Date.now();
+        yield create(WatchAvailabilityResponseSchema, { event: { case: "heartbeat", value: { serverTime: timestampNow() } } });
+        continue;
+      }
+      lastMessageAt = Date.now();
+      fresh.sort(bySku);
+      for (const row of fresh) sent.set(row.sku_code, Number(row.version));
+      const newest = fresh.reduce((a, b) => (a.updated_at > b.updated_at ? a : b)).updated_at;
+      yield create(WatchAvailabilityResponseSchema, { event: { case: "update", value: { availabilities: fresh.map(toAvailability), asOf: ts(newest), complete: true } } });
+    }
+  } finally {
+    unsubscribe();
+  }
+}
