@@ -278,6 +278,22 @@ describe("authorization: every RPC × every role, on every port", function () {
       expect(released.reservation!.customerId).to.equal(BOB);
     });
 
+    it("someone else's reservation is never locked or waited for: NOT_RESOURCE_OWNER at once even while its row is busy", async () => {
+      const bobs = await hold(BOB);
+      const busy = await knex.transaction();
+      try {
+        await busy.raw(`SELECT 1 FROM reservations WHERE id = ? FOR UPDATE`, [bobs.id]);
+        const started = Date.now();
+        const answer = failureOf(await alice.releaseHold({ requestId: rid(), reservationId: bobs.id }, asAlice()).catch((e: unknown) => e));
+        // Not a LOCK_TIMEOUT naming bob's SKUs after the lock wait (LOCK_TIMEOUT_MS is 2 s).
+        expect(answer).to.include({ code: Code.PermissionDenied, reason: "NOT_RESOURCE_OWNER" });
+        expect(answer.metadata).to.deep.equal({});
+        expect(Date.now() - started).to.be.below(1000);
+      } finally {
+        await busy.rollback();
+      }
+    });
+
     it("its own holds: it may read, extend and release them (not confirm: that is the checkout service's)", async () => {
       const own = await hold(ALICE);
       expect((await alice.getReservation({ reservationId: own.id }, asAlice())).reservation!.id).to.equal(own.id);

@@ -1,3 +1,4 @@
+import http from "node:http";
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import { expect } from "chai";
@@ -172,6 +173,30 @@ describe("reservation-service: process, transports, health, reflection, CORS", (
       expect(response.headers.get("access-control-expose-headers")?.toLowerCase()).to.include("x-request-id");
       expect(((await response.json()) as { code: string }).code).to.equal("invalid_argument");
     });
+  });
+
+  it("keeps the HTTP/1.1 connection of a bodyless request (health probe, CORS preflight) alive", async () => {
+    const agent = new http.Agent({ keepAlive: true });
+    try {
+      for (const method of ["GET", "OPTIONS"]) {
+        const headers = await new Promise<http.IncomingHttpHeaders>((resolve, reject) => {
+          const req = http.request(`${svc.httpUrl}/${method === "GET" ? "healthz" : `${SERVICE}/GetSku`}`, {
+            method,
+            agent,
+            headers: method === "OPTIONS" ? { Origin: ALLOWED_ORIGIN, "Access-Control-Request-Method": "POST" } : {},
+          });
+          req.on("response", (res) => {
+            res.resume();
+            res.on("end", () => resolve(res.headers));
+          });
+          req.on("error", reject);
+          req.end();
+        });
+        expect(headers.connection, method).to.not.equal("close");
+      }
+    } finally {
+      agent.destroy();
+    }
   });
 
   it("drains and exits 0 on SIGTERM", async () => {

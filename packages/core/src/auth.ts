@@ -18,7 +18,7 @@
  *
  * Health and reflection are separate services, not wrapped: open by design.
  */
-import { createPublicKey, randomBytes } from "node:crypto";
+import { createHash, createPublicKey, randomBytes } from "node:crypto";
 import { linkSync, mkdirSync, readFileSync, unlinkSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 import { getOption, hasOption, type DescMethod, type DescService } from "@bufbuild/protobuf";
@@ -77,7 +77,7 @@ export const notResourceOwner = () => rpcError(Code.PermissionDenied, ErrorReaso
 const CACHE_LIMIT = 10_000;
 
 export class Authenticator {
-  /** token → principal and its expiry (ms); checked again on every use. */
+  /** sha256(token) → principal and its expiry (ms); checked again on every use. */
   private readonly cache = new Map<string, { principal: Principal; expiresAt: number }>();
 
   private constructor(
@@ -101,6 +101,18 @@ export class Authenticator {
     }
   }
 
+  /** Drops expired entries, then, if still full, the oldest half (Map order is insertion order). */
+  private evict(): void {
+    const now = Date.now();
+    for (const [key, entry] of this.cache) if (entry.expiresAt <= now) this.cache.delete(key);
+    if (this.cache.size < CACHE_LIMIT) return;
+    let drop = this.cache.size / 2;
+    for (const key of this.cache.keys()) {
+      if (drop-- <= 0) break;
+      this.cache.delete(key);
+    }
+  }
+
   /** The principal of an `authorization` header value, or UNAUTHENTICATED. */
   async authenticate(authorization: string | null): Promise<Principal> {
     // "Bearer" without a token is a missing token too (and some stacks trim the trailing space).
@@ -108,7 +120,9 @@ export class Authenticator {
     const match = /^Bearer +([A-Za-z0-9_.~+/=-]+) *$/i.exec(authorization);
     if (match === null) throw tokenInvalid();
     const token = match[1];
-    const cached = this.cache.get(token);
+    // Keyed by digest: a cache entry costs 64 bytes of key however long the token.
+    const cacheKey = createHash("sha256").update(token).digest("hex");
+    const cached = this.cache.get(cacheKey);
     if (cached !== undefined && cached.expiresAt > Date.now() - this.settings.clockToleranceS * 1000) return cached.principal;
 
     let payload: jose.JWTPayload;
@@ -129,8 +143,8 @@ export class Authenticator {
     const subject = payload.sub;
     if (typeof role !== "string" || !ROLE_NAMES.includes(role as RoleName) || subject === undefined || !isValidCustomerId(subject)) throw tokenInvalid();
     const principal: Principal = { role: role as RoleName, subject, id: `${role}:${subject}` };
-    if (this.cache.size >= CACHE_LIMIT) this.cache.clear();
-    this.cache.set(token, { principal, expiresAt: payload.exp! * 1000 });
+    if (this.cache.size >= CACHE_LIMIT) this.evict();
+    this.cache.set(cacheKey, { principal, expiresAt: payload.exp! * 1000 });
     return principal;
   }
 }

@@ -95,9 +95,12 @@ export async function startHttpServer(options: HttpServerOptions): Promise<Runni
     // connection. Node would keep it alive, but nobody reads the rest of that body any
     // more: the connection would sit in it, and the client's next request on it would
     // get nothing until the receive timeout (then a 408).
+    // (Only for requests with a body: a bodyless GET or preflight answered at once is
+    // not complete yet either, and must keep its connection.)
+    const hasBody = req.headers["transfer-encoding"] !== undefined || Number(req.headers["content-length"] ?? 0) > 0;
     const writeHead = res.writeHead;
     res.writeHead = function (this: http.ServerResponse, ...args: unknown[]) {
-      if (!req.complete) this.setHeader("Connection", "close");
+      if (hasBody && !req.complete) this.setHeader("Connection", "close");
       return (writeHead as (...a: unknown[]) => http.ServerResponse).apply(this, args);
     } as typeof res.writeHead;
     const path = (req.url ?? "/").split("?")[0];

@@ -28,12 +28,14 @@ export async function startReservationService(config: ReservationServiceConfig, 
   const authenticator = createAuthenticator(config.auth, logger);
   const hub = new AvailabilityHub(db, config.database.url, logger);
   await hub.start();
+  const expiry = new ExpiryAnnouncer(db, logger);
+  const inventory = new InventoryAnnouncer(db, logger, (skus) => hub.changed(skus));
   const logic = createInventoryReservationService({
     db,
     settings: config.reservations,
     logger,
-    expiry: new ExpiryAnnouncer(db, logger),
-    inventory: new InventoryAnnouncer(db, logger),
+    expiry,
+    inventory,
     hub,
   });
   // Outermost first: instrument (log, metrics, error mapping), authenticate and authorize
@@ -78,6 +80,8 @@ export async function startReservationService(config: ReservationServiceConfig, 
       // Refuse new work, let calls in flight finish, end streams, then release the pool.
       stopping.abort();
       await Promise.all([grpc.stop(config.shutdownGraceMs), http.stop(config.shutdownGraceMs)]);
+      // Announce what the last calls committed before the pool closes.
+      await Promise.all([expiry.drain(), inventory.drain()]);
       await hub.close();
       await db.destroy();
     },

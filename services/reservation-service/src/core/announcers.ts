@@ -53,13 +53,24 @@ class Coalescer<T> {
     this.timer.unref();
   }
 
+  private inFlight = new Set<Promise<void>>();
+
   private flush(): void {
+    clearTimeout(this.timer);
     this.timer = undefined;
     if (this.pending === undefined) return;
     const value = this.pending;
     this.pending = undefined;
     this.lastSentAt = Date.now();
-    this.send(value).catch(this.onError);
+    const sent = this.send(value).catch(this.onError);
+    this.inFlight.add(sent);
+    void sent.finally(() => this.inFlight.delete(sent));
+  }
+
+  /** Sends what is pending now and waits for every send in flight (shutdown, before the pool closes). */
+  async drain(): Promise<void> {
+    this.flush();
+    await Promise.all(this.inFlight);
   }
 }
 
@@ -79,13 +90,25 @@ export class ExpiryAnnouncer {
   holdCreated(expiresAt: Date): void {
     this.coalescer.add(expiresAt.getTime());
   }
+
+  drain(): Promise<void> {
+    return this.coalescer.drain();
+  }
 }
 
 export class InventoryAnnouncer {
   /** Pending: the SKUs changed since the last notification. */
   private readonly coalescer: Coalescer<Set<string>>;
 
-  constructor(db: Db, logger: Logger) {
+  /**
+   * @param local this process's own watchers (AvailabilityHub.changed): told at once,
+   *   so they do not depend on the notification's round trip, nor on its success.
+   */
+  constructor(
+    db: Db,
+    logger: Logger,
+    private readonly local: (skus: ReadonlySet<string>) => void = () => undefined,
+  ) {
     this.coalescer = new Coalescer<Set<string>>(
       (pending, skus) => (pending === undefined ? skus : new Set([...pending, ...skus])),
       (skus) => notifyInventoryChanged(db, skus),
@@ -96,7 +119,13 @@ export class InventoryAnnouncer {
   /** The availability rows of `skus` changed in a committed transaction. */
   changed(skus: Iterable<string>): void {
     const set = new Set(skus);
-    if (set.size > 0) this.coalescer.add(set);
+    if (set.size === 0) return;
+    this.local(set);
+    this.coalescer.add(set);
+  }
+
+  drain(): Promise<void> {
+    return this.coalescer.drain();
   }
 
   /**

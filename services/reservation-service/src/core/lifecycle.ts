@@ -112,9 +112,14 @@ async function transition<D extends DescMessage, Req extends { requestId: string
 }
 
 async function lockReservation(trx: Knex.Transaction, id: string, call: Call): Promise<Locked> {
+  if (call.principal.role === "customer") {
+    // A customer may touch only its own holds, and an unknown id looks the same to it
+    // (NOT_RESOURCE_OWNER). Checked before the lock (customer_id never changes): someone
+    // else's reservation is never locked, waited for, or named in a LOCK_TIMEOUT.
+    const [owner] = await query<{ customer_id: string }>(trx, `SELECT customer_id FROM reservations WHERE id = ?`, [id]);
+    assertOwnResource(call.principal, owner?.customer_id);
+  }
   const [row] = await query<ReservationRow>(trx, `SELECT * FROM reservations WHERE id = ? FOR UPDATE`, [id]);
-  // A customer may touch only its own holds; an unknown id looks the same to it (NOT_RESOURCE_OWNER).
-  assertOwnResource(call.principal, row?.customer_id);
   if (row === undefined) throw reservationNotFound(id);
   // Read after the lock is granted, so a long lock wait cannot make a dead hold look alive.
   const lines = await query<LineRow & { now: Date }>(

@@ -15,8 +15,10 @@
  *   than the last one it sent, so versions never go back, and may skip (coalescing).
  * - No gap at the start: a stream subscribes before it reads its initial state,
  *   so a change committed meanwhile is delivered after the initial state.
- * - Lost connection: when the hub's listener reconnects it re-reads every watched
- *   row, so a change notified while it was away is not missed for long.
+ * - Lost notifications: when the hub's listener reconnects it re-reads every
+ *   watched row; this process's own changes reach its hub directly (not only
+ *   through the database); and every watched row is re-read every 30 s anyway, so a
+ *   notification another process failed to send delays an update by at most that.
  */
 import { create } from "@bufbuild/protobuf";
 import { durationMs, timestampNow } from "@bufbuild/protobuf/wkt";
@@ -32,6 +34,8 @@ const FLUSH_MS = 50;
 /** Rows per message of an initial state (a whole catalog spans several). */
 const INITIAL_CHUNK = 500;
 const DEFAULT_HEARTBEAT_MS = 15_000;
+/** Every watched row is re-read this often even without notifications (a lost one costs at most this). */
+const SAFETY_REREAD_MS = 30_000;
 
 type Watched = ReadonlySet<string> | "all";
 
@@ -48,6 +52,10 @@ export class AvailabilityHub {
   private timer: NodeJS.Timeout | undefined;
   private lastFlushAt = -Infinity;
   private flushing: Promise<void> | undefined;
+  private sweep: NodeJS.Timeout | undefined;
+  private closed = false;
+  /** Wait before re-reading after a failed read; doubles up to 5 s, back to FLUSH_MS on success. */
+  private retryMs = FLUSH_MS;
 
   constructor(
     private readonly db: Db,
@@ -75,13 +83,29 @@ export class AvailabilityHub {
   }
 
   start(): Promise<void> {
+    // The safety net: a notification lost on its way (a failed send from another
+    // process) is caught up with at the next full re-read.
+    this.sweep = setInterval(() => {
+      if (this.subscribers.size === 0) return;
+      this.dirty = "all";
+      this.schedule();
+    }, SAFETY_REREAD_MS);
+    this.sweep.unref();
     return this.listener.start();
   }
 
   async close(): Promise<void> {
+    this.closed = true;
+    clearInterval(this.sweep);
     clearTimeout(this.timer);
     await this.listener.close();
     await this.flushing;
+  }
+
+  /** This process changed these SKUs' rows (after commit): re-read them without waiting for the notification. */
+  changed(skus: Iterable<string>): void {
+    if (this.dirty !== "all") for (const sku of skus) this.dirty.add(sku);
+    this.schedule();
   }
 
   /** Calls `deliver` with the fresh rows of watched SKUs after each change; returns the unsubscribe. */
@@ -92,8 +116,8 @@ export class AvailabilityHub {
   }
 
   private schedule(): void {
-    if (this.timer !== undefined || this.flushing !== undefined) return;
-    const wait = Math.max(0, this.lastFlushAt + FLUSH_MS - Date.now());
+    if (this.closed || this.timer !== undefined || this.flushing !== undefined) return;
+    const wait = Math.max(0, this.lastFlushAt + this.retryMs - Date.now());
     this.timer = setTimeout(() => {
       this.timer = undefined;
       this.flushing = this.flush().finally(() => {
@@ -110,22 +134,26 @@ export class AvailabilityHub {
     const dirty = this.dirty;
     this.dirty = new Set();
     if (this.subscribers.size === 0) return;
-    const everything = dirty === "all" || [...this.subscribers].some((s) => s.skus === "all");
-    const wanted = everything ? undefined : [...dirty].filter((sku) => [...this.subscribers].some((s) => s.skus !== "all" && s.skus.has(sku)));
-    if (wanted !== undefined && wanted.length === 0) return;
+    // Which rows to read: of the dirty SKUs ("all": every SKU), those someone watches.
+    const subscribers = [...this.subscribers];
+    const watched = subscribers.some((s) => s.skus === "all") ? "all" : new Set(subscribers.flatMap((s) => [...(s.skus as ReadonlySet<string>)]));
+    const wanted = dirty === "all" ? watched : watched === "all" ? dirty : new Set([...dirty].filter((sku) => watched.has(sku)));
+    if (wanted !== "all" && wanted.size === 0) return;
     let rows: InventoryRow[];
     try {
       rows =
-        dirty === "all"
-          ? await query<InventoryRow>(this.db, `SELECT * FROM inventory ORDER BY sku_code`)
-          : await query<InventoryRow>(this.db, `SELECT * FROM inventory WHERE sku_code = ANY(?::text[]) ORDER BY sku_code`, [wanted ?? [...dirty]]);
+        wanted === "all"
+          ? await query<InventoryRow>(this.db, `SELECT * FROM inventory`)
+          : await query<InventoryRow>(this.db, `SELECT * FROM inventory WHERE sku_code = ANY(?::text[])`, [[...wanted]]);
     } catch (err) {
       // Try again at the next window: the same SKUs are still to be read.
-      this.logger.warn({ err }, "could not read changed availability rows; retrying");
+      if (this.retryMs === FLUSH_MS) this.logger.warn({ err }, "could not read changed availability rows; retrying with backoff");
+      this.retryMs = Math.min(this.retryMs * 2, 5_000);
       const since = this.dirty as Set<string> | "all"; // notified during the failed read
       this.dirty = dirty === "all" || since === "all" ? "all" : new Set([...dirty, ...since]);
       return;
     }
+    this.retryMs = FLUSH_MS;
     for (const subscriber of this.subscribers) {
       const mine = subscriber.skus === "all" ? rows : rows.filter((r) => (subscriber.skus as ReadonlySet<string>).has(r.sku_code));
       if (mine.length > 0) subscriber.deliver(mine);
