@@ -65,13 +65,10 @@ export const envVar = {
     decimal(fallback, "must be a whole number (digits only)").pipe(
       z.number().positive("must be greater than 0").max(max, `must be at most ${max}`),
     ),
+  nonNegativeInt: (fallback: number, max: number, message = "must be a whole number (digits only)") =>
+    decimal(fallback, message).pipe(z.number().max(max, `must be at most ${max}`)),
   /** Milliseconds between runs of a periodic job; 0 switches the job off. */
-  intervalOrOff: (fallback: number, max: number) =>
-    decimal(fallback, "must be a whole number of milliseconds (digits only; 0 = off)").pipe(
-      z.number().max(max, `must be at most ${max}`),
-    ),
-  nonNegativeInt: (fallback: number, max: number) =>
-    decimal(fallback, "must be a whole number (digits only)").pipe(z.number().max(max, `must be at most ${max}`)),
+  intervalOrOff: (fallback: number, max: number) => envVar.nonNegativeInt(fallback, max, "must be a whole number of milliseconds (digits only; 0 = off)"),
   boolean: (fallback: boolean) =>
     z
       .enum(["true", "false", "1", "0", "yes", "no"], { error: "must be true or false" })
@@ -88,11 +85,13 @@ export const envVar = {
       .string({ error: "is required (postgres://user:password@host:5432/database)" })
       .min(1, "is required (postgres://user:password@host:5432/database)")
       .refine((v) => /^postgres(ql)?:\/\//.test(v) && URL.canParse(v), "must be a postgres:// or postgresql:// URL"),
+  /** A path to a file that must exist, or unset / empty. */
   optionalFile: () =>
     z
       .string()
       .optional()
-      .transform((v) => (v === undefined || v === "" ? undefined : v)),
+      .transform((v) => (v === undefined || v === "" ? undefined : v))
+      .refine((v) => v === undefined || existsSync(v), "file does not exist"),
   /** A comma-separated list; empty entries are dropped. */
   list: () =>
     z
@@ -197,7 +196,7 @@ function keyVariables(env: AuthEnv): string[] {
   return (["AUTH_JWT_SECRET", "AUTH_JWT_PUBLIC_KEY_FILE", "AUTH_JWKS_FILE"] as const).filter((k) => env[k] !== undefined);
 }
 
-/** Cross-variable rules of authEnv, for a config's superRefine. */
+/** Cross-variable rules of authEnv, for a config's superRefine (each key file's existence is its own field's rule). */
 export function checkAuthEnv(env: AuthEnv, ctx: z.RefinementCtx): void {
   const keys = keyVariables(env);
   if (keys.length > 1) ctx.addIssue({ code: "custom", path: [keys[1]], message: `set only one of ${keys.join(", ")}` });
@@ -207,10 +206,6 @@ export function checkAuthEnv(env: AuthEnv, ctx: z.RefinementCtx): void {
       path: ["AUTH_JWT_SECRET"],
       message: "a token verification key is required when NODE_ENV=production: set AUTH_JWT_SECRET, AUTH_JWT_PUBLIC_KEY_FILE or AUTH_JWKS_FILE",
     });
-  }
-  for (const variable of ["AUTH_JWT_PUBLIC_KEY_FILE", "AUTH_JWKS_FILE"] as const) {
-    const file = env[variable];
-    if (file !== undefined && !existsSync(file)) ctx.addIssue({ code: "custom", path: [variable], message: "file does not exist" });
   }
 }
 

@@ -37,15 +37,25 @@ export function rpcError(
   return new ConnectError(message, code, undefined, [errorInfo, ...(options.details ?? [])], options.cause);
 }
 
-/** INVALID_ARGUMENT with `google.rpc.BadRequest` naming every bad field. */
-export function invalidArgument(violations: FieldViolation[], message?: string): ConnectError {
-  const summary = message ?? violations.map((v) => `${v.field}: ${v.description}`).join("; ");
+/**
+ * Field violations sent at most (errors.proto, LISTS IN ERRORS: details travel in
+ * gRPC trailers, which clients limit to a few KiB); ErrorInfo metadata "omitted"
+ * says how many more there were.
+ */
+const VIOLATIONS_SHOWN = 20;
+
+/** INVALID_ARGUMENT with `google.rpc.BadRequest` naming the bad fields (the first 20). */
+export function invalidArgument(violations: readonly FieldViolation[], message?: string): ConnectError {
+  const shown = violations.slice(0, VIOLATIONS_SHOWN);
+  const left = violations.length - shown.length;
+  const summary = message ?? shown.map((v) => `${v.field}: ${v.description}`).join("; ") + (left > 0 ? `; and ${left} more` : "");
   return rpcError(Code.InvalidArgument, ErrorReason.BAD_REQUEST, summary, {
+    metadata: left > 0 ? { omitted: String(left) } : {},
     details: [
       {
         desc: BadRequestSchema,
         value: {
-          fieldViolations: violations.map((v) => ({ field: v.field, description: v.description, reason: v.reason ?? "" })),
+          fieldViolations: shown.map((v) => ({ field: v.field, description: v.description, reason: v.reason ?? "" })),
         },
       },
     ],

@@ -1,4 +1,4 @@
-export { ConfigError, loadConfig, envVar, commonEnv, databaseSettings, authEnv, checkAuthEnv, authSettings, MIN_SECRET_BYTES, type AuthSettings, type VerificationKey } from "./config.js";
+export { ConfigError, loadConfig, envVar, commonEnv, databaseSettings, authEnv, checkAuthEnv, authSettings, type AuthSettings, type VerificationKey } from "./config.js";
 export { serverLimitsEnv, serverLimits } from "./config.js";
 export { DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_REQUEST_RECEIVE_TIMEOUT_MS, requestReceiveDeadline } from "./limits.js";
 export { createLogger, knexLog, type Logger } from "./logger.js";

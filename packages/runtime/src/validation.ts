@@ -5,20 +5,13 @@ import { createValidator, type Violation } from "@bufbuild/protovalidate";
 import { RepeatedRulesSchema, StringRulesSchema, field as fieldRules } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
 import { ErrorReason } from "@holdfast/contracts";
 import { BadRequestSchema } from "@holdfast/contracts/rpc";
-import { rpcError, type FieldViolation } from "./errors.js";
+import { invalidArgument, type FieldViolation } from "./errors.js";
 
 /**
  * One validator for the process: it compiles the rules of each message type
  * once, on first use, and keeps them.
  */
 const validator = createValidator();
-
-/**
- * Field violations sent at most (errors.proto, LISTS IN ERRORS: details travel
- * in gRPC trailers, which clients limit to a few KiB); ErrorInfo metadata
- * "omitted" says how many more there were.
- */
-const VIOLATIONS_SHOWN = 20;
 
 /**
  * One FieldViolation per broken rule: `field` the path in the request as the
@@ -29,16 +22,6 @@ const VIOLATIONS_SHOWN = 20;
  */
 function fieldViolation(v: Violation): FieldViolation {
   return { field: pathToString(v.field), description: v.message.replace(/^value /, ""), reason: v.ruleId };
-}
-
-function badRequest(violations: readonly FieldViolation[]): Error {
-  const shown = violations.slice(0, VIOLATIONS_SHOWN);
-  const left = violations.length - shown.length;
-  const summary = shown.map((v) => `${v.field}: ${v.description}`).join("; ") + (left > 0 ? `; and ${left} more` : "");
-  return rpcError(Code.InvalidArgument, ErrorReason.BAD_REQUEST, summary, {
-    metadata: left > 0 ? { omitted: String(left) } : {},
-    details: [{ desc: BadRequestSchema, value: { fieldViolations: shown.map((v) => ({ ...v, reason: v.reason ?? "" })) } }],
-  });
 }
 
 /**
@@ -123,14 +106,14 @@ export function validateRequest(schema: DescMessage, request: unknown): void {
   if (plan !== null) {
     const found: FieldViolation[] = [];
     oversized(plan, request as Record<string, unknown>, "", found);
-    if (found.length > 0) throw badRequest(found);
+    if (found.length > 0) throw invalidArgument(found);
   }
   const result = validator.validate(schema, request as never);
   if (result.kind === "valid") return;
   // "error": a rule that cannot be compiled or evaluated, i.e. a bug in the
   // contract, not in the request: thrown as is (instrumentService answers INTERNAL).
   if (result.kind === "error") throw result.error;
-  throw badRequest(result.violations.map(fieldViolation));
+  throw invalidArgument(result.violations.map(fieldViolation));
 }
 
 type AnyMethod = (request: unknown, context: HandlerContext) => unknown;

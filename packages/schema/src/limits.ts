@@ -37,11 +37,6 @@ export const CUSTOMER_ID_MAX_LENGTH = 128;
 /** Customer id: `^[A-Za-z0-9._:@-]+$` (*_customer_id_format). */
 export const CUSTOMER_ID_PATTERN = /^[A-Za-z0-9._:@-]+$/;
 
-/** Request id (idempotency key): 1..128 characters (*_request_id_format). */
-export const REQUEST_ID_MAX_LENGTH = 128;
-/** Request id: `^[A-Za-z0-9._:-]+$` (*_request_id_format). */
-export const REQUEST_ID_PATTERN = /^[A-Za-z0-9._:-]+$/;
-
 /** Reservation, waitlist entry, reconciliation run and snapshot run ids: canonical lowercase UUIDs. */
 export const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
@@ -49,15 +44,8 @@ export const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0
 // Quantities and stock (resources.proto, service.proto)
 // ---------------------------------------------------------------------------------------
 
-/** Per-line quantity, in a request line and after summing lines of one SKU: 1..1,000,000. */
-export const QUANTITY_MIN = 1;
+/** Per-line quantity after summing lines of one SKU: at most 1,000,000 (each line's own range is annotated). */
 export const QUANTITY_MAX = 1_000_000;
-
-/**
- * AdjustStockRequest.reason (1..512, required), ReleaseHoldRequest.reason and
- * CancelAllocationRequest.reason (0..512); reservations_close_reason_valid.
- */
-export const REASON_MAX_LENGTH = 512;
 
 // ---------------------------------------------------------------------------------------
 // SkuPolicy (resources.proto). Zero = server default / no limit, stored as NULL.

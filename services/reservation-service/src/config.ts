@@ -1,4 +1,3 @@
-import { existsSync } from "node:fs";
 import { z } from "zod";
 import { authEnv, authSettings, checkAuthEnv, commonEnv, databaseSettings, envVar, loadConfig, serverLimits, serverLimitsEnv } from "@holdfast/runtime";
 import {
@@ -62,10 +61,6 @@ const environment = z
     if (env.HOLD_TTL_MIN_MS > env.HOLD_TTL_MAX_MS) ttl("HOLD_TTL_MIN_MS", "must not exceed HOLD_TTL_MAX_MS");
     if (env.HOLD_TTL_MAX_MS > env.MAX_HOLD_LIFETIME_MS) ttl("HOLD_TTL_MAX_MS", "must not exceed MAX_HOLD_LIFETIME_MS");
     if (env.OPTIMISTIC_BACKOFF_BASE_MS > env.OPTIMISTIC_BACKOFF_MAX_MS) ttl("OPTIMISTIC_BACKOFF_BASE_MS", "must not exceed OPTIMISTIC_BACKOFF_MAX_MS");
-    for (const variable of ["GRPC_TLS_CERT_FILE", "GRPC_TLS_KEY_FILE"] as const) {
-      const file = env[variable];
-      if (file !== undefined && !existsSync(file)) ctx.addIssue({ code: "custom", path: [variable], message: "file does not exist" });
-    }
   })
   .transform((env) => ({
     nodeEnv: env.NODE_ENV,

@@ -25,7 +25,7 @@ import { durationMs, timestampNow } from "@bufbuild/protobuf/wkt";
 import { WatchAvailabilityResponseSchema, type WatchAvailabilityRequest, type WatchAvailabilityResponse } from "@holdfast/contracts";
 import { skuNotFound, ts } from "@holdfast/core";
 import type { Logger } from "@holdfast/runtime";
-import { INVENTORY_CHANNEL, NotificationListener, parseInventoryPayload, query, skuOrder, type Db, type InventoryRow } from "@holdfast/schema";
+import { HEARTBEAT_INTERVAL_DEFAULT_MS, INVENTORY_CHANNEL, NotificationListener, parseInventoryPayload, query, skuOrder, type Db, type InventoryRow } from "@holdfast/schema";
 import type { Call, Deps } from "./context.js";
 import { toAvailability } from "./convert.js";
 
@@ -33,7 +33,6 @@ import { toAvailability } from "./convert.js";
 const FLUSH_MS = 50;
 /** Rows per message of an initial state (a whole catalog spans several). */
 const INITIAL_CHUNK = 500;
-const DEFAULT_HEARTBEAT_MS = 15_000;
 /** Every watched row is re-read this often even without notifications (a lost one costs at most this). */
 const SAFETY_REREAD_MS = 30_000;
 
@@ -69,8 +68,7 @@ export class AvailabilityHub {
       onNotification: (_channel, payload) => {
         const skus = parseInventoryPayload(payload);
         if (skus === undefined) return logger.warn({ payload }, "ignoring a malformed holdfast_inventory notification");
-        if (this.dirty !== "all") for (const sku of skus) this.dirty.add(sku);
-        this.schedule();
+        this.changed(skus);
       },
       onListening: (listening) => {
         if (!listening) return logger.warn("availability feed lost its database connection: reconnecting (streams stay open)");
@@ -104,6 +102,7 @@ export class AvailabilityHub {
 
   /** This process changed these SKUs' rows (after commit): re-read them without waiting for the notification. */
   changed(skus: Iterable<string>): void {
+    if (this.subscribers.size === 0) return; // a stream that subscribes later reads its initial state then
     if (this.dirty !== "all") for (const sku of skus) this.dirty.add(sku);
     this.schedule();
   }
@@ -202,7 +201,7 @@ const bySku = (a: InventoryRow, b: InventoryRow) => (a.sku_code < b.sku_code ? -
 
 export async function* watchAvailability(deps: Deps, call: Call, req: WatchAvailabilityRequest): AsyncGenerator<WatchAvailabilityResponse> {
   const codes = skuOrder(req.skus);
-  const heartbeatMs = req.heartbeatInterval !== undefined ? durationMs(req.heartbeatInterval) : DEFAULT_HEARTBEAT_MS;
+  const heartbeatMs = req.heartbeatInterval !== undefined ? durationMs(req.heartbeatInterval) : HEARTBEAT_INTERVAL_DEFAULT_MS;
   const pending = new Pending();
   // Subscribed before the initial read: a change committed in between arrives after it.
   const unsubscribe = deps.hub.subscribe(codes.length > 0 ? new Set(codes) : "all", (rows) => pending.put(rows));
