@@ -247,7 +247,9 @@ describe("fuzz: random and mutated requests to every RPC of both services", func
         };
         const early = grpcAnswer(res.headers);
         if (early !== undefined) return done(early);
-        const enveloped = res.statusCode === 200 && /^application\/(connect\+|grpc-web)/.test(contentType);
+        // Connect streams, gRPC-Web and gRPC over HTTP/1.1 all frame messages in 5-byte
+        // envelopes: a stream that is open (WatchAvailability) answers with its first one.
+        const enveloped = res.statusCode === 200 && /^application\/(connect\+|grpc)/.test(contentType);
         let pending = Buffer.alloc(0);
         const chunks: Buffer[] = [];
         res.on("data", (chunk: Buffer) => {
@@ -283,6 +285,8 @@ describe("fuzz: random and mutated requests to every RPC of both services", func
         res.on("error", () => undefined);
       });
       req.on("timeout", () => req.destroy(new Error("timed out")));
+      // An idle timeout does not end a stream that keeps sending heartbeats: a hard bound too.
+      setTimeout(() => req.destroy(new Error("no outcome in 30 s")), 30_000).unref();
       req.on("error", (err) => {
         if (!settled) resolve({ code: "transport_error", message: err.message });
         settled = true;
@@ -319,6 +323,7 @@ describe("fuzz: random and mutated requests to every RPC of both services", func
         ...probe.headers,
       });
       stream.setTimeout(30_000, () => done({ code: "transport_error", message: "no answer in 30 s" }));
+      setTimeout(() => done({ code: "transport_error", message: "no outcome in 30 s" }), 30_000).unref();
       stream.on("response", (headers) => {
         const status = grpcAnswer(headers);
         if (status !== undefined) return done(status);
