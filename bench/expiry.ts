@@ -27,7 +27,7 @@ import { durationMs } from "@bufbuild/protobuf/wkt";
 import { ExpiryWorkerService, InventoryReservationService, type DurationDistribution } from "@holdfast/contracts";
 import { ensureDatabase, freePort, seedHolds, startEmbeddedPostgres } from "@holdfast/dev-stack";
 import { createGrpcJsClient } from "@holdfast/runtime";
-import { createKnex, expireClaimedHolds, migrateLatest, query } from "@holdfast/schema";
+import { DEFAULT_HOLD_TERMS, createKnex, expireClaimedHolds, migrateLatest, query } from "@holdfast/schema";
 import { BENCH_AUTH_ENV, benchCaller } from "./auth.js";
 
 const { values } = parseArgs({
@@ -126,7 +126,7 @@ async function main(): Promise<void> {
     for (;;) {
       const n = await knex.transaction(async (trx) => {
         const ids = await query<{ id: string }>(trx, `SELECT id FROM reservations WHERE status = 'HELD' AND expires_at <= (SELECT clock_timestamp()) ORDER BY expires_at LIMIT 500 FOR UPDATE SKIP LOCKED`);
-        await expireClaimedHolds(trx, ids.map((r) => r.id), { actor: "bench:bare", requestId: null });
+        await expireClaimedHolds(trx, ids.map((r) => r.id), { actor: "bench:bare", requestId: null }, DEFAULT_HOLD_TERMS);
         return ids.length;
       });
       bare += n;

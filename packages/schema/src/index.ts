@@ -52,6 +52,16 @@ export {
   type HeldLine,
   type LedgerCounters,
 } from './ledger.js';
+export {
+  promoteWaiting,
+  promotionTerms,
+  DEFAULT_HOLD_TERMS,
+  closeWaiting,
+  moveWaitlistCounters,
+  settlePromotedEntries,
+  type HoldTermSettings,
+  type Promotion,
+} from './waitlist.js';
 export { recountSkus, skuFilter, type Recount, type SkuRecount, type LineDisagreement } from './recount.js';
 export {
   EXPIRY_CHANNEL,

@@ -28,6 +28,7 @@
  */
 import { query, type Db } from './query.js';
 import type { AuditEventRow, AuditOperation, InventoryRow } from './rows.js';
+import { promoteWaiting, settlePromotedEntries, type HoldTermSettings, type Promotion } from './waitlist.js';
 
 /** One audit event to write: a change of one SKU's counters, for one reservation (or none). */
 export interface CounterChange {
@@ -347,8 +348,13 @@ export async function hasExpiredHeldLines(db: Db, skus: readonly string[]): Prom
  * it already holds inventory rows, every SKU of these holds must be among them.
  * Re-checks status and expiry, so a hold confirmed meanwhile is left alone.
  */
-export async function expireClaimedHolds(db: Db, reservationIds: readonly string[], origin: ChangeOrigin): Promise<AppliedChanges & { expired: string[] }> {
-  if (reservationIds.length === 0) return { events: [], refused: [], expired: [] };
+export async function expireClaimedHolds(
+  db: Db,
+  reservationIds: readonly string[],
+  origin: ChangeOrigin,
+  waitlist: HoldTermSettings,
+): Promise<AppliedChanges & { expired: string[]; promotions: Promotion[] }> {
+  if (reservationIds.length === 0) return { events: [], refused: [], expired: [], promotions: [] };
   const lines = await query<HeldLine>(
     db,
     `WITH h AS (
@@ -374,5 +380,10 @@ export async function expireClaimedHolds(db: Db, reservationIds: readonly string
     // reserved < Σ HELD lines: the books were already wrong. Fail loudly (rolls back).
     throw new Error(`expiring holds would make reserved negative for ${applied.refused.join(', ')}: counters disagree with the lines`);
   }
-  return { ...applied, expired: [...new Set(lines.map((l) => l.reservation_id))] };
+  const expired = [...new Set(lines.map((l) => l.reservation_id))];
+  // A promoted hold that expires loses its entry's turn; the returned units go to the
+  // SKUs' waitlists first, in this same transaction (waitlist.ts).
+  await settlePromotedEntries(db, expired, 'EXPIRED');
+  const promotions = await promoteWaiting(db, lines.map((l) => l.sku_code), origin, waitlist);
+  return { ...applied, expired, promotions };
 }

@@ -1,7 +1,14 @@
 import { hostname } from "node:os";
 import { z } from "zod";
 import { authEnv, authSettings, checkAuthEnv, commonEnv, databaseSettings, envVar, loadConfig, serverLimits, serverLimitsEnv } from "@holdfast/runtime";
-import { IDEMPOTENCY_WINDOW_DEFAULT_MS } from "@holdfast/schema";
+import {
+  DEFAULT_HOLD_TTL_DEFAULT_MS,
+  HOLD_TTL_MAX_DEFAULT_MS,
+  HOLD_TTL_MIN_DEFAULT_MS,
+  IDEMPOTENCY_WINDOW_DEFAULT_MS,
+  MAX_HOLD_LIFETIME_DEFAULT_MS,
+  MAX_HOLD_LIFETIME_MAX_MS,
+} from "@holdfast/schema";
 import type { WorkerSettings } from "./core/context.js";
 
 const MINUTE = 60_000;
@@ -35,6 +42,12 @@ const environment = z
     RETENTION_INTERVAL_MS: envVar.positiveInt(10 * MINUTE, DAY),
     IDEMPOTENCY_WINDOW_MS: envVar.positiveInt(IDEMPOTENCY_WINDOW_DEFAULT_MS, 30 * DAY),
     HEARTBEAT_INTERVAL_MS: envVar.positiveInt(10_000, 60_000),
+    // Hold terms of the holds the worker's waitlist promotions create: the same settings,
+    // names and defaults as the reservation-service's (set them alike on both).
+    HOLD_TTL_MIN_MS: envVar.positiveInt(HOLD_TTL_MIN_DEFAULT_MS, MAX_HOLD_LIFETIME_MAX_MS),
+    HOLD_TTL_MAX_MS: envVar.positiveInt(HOLD_TTL_MAX_DEFAULT_MS, MAX_HOLD_LIFETIME_MAX_MS),
+    DEFAULT_HOLD_TTL_MS: envVar.positiveInt(DEFAULT_HOLD_TTL_DEFAULT_MS, MAX_HOLD_LIFETIME_MAX_MS),
+    MAX_HOLD_LIFETIME_MS: envVar.positiveInt(MAX_HOLD_LIFETIME_DEFAULT_MS, MAX_HOLD_LIFETIME_MAX_MS),
   })
   .superRefine((env, ctx) => {
     checkAuthEnv(env, ctx);
@@ -65,6 +78,12 @@ const environment = z
       retentionIntervalMs: env.RETENTION_INTERVAL_MS,
       idempotencyWindowMs: env.IDEMPOTENCY_WINDOW_MS,
       heartbeatIntervalMs: env.HEARTBEAT_INTERVAL_MS,
+      holdTerms: {
+        holdTtlMinMs: env.HOLD_TTL_MIN_MS,
+        holdTtlMaxMs: env.HOLD_TTL_MAX_MS,
+        defaultHoldTtlMs: Math.min(env.DEFAULT_HOLD_TTL_MS, env.HOLD_TTL_MAX_MS),
+        maxHoldLifetimeMs: env.MAX_HOLD_LIFETIME_MS,
+      },
     } satisfies WorkerSettings,
   }));
 

@@ -1,3 +1,4 @@
+import type { HoldTermSettings } from "@holdfast/schema";
 import type { Knex } from "knex";
 import type { Logger } from "@holdfast/runtime";
 import type { ExpirySweep } from "@holdfast/contracts";
@@ -36,6 +37,12 @@ export interface WorkerSettings {
   idempotencyWindowMs: number;
   /** How often this replica records its heartbeat (and renews its leases). */
   heartbeatIntervalMs: number;
+  /**
+   * Terms of the holds that the worker's waitlist promotions create (expired units go to
+   * the SKU's waitlist in the sweep's transaction). Unset = the contract's defaults
+   * (DEFAULT_HOLD_TERMS); set from the same HOLD_TTL_* settings as the reservation-service.
+   */
+  holdTerms?: HoldTermSettings;
 }
 
 /**

@@ -45,7 +45,7 @@ import {
 } from "@holdfast/contracts";
 import { Idempotency, idempotencyKey, ts } from "@holdfast/core";
 import { isTransientDatabaseError } from "@holdfast/runtime";
-import { EXPIRY_CHANNEL, NotificationListener, expireClaimedHolds, notifyInventoryChanged, parseExpiryPayload, query } from "@holdfast/schema";
+import { DEFAULT_HOLD_TERMS, EXPIRY_CHANNEL, NotificationListener, expireClaimedHolds, notifyInventoryChanged, parseExpiryPayload, query } from "@holdfast/schema";
 import type { Call, WorkerDeps } from "./context.js";
 
 const METHOD = "holdfast.worker.v1.ExpiryWorkerService/RunExpirySweep";
@@ -117,6 +117,8 @@ interface BatchResult {
   expired: number;
   units: number;
   lagMs: number[];
+  /** Waitlist entries promoted with the returned units (in the batch's transaction). */
+  promotions?: number;
 }
 
 interface SweepOptions {
@@ -240,7 +242,7 @@ export class ExpirySweeper {
    */
   async sweep(options: SweepOptions): Promise<ExpirySweep> {
     const start = new Date();
-    const done = { expired: 0, units: 0, batches: 0, lag: [] as number[] };
+    const done = { expired: 0, units: 0, batches: 0, lag: [] as number[], promotions: 0 };
     let renewedAt = Date.now();
     let failure: unknown;
     try {
@@ -261,6 +263,7 @@ export class ExpirySweeper {
         if (batch.expired > 0) done.batches++;
         done.expired += batch.expired;
         done.units += batch.units;
+        done.promotions += batch.promotions ?? 0;
         done.lag.push(...batch.lagMs);
         if (batch.claimed < limit && !isolating && this.suspects.length === 0) break;
       }
@@ -274,7 +277,7 @@ export class ExpirySweeper {
       holdsExpired: BigInt(done.expired),
       unitsReturned: BigInt(done.units),
       batches: done.batches,
-      waitlistPromotions: 0n,
+      waitlistPromotions: BigInt(done.promotions),
       expiryLag: distribution(done.lag),
     });
     if (done.expired > 0 || options.trigger === "on_demand") {
@@ -297,13 +300,16 @@ export class ExpirySweeper {
     for (const [id, until] of this.poisoned) if (until <= now) this.poisoned.delete(id);
     let claimedIds: string[] = [];
     let beforeCommit = 0;
+    let promotions = 0;
     try {
       const result = await db.transaction(async (trx) => {
         const claimed = await query<{ id: string; expires_at: Date }>(trx, CLAIM, [[...this.poisoned.keys()], only, only, limit]);
         claimedIds = claimed.map((c) => c.id);
         if (claimed.length === 0) return { claimed: 0, expired: [] as string[], events: [], clock: new Date(), expiresAt: new Map<string, Date>() };
-        const applied = await expireClaimedHolds(trx, claimedIds, this.origin);
+        const applied = await expireClaimedHolds(trx, claimedIds, this.origin, this.deps.settings.holdTerms ?? DEFAULT_HOLD_TERMS);
+        // Promotions happen on the same SKUs, so the same notification covers them.
         await notifyInventoryChanged(trx, applied.events.map((e) => e.sku_code));
+        promotions = applied.promotions.length;
         const [{ clock }] = (await query<{ clock: Date }>(trx, `SELECT clock_timestamp() AS clock`)) as [{ clock: Date }];
         beforeCommit = performance.now();
         return { claimed: claimed.length, expired: applied.expired, events: applied.events, clock, expiresAt: new Map(claimed.map((c) => [c.id, c.expires_at])) };
@@ -315,7 +321,7 @@ export class ExpirySweeper {
       metrics.holdsExpired.inc(result.expired.length);
       metrics.unitsReturned.inc(units);
       if (result.expired.length > 0) logger.debug({ holds: result.expired.length, units }, "expired holds");
-      return { claimed: result.claimed, expired: result.expired.length, units, lagMs };
+      return { claimed: result.claimed, expired: result.expired.length, units, lagMs, promotions };
     } catch (err) {
       // Says nothing about the holds themselves: the whole batch is retried later.
       if (isTransientDatabaseError(err)) {

@@ -47,7 +47,19 @@ import {
   type ReleaseHoldResponse,
   type Reservation,
 } from "@holdfast/contracts";
-import { applyCounterChanges, expireClaimedHolds, query, type AuditOperation, type ReservationRow, type ReservationStatus, type SkuRow } from "@holdfast/schema";
+import {
+  applyCounterChanges,
+  expireClaimedHolds,
+  promoteWaiting,
+  query,
+  settlePromotedEntries,
+  type AuditOperation,
+  type HoldTermSettings,
+  type Promotion,
+  type ReservationRow,
+  type ReservationStatus,
+  type SkuRow,
+} from "@holdfast/schema";
 import { isLockTimeout } from "@holdfast/runtime";
 import type { Knex } from "knex";
 import type { Call, Deps } from "./context.js";
@@ -67,7 +79,17 @@ interface Locked {
   lapsed: boolean;
 }
 
-type Step = (trx: Knex.Transaction, locked: Locked, call: Call) => Promise<Reservation | Refusal>;
+/**
+ * What a step needs besides the locked reservation: the server's hold terms (for the
+ * holds of waitlist promotions) and where to put the promotions it made, so that the
+ * worker can be told of their expiry after commit.
+ */
+interface StepContext {
+  settings: HoldTermSettings;
+  promotions: Promotion[];
+}
+
+type Step = (trx: Knex.Transaction, locked: Locked, call: Call, ctx: StepContext) => Promise<Reservation | Refusal>;
 
 const method = (name: string) => `${InventoryReservationService.typeName}/${name}`;
 
@@ -92,14 +114,19 @@ async function transition<D extends DescMessage, Req extends { requestId: string
   const key = idempotencyKey(call.principal.id, method(name), requestSchema, req as never);
   const idempotency = new Idempotency(deps.db, deps.settings.idempotencyWindowMs, call.signal);
   let touched: string[] = [];
+  let ctx: StepContext = { settings: deps.settings, promotions: [] };
   try {
-    return await idempotency.run(key, responseSchema, async (trx) => {
+    const response = await idempotency.run(key, responseSchema, async (trx) => {
+      ctx = { settings: deps.settings, promotions: [] }; // per attempt
       const locked = await lockReservation(trx, req.reservationId, call);
       touched = locked.lines.map((l) => l.sku_code);
-      const outcome = await step(trx, locked, call);
+      const outcome = await step(trx, locked, call, ctx);
       if (outcome instanceof Refusal) return outcome;
       return create(responseSchema, { reservation: outcome } as never) as MessageShape<D>;
     });
+    // Committed: promoted holds expire on their own schedule; wake the worker for them.
+    for (const p of ctx.promotions) deps.expiry.holdCreated(p.expiresAt);
+    return response;
   } catch (err) {
     if (!isLockTimeout(err)) throw err;
     // Waited too long for the header or the SKUs' rows: name them (errors.proto, LOCK_TIMEOUT).
@@ -144,6 +171,7 @@ async function moveTo(
   status: ReservationStatus,
   change: { operation: AuditOperation; onHand?: 1 | -1 | 0; reserved?: 1 | -1 | 0; allocated?: 1 | -1 | 0 },
   closeReason: string | null,
+  ctx: StepContext,
 ): Promise<Reservation> {
   const final = status !== "ALLOCATED";
   const [row] = await query<ReservationRow>(
@@ -177,12 +205,22 @@ async function moveTo(
   );
   // Only a ledger that already disagrees with the lines can refuse these moves.
   if (applied.refused.length > 0) throw new Error(`${change.operation} of ${locked.row.id} refused on ${applied.refused.join(", ")}: counters disagree with the lines`);
+  // A hold born of a waitlist promotion takes its entry along (confirmed: CONFIRMED;
+  // released: CANCELLED, the turn is given up).
+  if (locked.row.waitlist_entry_id !== null && (status === "ALLOCATED" || status === "RELEASED")) {
+    await settlePromotedEntries(trx, [locked.row.id], status === "ALLOCATED" ? "CONFIRMED" : "CANCELLED");
+  }
+  // Units back to available go to the SKUs' waitlists first, in this transaction.
+  if (status === "RELEASED" || status === "CANCELLED") {
+    ctx.promotions.push(...(await promoteWaiting(trx, locked.lines.map((l) => l.sku_code), { actor: call.principal.id, requestId }, ctx.settings)));
+  }
   return toReservation(row!, locked.lines, locked.now);
 }
 
 /** Records a lapsed (unswept) hold as EXPIRED and returns its units, in this transaction. */
-async function expireNow(trx: Knex.Transaction, locked: Locked, call: Call, requestId: string): Promise<Reservation> {
-  await expireClaimedHolds(trx, [locked.row.id], { actor: call.principal.id, requestId });
+async function expireNow(trx: Knex.Transaction, locked: Locked, call: Call, requestId: string, ctx: StepContext): Promise<Reservation> {
+  const { promotions } = await expireClaimedHolds(trx, [locked.row.id], { actor: call.principal.id, requestId }, ctx.settings);
+  ctx.promotions.push(...promotions);
   const [row] = await query<ReservationRow>(trx, `SELECT * FROM reservations WHERE id = ?`, [locked.row.id]);
   return toReservation(row!, locked.lines, locked.now);
 }
@@ -190,48 +228,48 @@ async function expireNow(trx: Knex.Transaction, locked: Locked, call: Call, requ
 const unchanged = (locked: Locked) => toReservation(locked.row, locked.lines, locked.now);
 
 export function confirmHold(deps: Deps, call: Call, req: ConfirmHoldRequest): Promise<ConfirmHoldResponse> {
-  return transition(deps, call, "ConfirmHold", ConfirmHoldRequestSchema, ConfirmHoldResponseSchema, req, () => undefined, async (trx, locked) => {
+  return transition(deps, call, "ConfirmHold", ConfirmHoldRequestSchema, ConfirmHoldResponseSchema, req, () => undefined, async (trx, locked, _call, ctx) => {
     const { row } = locked;
     if (row.type !== "HOLD") throw invalidTransition(row, "ConfirmHold", "a HELD hold");
     if (row.status === "ALLOCATED") return unchanged(locked); // already confirmed: succeeds, changes nothing
     if (locked.lapsed) {
-      await expireNow(trx, locked, call, req.requestId);
+      await expireNow(trx, locked, call, req.requestId, ctx);
       return new Refusal(holdExpired(row.id, row.expires_at!));
     }
     if (row.status === "EXPIRED") throw holdExpired(row.id, row.expires_at!);
     if (row.status !== "HELD") throw invalidTransition(row, "ConfirmHold", "HELD");
-    return moveTo(trx, locked, call, req.requestId, "ALLOCATED", { operation: "HOLD_CONFIRMED", reserved: -1, allocated: 1 }, null);
+    return moveTo(trx, locked, call, req.requestId, "ALLOCATED", { operation: "HOLD_CONFIRMED", reserved: -1, allocated: 1 }, null, ctx);
   });
 }
 
 export function releaseHold(deps: Deps, call: Call, req: ReleaseHoldRequest): Promise<ReleaseHoldResponse> {
-  return transition(deps, call, "ReleaseHold", ReleaseHoldRequestSchema, ReleaseHoldResponseSchema, req, () => undefined, async (trx, locked) => {
+  return transition(deps, call, "ReleaseHold", ReleaseHoldRequestSchema, ReleaseHoldResponseSchema, req, () => undefined, async (trx, locked, _call, ctx) => {
     const { row } = locked;
     if (row.status === "RELEASED" || row.status === "EXPIRED") return unchanged(locked); // succeeds, changes nothing
     if (row.status !== "HELD") throw invalidTransition(row, "ReleaseHold", "HELD (use CancelAllocation for an allocation)");
     // Past its expiry the hold is already dead: recorded as EXPIRED, not RELEASED (contract).
-    if (locked.lapsed) return expireNow(trx, locked, call, req.requestId);
-    return moveTo(trx, locked, call, req.requestId, "RELEASED", { operation: "HOLD_RELEASED", reserved: -1 }, req.reason === "" ? null : req.reason);
+    if (locked.lapsed) return expireNow(trx, locked, call, req.requestId, ctx);
+    return moveTo(trx, locked, call, req.requestId, "RELEASED", { operation: "HOLD_RELEASED", reserved: -1 }, req.reason === "" ? null : req.reason, ctx);
   });
 }
 
 export function fulfillAllocation(deps: Deps, call: Call, req: FulfillAllocationRequest): Promise<FulfillAllocationResponse> {
-  return transition(deps, call, "FulfillAllocation", FulfillAllocationRequestSchema, FulfillAllocationResponseSchema, req, () => undefined, async (trx, locked) => {
+  return transition(deps, call, "FulfillAllocation", FulfillAllocationRequestSchema, FulfillAllocationResponseSchema, req, () => undefined, async (trx, locked, _call, ctx) => {
     const { row } = locked;
     if (row.status === "FULFILLED") return unchanged(locked);
     if (row.status !== "ALLOCATED") throw invalidTransition({ ...row, status: locked.lapsed ? "EXPIRED" : row.status }, "FulfillAllocation", "ALLOCATED");
-    return moveTo(trx, locked, call, req.requestId, "FULFILLED", { operation: "ALLOCATION_FULFILLED", onHand: -1, allocated: -1 }, null);
+    return moveTo(trx, locked, call, req.requestId, "FULFILLED", { operation: "ALLOCATION_FULFILLED", onHand: -1, allocated: -1 }, null, ctx);
   });
 }
 
 export function cancelAllocation(deps: Deps, call: Call, req: CancelAllocationRequest): Promise<CancelAllocationResponse> {
-  return transition(deps, call, "CancelAllocation", CancelAllocationRequestSchema, CancelAllocationResponseSchema, req, () => undefined, async (trx, locked) => {
+  return transition(deps, call, "CancelAllocation", CancelAllocationRequestSchema, CancelAllocationResponseSchema, req, () => undefined, async (trx, locked, _call, ctx) => {
     const { row } = locked;
     if (row.status === "CANCELLED") return unchanged(locked);
     if (row.status !== "ALLOCATED") {
       throw invalidTransition({ ...row, status: locked.lapsed ? "EXPIRED" : row.status }, "CancelAllocation", "ALLOCATED (use ReleaseHold for a hold)");
     }
-    return moveTo(trx, locked, call, req.requestId, "CANCELLED", { operation: "ALLOCATION_CANCELLED", allocated: -1 }, req.reason === "" ? null : req.reason);
+    return moveTo(trx, locked, call, req.requestId, "CANCELLED", { operation: "ALLOCATION_CANCELLED", allocated: -1 }, req.reason === "" ? null : req.reason, ctx);
   });
 }
 
@@ -254,11 +292,11 @@ export function extendHold(deps: Deps, call: Call, req: ExtendHoldRequest): Prom
         throw ttlOutOfRange("ttl", ttlMs, holdTtlMinMs, holdTtlMaxMs);
       }
     },
-    async (trx, locked) => {
+    async (trx, locked, _call, ctx) => {
       const { row } = locked;
       if (row.type !== "HOLD") throw invalidTransition(row, "ExtendHold", "a HELD hold");
       if (locked.lapsed) {
-        await expireNow(trx, locked, call, req.requestId);
+        await expireNow(trx, locked, call, req.requestId, ctx);
         return new Refusal(holdExpired(row.id, row.expires_at!));
       }
       if (row.status === "EXPIRED") throw holdExpired(row.id, row.expires_at!);

@@ -296,7 +296,7 @@ async function reserveOnce<R>(
   }
   const locked = await lockInventoryRows(trx, skus);
   const expired = await claimReclaimableHolds(trx, skus, RECLAIM_LIMIT);
-  const after = expired.length > 0 ? (await expireClaimedHolds(trx, expired, origin), await readInventoryRows(trx, skus)) : locked;
+  const after = expired.length > 0 ? (await expireClaimedHolds(trx, expired, origin, settings), await readInventoryRows(trx, skus)) : locked;
   shortNow = shortLines(spec.lines, after);
   if (shortNow.length > 0) return refuse(trx, inserted?.header, shortNow);
   inserted ??= await insert();

@@ -1,0 +1,210 @@
+/**
+ * The waitlist's side of stock returns (issue 6). Every transaction that returns units
+ * to a SKU (ReleaseHold, CancelAllocation, in-line expiry, the worker's sweep, AdjustStock
+ * with a positive delta, a reconciliation repair) calls `promoteWaiting` for the SKUs it
+ * returned units to, BEFORE it commits, while it still holds their inventory row locks:
+ * the units go to the waiting entries in queue order (seq) and no new buyer can slip in
+ * between, whichever replica or the worker returned them.
+ *
+ * Lock order (ledger.ts): reservation headers -> inventory rows in SKU order -> the SKU's
+ * WAITING entries (FOR UPDATE, by seq). Every writer of a WAITING entry (JoinWaitlist,
+ * LeaveWaitlist, promotion, the expiry of a WAITING entry) holds the SKU's inventory row
+ * lock first, so the promoter always sees the true head and no cycle can form.
+ *
+ * Counters move only through applyCounterChanges (one WAITLIST_PROMOTED event per
+ * promoted entry, reserved += q); the waitlist counters (waitlist_count/units, not in
+ * the ledger) are moved here with a version bump, under the same row lock.
+ */
+import { randomUUID } from 'node:crypto';
+import { applyCounterChanges, skuOrder, type ChangeOrigin } from './ledger.js';
+import { DEFAULT_HOLD_TTL_DEFAULT_MS, HOLD_TTL_MAX_DEFAULT_MS, HOLD_TTL_MIN_DEFAULT_MS, MAX_HOLD_LIFETIME_DEFAULT_MS, MAX_HOLD_LIFETIME_MAX_MS } from './limits.js';
+import { query, type Db } from './query.js';
+import { WAITLIST_PRINCIPAL, type InventoryRow, type SkuRow, type WaitlistEntryRow, type WaitlistStatus } from './rows.js';
+
+/**
+ * The server's hold TTL settings that decide a promoted hold's terms. Shared by the
+ * reservation-service and the expiry-worker (same environment variables, same defaults:
+ * HOLD_TTL_MIN_MS, HOLD_TTL_MAX_MS, DEFAULT_HOLD_TTL_MS, MAX_HOLD_LIFETIME_MS).
+ */
+export interface HoldTermSettings {
+  holdTtlMinMs: number;
+  holdTtlMaxMs: number;
+  /** Already capped at holdTtlMaxMs. */
+  defaultHoldTtlMs: number;
+  maxHoldLifetimeMs: number;
+}
+
+/** The contract's "unless configured" hold terms (what both services use when not configured). */
+export const DEFAULT_HOLD_TERMS: HoldTermSettings = Object.freeze({
+  holdTtlMinMs: HOLD_TTL_MIN_DEFAULT_MS,
+  holdTtlMaxMs: HOLD_TTL_MAX_DEFAULT_MS,
+  defaultHoldTtlMs: Math.min(DEFAULT_HOLD_TTL_DEFAULT_MS, HOLD_TTL_MAX_DEFAULT_MS),
+  maxHoldLifetimeMs: MAX_HOLD_LIFETIME_DEFAULT_MS,
+});
+
+/**
+ * TTL and lifetime of the hold a promotion creates on `sku` (SkuPolicy.promotion_hold_ttl,
+ * else the effective default_hold_ttl; bounded by the effective max_hold_ttl).
+ */
+export function promotionTerms(sku: Pick<SkuRow, 'default_hold_ttl_ms' | 'max_hold_ttl_ms' | 'max_hold_lifetime_ms' | 'promotion_hold_ttl_ms'>, s: HoldTermSettings): { ttlMs: number; lifetimeMs: number } {
+  const maxMs = Math.max(s.holdTtlMinMs, Math.min(s.holdTtlMaxMs, sku.max_hold_ttl_ms ?? Infinity));
+  const wanted = sku.promotion_hold_ttl_ms ?? Math.min(s.defaultHoldTtlMs, sku.default_hold_ttl_ms ?? Infinity);
+  const ttlMs = Math.max(s.holdTtlMinMs, Math.min(wanted, maxMs));
+  const lifetimeMs = Math.min(s.maxHoldLifetimeMs, MAX_HOLD_LIFETIME_MAX_MS, sku.max_hold_lifetime_ms ?? Infinity);
+  return { ttlMs, lifetimeMs: Math.max(lifetimeMs, maxMs, ttlMs) };
+}
+
+/** An entry promoted by promoteWaiting, with the hold it received. */
+export interface Promotion {
+  entry: WaitlistEntryRow;
+  reservationId: string;
+  expiresAt: Date;
+}
+
+/**
+ * Promotes the WAITING entries of `skus` that the SKUs' available units now serve, in
+ * queue order (see the file comment). STRICT_FIFO (the default) stops at the first
+ * entry that does not fit; FIRST_FIT lets later entries that fit pass it. WAITING
+ * entries whose own expires_at has passed are expired on the way (they lose their
+ * place). Returns the promotions, in SKU order then queue order.
+ *
+ * The caller must hold (or be able to take, in SKU order, with nothing locked after
+ * them) the inventory rows of `skus`; they are locked again here, which is free when
+ * already held.
+ */
+export async function promoteWaiting(db: Db, skus: Iterable<string>, origin: ChangeOrigin, settings: HoldTermSettings): Promise<Promotion[]> {
+  const codes = skuOrder(skus);
+  if (codes.length === 0) return [];
+  // Which of them have anybody waiting: one statement, locks in SKU order.
+  const rows = await query<InventoryRow & SkuRow>(
+    db,
+    `SELECT i.*, s.*
+       FROM inventory i JOIN skus s ON s.code = i.sku_code
+      WHERE i.sku_code = ANY(?::text[])
+      ORDER BY i.sku_code
+        FOR NO KEY UPDATE OF i`,
+    [codes],
+  );
+  const promotions: Promotion[] = [];
+  for (const row of rows) {
+    if (row.waitlist_count === 0) continue;
+    promotions.push(...(await promoteSku(db, row, origin, settings)));
+  }
+  return promotions;
+}
+
+async function promoteSku(db: Db, row: InventoryRow & SkuRow, origin: ChangeOrigin, settings: HoldTermSettings): Promise<Promotion[]> {
+  const firstFit = row.waitlist_promotion_policy === 'FIRST_FIT';
+  const entries = await query<WaitlistEntryRow & { lapsed: boolean }>(
+    db,
+    `SELECT *, (expires_at IS NOT NULL AND expires_at <= clock_timestamp()) AS lapsed
+       FROM waitlist_entries
+      WHERE sku_code = ? AND status = 'WAITING'
+      ORDER BY seq
+        FOR UPDATE`,
+    [row.sku_code],
+  );
+  let available = row.available;
+  const chosen: WaitlistEntryRow[] = [];
+  const lapsed: WaitlistEntryRow[] = [];
+  for (const e of entries) {
+    if (e.lapsed) {
+      lapsed.push(e);
+      continue;
+    }
+    if (available <= 0) break;
+    if (e.quantity <= available) {
+      chosen.push(e);
+      available -= e.quantity;
+    } else if (!firstFit) {
+      break; // STRICT_FIFO: the head blocks the entries behind it
+    }
+  }
+  if (lapsed.length > 0) await closeWaiting(db, row.sku_code, lapsed, 'EXPIRED');
+  if (chosen.length === 0) return [];
+
+  const { ttlMs, lifetimeMs } = promotionTerms(row, settings);
+  const ids = chosen.map(() => randomUUID());
+  // The holds and their lines (created_by "system:waitlist", no request_id: they answer
+  // no request; each names its entry). Times from clock_timestamp(): the returning
+  // transaction may have started long before (a sweep), and the hold's life starts now.
+  const holds = await query<{ id: string; expires_at: Date }>(
+    db,
+    `WITH t AS (SELECT clock_timestamp() AS at),
+     e AS (SELECT * FROM unnest(?::uuid[], ?::uuid[], ?::text[], ?::int[]) AS e(id, entry_id, customer_id, quantity)),
+     h AS (
+       INSERT INTO reservations (id, type, status, customer_id, caller, request_id, locking_strategy, expires_at, max_expires_at, waitlist_entry_id)
+       SELECT e.id, 'HOLD', 'HELD', e.customer_id, ?, NULL, 'PESSIMISTIC',
+              t.at + ?::bigint * interval '1 millisecond', t.at + ?::bigint * interval '1 millisecond', e.entry_id
+         FROM e, t
+       RETURNING id, expires_at, created_at
+     ), lines AS (
+       INSERT INTO reservation_items (reservation_id, sku_code, quantity, status, expires_at, created_at)
+       SELECT h.id, ?, e.quantity, 'HELD', h.expires_at, h.created_at FROM h JOIN e ON e.id = h.id
+     )
+     SELECT id, expires_at FROM h`,
+    [ids, chosen.map((e) => e.id), chosen.map((e) => e.customer_id), chosen.map((e) => e.quantity), WAITLIST_PRINCIPAL, ttlMs, lifetimeMs, row.sku_code],
+  );
+  const expiresAt = new Map(holds.map((h) => [h.id, h.expires_at]));
+
+  const applied = await applyCounterChanges(
+    db,
+    chosen.map((e, i) => ({ sku: row.sku_code, operation: 'WAITLIST_PROMOTED' as const, reservationId: ids[i]!, reserved: e.quantity })),
+    { actor: WAITLIST_PRINCIPAL, requestId: origin.requestId, reconciliationRunId: null },
+  );
+  if (applied.refused.length > 0) throw new Error(`waitlist promotion refused on ${row.sku_code}: the locked row's available units disagree`);
+
+  const promoted = await query<WaitlistEntryRow>(
+    db,
+    `UPDATE waitlist_entries w
+        SET status = 'PROMOTED', reservation_id = p.reservation_id, promoted_at = now(), updated_at = now()
+       FROM unnest(?::uuid[], ?::uuid[]) AS p(entry_id, reservation_id)
+      WHERE w.id = p.entry_id
+      RETURNING w.*`,
+    [chosen.map((e) => e.id), ids],
+  );
+  await moveWaitlistCounters(db, row.sku_code, -chosen.length, -chosen.reduce((n, e) => n + e.quantity, 0));
+  const byId = new Map(promoted.map((e) => [e.id, e]));
+  return chosen.map((e, i) => ({ entry: byId.get(e.id)!, reservationId: ids[i]!, expiresAt: expiresAt.get(ids[i]!)! }));
+}
+
+/** WAITING entries (locked by the caller, under the SKU's row lock) leave the queue. */
+export async function closeWaiting(db: Db, sku: string, entries: readonly WaitlistEntryRow[], status: 'EXPIRED' | 'CANCELLED'): Promise<WaitlistEntryRow[]> {
+  if (entries.length === 0) return [];
+  const closed = await query<WaitlistEntryRow>(
+    db,
+    `UPDATE waitlist_entries SET status = ?, closed_at = now(), updated_at = now()
+      WHERE id = ANY(?::uuid[]) AND status = 'WAITING'
+      RETURNING *`,
+    [status, entries.map((e) => e.id)],
+  );
+  await moveWaitlistCounters(db, sku, -closed.length, -closed.reduce((n, e) => n + e.quantity, 0));
+  return closed;
+}
+
+/** waitlist_count / waitlist_units += the deltas, with a version bump (no ledger event: contract). */
+export async function moveWaitlistCounters(db: Db, sku: string, count: number, units: number): Promise<void> {
+  if (count === 0 && units === 0) return;
+  await query(
+    db,
+    `UPDATE inventory SET waitlist_count = waitlist_count + ?, waitlist_units = waitlist_units + ?, version = version + 1, updated_at = now()
+      WHERE sku_code = ?`,
+    [count, units, sku],
+  );
+}
+
+/**
+ * The entries of promoted holds follow their hold: CONFIRMED when it is confirmed,
+ * EXPIRED when it expires (the turn is lost), CANCELLED when it is released. Only
+ * PROMOTED entries change. Call in the transaction that moves the holds.
+ */
+export async function settlePromotedEntries(db: Db, reservationIds: readonly string[], status: Extract<WaitlistStatus, 'CONFIRMED' | 'EXPIRED' | 'CANCELLED'>): Promise<WaitlistEntryRow[]> {
+  if (reservationIds.length === 0) return [];
+  return query<WaitlistEntryRow>(
+    db,
+    `UPDATE waitlist_entries SET status = ?, closed_at = now(), updated_at = now()
+      WHERE reservation_id = ANY(?::uuid[]) AND status = 'PROMOTED'
+      RETURNING *`,
+    [status, [...reservationIds]],
+  );
+}
