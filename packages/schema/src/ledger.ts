@@ -57,6 +57,14 @@ export interface ApplyOptions {
    * version-checked.
    */
   expectedVersions?: ReadonlyMap<string, number>;
+  /**
+   * A new buyer's take (CreateHold, CreateAllocation): refused on a SKU whose waitlist
+   * has WAITING entries under STRICT_FIFO (the default policy), since its units are the
+   * queue's first (issue 6; the migration's inventory comment). Under FIRST_FIT no extra
+   * guard is needed: every return of stock promotes every entry that fits, so what is
+   * left available fits nobody who waits.
+   */
+  yieldToWaitlist?: boolean;
 }
 
 export interface AppliedChanges {
@@ -112,7 +120,8 @@ expected AS (
 per_sku AS (
   SELECT ch.sku_code COLLATE "C" AS sku_code, sum(d_on_hand) AS d_on_hand, sum(d_reserved) AS d_reserved,
          sum(d_allocated) AS d_allocated, count(*) AS n,
-         (SELECT e.version FROM expected e WHERE e.sku_code = ch.sku_code) AS expected_version
+         (SELECT e.version FROM expected e WHERE e.sku_code = ch.sku_code) AS expected_version,
+         ?::boolean AND NOT EXISTS (SELECT 1 FROM skus s WHERE s.code = ch.sku_code AND s.waitlist_promotion_policy = 'FIRST_FIT') AS yields
     FROM ch GROUP BY ch.sku_code
 ),
 u AS (
@@ -136,6 +145,9 @@ u AS (
      -- re-evaluated against it, and a moved version would slip through (a test caught
      -- exactly that).
      AND (p.expected_version IS NULL OR i.version = p.expected_version)
+     -- STRICT_FIFO: a new buyer takes nothing while anybody waits (plain qual on i, so
+     -- re-checked on the newest row version like the rest).
+     AND (NOT p.yields OR i.waitlist_count = 0)
   RETURNING i.sku_code, i.on_hand, i.reserved, i.allocated, i.version
 ),
 ev AS (
@@ -176,7 +188,9 @@ export async function applyCounterChanges(
   if (skus.length > 1) {
     // Several rows: lock them in SKU order, then decide all or nothing on the locked
     // values (the UPDATE's own guard would skip failing rows and apply the others).
-    const refused = refusedByGuard(await lockInventoryRows(db, skus), skus, changes, options.expectedVersions);
+    const locked = await lockInventoryRows(db, skus);
+    const yielding = options.yieldToWaitlist === true ? await strictQueues(db, locked) : new Set<string>();
+    const refused = refusedByGuard(locked, skus, changes, options.expectedVersions, yielding);
     if (refused.length > 0) return { events: [], refused };
   }
   const expected = [...(options.expectedVersions ?? new Map<string, number>())];
@@ -191,6 +205,7 @@ export async function applyCounterChanges(
     changes.map((c) => c.reason ?? null),
     expected.map(([sku]) => sku),
     expected.map(([, version]) => version),
+    options.yieldToWaitlist === true,
     origin.actor,
     origin.requestId,
     origin.reconciliationRunId ?? null,
@@ -199,17 +214,31 @@ export async function applyCounterChanges(
   return { events: rows, refused: skus.filter((s) => !changed.has(s)) };
 }
 
+/** Of these (locked) rows, the SKUs with WAITING entries under STRICT_FIFO: a new buyer takes nothing there. */
+export async function strictQueues(db: Db, rows: readonly InventoryRow[]): Promise<Set<string>> {
+  const queued = rows.filter((r) => r.waitlist_count > 0).map((r) => r.sku_code);
+  if (queued.length === 0) return new Set();
+  const strict = await query<{ code: string }>(
+    db,
+    `SELECT code FROM skus WHERE code = ANY(?::text[]) AND waitlist_promotion_policy IS DISTINCT FROM 'FIRST_FIT'`,
+    [queued],
+  );
+  return new Set(strict.map((r) => r.code));
+}
+
 /** The SQL guard of APPLY_COUNTER_CHANGES, evaluated on rows this transaction has locked. */
 function refusedByGuard(
   rows: readonly InventoryRow[],
   skus: readonly string[],
   changes: readonly CounterChange[],
   expectedVersions: ReadonlyMap<string, number> | undefined,
+  yielding: ReadonlySet<string>,
 ): string[] {
   const bySku = new Map(rows.map((r) => [r.sku_code, r]));
   return skus.filter((sku) => {
     const row = bySku.get(sku);
     if (row === undefined) return true;
+    if (yielding.has(sku)) return true;
     const expected = expectedVersions?.get(sku);
     if (expected !== undefined && expected !== row.version) return true;
     let onHand = row.on_hand;

@@ -57,6 +57,7 @@ import {
   isValidSkuCode,
   isValidSkuName,
   lockInventoryRows,
+  promoteWaiting,
   query,
   readInventoryRows,
   type Db,
@@ -68,7 +69,7 @@ import {
 } from "@holdfast/schema";
 import type { Call, Deps } from "./context.js";
 import { enumName } from "@holdfast/core";
-import { toAuditEvent, toAvailability, toSku } from "./convert.js";
+import { toAuditEvent, toAvailability, toSku, toWaitlistEntry } from "./convert.js";
 import {
   invalidPageToken,
   invalidUpdateMask,
@@ -468,7 +469,9 @@ async function adjustStockOnce(deps: Deps, call: Call, req: AdjustStockRequest):
   const expected = req.expectedVersion;
 
   const key = idempotencyKey(call.principal.id, method("AdjustStock"), AdjustStockRequestSchema, req);
-  return new Idempotency(deps.db, deps.settings.idempotencyWindowMs, call.signal).run(key, AdjustStockResponseSchema, async (trx) => {
+  let promoted: Date[] = [];
+  const response = await new Idempotency(deps.db, deps.settings.idempotencyWindowMs, call.signal).run(key, AdjustStockResponseSchema, async (trx) => {
+    promoted = [];
     const [row] = await lockInventoryRows(trx, [req.sku]).catch((err: unknown) => {
       throw isLockTimeout(err) ? lockTimeout({ skus: [req.sku] }, err) : err;
     });
@@ -485,9 +488,19 @@ async function adjustStockOnce(deps: Deps, call: Call, req: AdjustStockRequest):
       { actor: call.principal.id, requestId: req.requestId },
     );
     if (refused.length > 0) throw new Error(`STOCK_ADJUSTED of ${req.sku} refused by the guard although checked under the row lock`);
+    // Added stock goes to the SKU's waitlist first, in this transaction (contract).
+    const promotions = target > row.on_hand ? await promoteWaiting(trx, [req.sku], { actor: call.principal.id, requestId: req.requestId }, deps.settings) : [];
+    promoted = promotions.map((p) => p.expiresAt);
     const [after] = await readInventoryRows(trx, [req.sku]);
-    return create(AdjustStockResponseSchema, { availability: toAvailability(after), auditEvent: toAuditEvent(events[0]) });
+    return create(AdjustStockResponseSchema, {
+      availability: toAvailability(after),
+      auditEvent: toAuditEvent(events[0]),
+      promotedEntries: promotions.map((p) => toWaitlistEntry(p.entry)),
+    });
   });
+  // Committed: wake the worker for the promoted holds' expiry.
+  for (const at of promoted) deps.expiry.holdCreated(at);
+  return response;
 }
 
 export function createSku(deps: Deps, call: Call, req: CreateSkuRequest): Promise<CreateSkuResponse> {

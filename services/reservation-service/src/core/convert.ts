@@ -19,6 +19,8 @@ import {
   SkuPolicySchema,
   SkuSchema,
   SnapshotTrigger,
+  WaitlistEntrySchema,
+  WaitlistEntryStatus,
   WaitlistPromotionPolicy,
   type AuditEvent,
   type Availability,
@@ -26,8 +28,9 @@ import {
   type Reservation,
   type Sku,
   type SkuPolicy,
+  type WaitlistEntry,
 } from "@holdfast/contracts";
-import type { AuditEventRow, InventoryRow, InventorySnapshotRow, ReservationRow, SkuRow } from "@holdfast/schema";
+import type { AuditEventRow, InventoryRow, InventorySnapshotRow, ReservationRow, SkuRow, WaitlistEntryRow } from "@holdfast/schema";
 
 const dur = (ms: number | null): Duration | undefined => (ms === null ? undefined : durationFromMs(ms));
 
@@ -153,5 +156,29 @@ export function toSnapshot(row: InventorySnapshotRow): AvailabilitySnapshot {
     availability: { ...toAvailability({ ...row, updated_at: row.inventory_updated_at, recent_attempts_per_minute: 0 }), demandStatus: DemandStatus.UNSPECIFIED },
     snapshotTime: ts(row.taken_at),
     trigger: enumValue(SnapshotTrigger, row.trigger),
+  });
+}
+
+/**
+ * A waitlist entry with its place: `ahead` = the WAITING entries of its SKU with a
+ * smaller seq (count and units); ignored unless the entry is WAITING (position and
+ * units_ahead are 0 otherwise, contract).
+ */
+export function toWaitlistEntry(row: WaitlistEntryRow, ahead: { count: number; units: number } = { count: 0, units: 0 }): WaitlistEntry {
+  const waiting = row.status === "WAITING";
+  return create(WaitlistEntrySchema, {
+    id: row.id,
+    sku: row.sku_code,
+    customerId: row.customer_id,
+    quantity: row.quantity,
+    status: enumValue(WaitlistEntryStatus, row.status),
+    position: waiting ? BigInt(ahead.count + 1) : 0n,
+    unitsAhead: waiting ? BigInt(ahead.units) : 0n,
+    createTime: ts(row.created_at),
+    updateTime: ts(row.updated_at),
+    expireTime: tsOrUndefined(row.expires_at),
+    promoteTime: tsOrUndefined(row.promoted_at),
+    reservationId: row.reservation_id ?? "",
+    requestId: row.request_id,
   });
 }

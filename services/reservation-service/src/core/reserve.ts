@@ -230,7 +230,7 @@ async function explain(db: Knex, err: unknown, key: IdempotencyKey, spec: Reserv
   return err;
 }
 
-type SkuWithCounters = SkuRow & Pick<InventoryRow, "on_hand" | "reserved" | "allocated" | "available" | "version">;
+type SkuWithCounters = SkuRow & Pick<InventoryRow, "on_hand" | "reserved" | "allocated" | "available" | "version" | "waitlist_count">;
 
 async function reserveOnce<R>(
   trx: Knex.Transaction,
@@ -247,7 +247,7 @@ async function reserveOnce<R>(
   // refused buyers no wait on the hot row.
   const rows = await query<SkuWithCounters>(
     trx,
-    `SELECT s.*, i.on_hand, i.reserved, i.allocated, i.available, i.version
+    `SELECT s.*, i.on_hand, i.reserved, i.allocated, i.available, i.version, i.waitlist_count
        FROM skus s JOIN inventory i ON i.sku_code = s.code
       WHERE s.code = ANY(?::text[])`,
     [skus],
@@ -255,6 +255,10 @@ async function reserveOnce<R>(
   const known = new Set(rows.map((r) => r.code));
   if (known.size < skus.length) throw skuNotFound(skus.filter((s) => !known.has(s)));
 
+  // STRICT_FIFO SKUs with WAITING entries: their units are the queue's, a new buyer sees none.
+  const strict = new Set(rows.filter((r) => r.waitlist_promotion_policy !== "FIRST_FIT").map((r) => r.code));
+  const forBuyer = (inv: readonly Pick<InventoryRow, "sku_code" | "available" | "waitlist_count">[]) =>
+    inv.map((r) => ({ sku_code: r.sku_code, available: r.waitlist_count > 0 && strict.has(r.sku_code) ? 0 : r.available }));
   const strategy = strategyFor(spec.strategy, rows, settings);
   const terms = spec.type === "HOLD" ? holdTerms(rows, settings, spec.ttlMs) : undefined;
   const origin = { actor: call.principal.id, requestId: key.requestId };
@@ -276,15 +280,15 @@ async function reserveOnce<R>(
     return { header, response };
   };
 
-  let shortNow = shortLines(spec.lines, rows.map(asInventory));
+  let shortNow = shortLines(spec.lines, forBuyer(rows.map(asInventory)));
   let inserted: { header: ReservationRow; response: R } | undefined;
   if (shortNow.length === 0) {
     inserted = await insert();
     const expectedVersions = strategy === "OPTIMISTIC" ? new Map(rows.map((r) => [r.code, r.version])) : undefined;
-    const applied = await applyCounterChanges(trx, changesFor(inserted.header.id), origin, { expectedVersions });
+    const applied = await applyCounterChanges(trx, changesFor(inserted.header.id), origin, { expectedVersions, yieldToWaitlist: true });
     if (applied.refused.length === 0) return bornAlive(inserted.response, terms, began, skus);
     // Refused by the guard (or the version): look again, without a lock.
-    shortNow = shortLines(spec.lines, await readInventoryRows(trx, skus));
+    shortNow = shortLines(spec.lines, forBuyer(await readInventoryRows(trx, skus)));
     if (shortNow.length === 0 && strategy === "OPTIMISTIC") throw new Conflict(applied.refused);
   }
 
@@ -297,10 +301,10 @@ async function reserveOnce<R>(
   const locked = await lockInventoryRows(trx, skus);
   const expired = await claimReclaimableHolds(trx, skus, RECLAIM_LIMIT);
   const after = expired.length > 0 ? (await expireClaimedHolds(trx, expired, origin, settings), await readInventoryRows(trx, skus)) : locked;
-  shortNow = shortLines(spec.lines, after);
+  shortNow = shortLines(spec.lines, forBuyer(after));
   if (shortNow.length > 0) return refuse(trx, inserted?.header, shortNow);
   inserted ??= await insert();
-  const applied = await applyCounterChanges(trx, changesFor(inserted.header.id), origin);
+  const applied = await applyCounterChanges(trx, changesFor(inserted.header.id), origin, { yieldToWaitlist: true });
   if (applied.refused.length > 0) throw new Error(`counter change refused on locked rows ${applied.refused.join(", ")}`);
   return bornAlive(inserted.response, terms, began, skus);
 }
@@ -320,7 +324,7 @@ function bornAlive<R>(response: R, terms: { ttlMs: number } | undefined, began: 
   return response;
 }
 
-const asInventory = (r: SkuWithCounters) => ({ sku_code: r.code, available: r.available });
+const asInventory = (r: SkuWithCounters) => ({ sku_code: r.code, available: r.available, waitlist_count: r.waitlist_count });
 
 /** Lines asking for more than is available, in SKU order. */
 function shortLines(lines: readonly Line[], rows: readonly Pick<InventoryRow, "sku_code" | "available">[]): ShortLine[] {
