@@ -229,3 +229,33 @@ export function tooManyStreams(subject: string, limit: number): ConnectError {
     ],
   });
 }
+
+const WAITLIST_ENTRY_RESOURCE = "holdfast.inventory.v1.WaitlistEntry";
+
+/** NOT_FOUND / WAITLIST_ENTRY_NOT_FOUND (admin and service callers; a customer gets NOT_RESOURCE_OWNER). */
+export function waitlistEntryNotFound(id: string): ConnectError {
+  return rpcError(Code.NotFound, ErrorReason.WAITLIST_ENTRY_NOT_FOUND, `no waitlist entry ${id}`, {
+    metadata: { waitlist_entry_id: id },
+    details: [{ desc: ResourceInfoSchema, value: { resourceType: WAITLIST_ENTRY_RESOURCE, resourceName: id, description: "no such waitlist entry" } }],
+  });
+}
+
+/** ALREADY_EXISTS / WAITLIST_ENTRY_ALREADY_EXISTS: one active (WAITING or PROMOTED) entry per customer and SKU. */
+export function waitlistEntryAlreadyExists(sku: string, existingId: string): ConnectError {
+  return rpcError(Code.AlreadyExists, ErrorReason.WAITLIST_ENTRY_ALREADY_EXISTS, `the customer already has an active waitlist entry ${existingId} for SKU ${sku}`, {
+    metadata: { sku, waitlist_entry_id: existingId },
+    details: [{ desc: ResourceInfoSchema, value: { resourceType: WAITLIST_ENTRY_RESOURCE, resourceName: existingId, description: "already exists" } }],
+  });
+}
+
+/** FAILED_PRECONDITION / WAITLIST_DISABLED (SkuPolicy.waitlist_disabled). */
+export function waitlistDisabled(sku: string): ConnectError {
+  return rpcError(Code.FailedPrecondition, ErrorReason.WAITLIST_DISABLED, `SKU ${sku} has no waitlist`, { metadata: { sku } });
+}
+
+/** RESOURCE_EXHAUSTED / WAITLIST_FULL (SkuPolicy.max_waitlist_length WAITING entries already). */
+export function waitlistFull(sku: string, limit: number): ConnectError {
+  return rpcError(Code.ResourceExhausted, ErrorReason.WAITLIST_FULL, `the waitlist of SKU ${sku} is full (${limit} waiting)`, {
+    metadata: { sku, limit: String(limit) },
+  });
+}

@@ -8,6 +8,7 @@ import * as consistency from "./core/consistency.js";
 import * as lifecycle from "./core/lifecycle.js";
 import * as reads from "./core/reads.js";
 import * as reserve from "./core/reserve.js";
+import * as waitlist from "./core/waitlist.js";
 import * as watch from "./core/watch.js";
 
 export type { Deps as ReservationDeps } from "./core/context.js";
@@ -40,5 +41,9 @@ export function createInventoryReservationService(deps: Deps): ServiceImpl<typeo
     listAvailabilitySnapshots: (req, ctx) => reads.listAvailabilitySnapshots(deps, callOf(ctx), req),
     checkConsistency: (req, ctx) => consistency.checkConsistency(deps, callOf(ctx), req),
     watchAvailability: (req, ctx) => watch.watchAvailability(deps, callOf(ctx), req),
+    joinWaitlist: (req, ctx) => waitlist.joinWaitlist(deps, callOf(ctx), req),
+    leaveWaitlist: (req, ctx) => waitlist.leaveWaitlist(deps, callOf(ctx), req),
+    getWaitlistEntry: (req, ctx) => waitlist.getWaitlistEntry(deps, callOf(ctx), req),
+    listWaitlistEntries: (req, ctx) => waitlist.listWaitlistEntries(deps, callOf(ctx), req),
   };
 }
