@@ -6,7 +6,7 @@ import { expect } from "chai";
 import type { DescMethod, DescService } from "@bufbuild/protobuf";
 import { Code, createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
-import { ExpiryWorkerService, InventoryReservationService, ReconciliationMode } from "@holdfast/contracts";
+import { ExpiryWorkerService, InventoryReservationService, ReconciliationMode, WaitlistEntryStatus } from "@holdfast/contracts";
 import { Health, HealthCheckResponse_ServingStatus } from "@holdfast/contracts/health";
 import { allowedRoles, type RoleName } from "@holdfast/core";
 import { createGrpcJsClient, type GrpcJsClient } from "@holdfast/runtime";
@@ -19,12 +19,14 @@ import { startService, type ServiceProcess } from "../support/processes.js";
 import { listServices } from "../support/reflection.js";
 
 const SKU = "AUTHZ-1";
+/** Out of stock: entries on it stay WAITING. */
+const SOLD_OUT = "AUTHZ-SOLD-OUT";
 const ALICE = "alice";
 const BOB = "bob";
 const UNKNOWN_ID = "00000000-0000-4000-8000-000000000000";
 
 /** RPCs that answer UNIMPLEMENTED to an allowed caller until their issue lands (waitlist, streams, report). */
-const NOT_YET = new Set(["JoinWaitlist", "LeaveWaitlist", "GetWaitlistEntry", "ListWaitlistEntries", "WatchWaitlist", "GetFlashSaleReport"]);
+const NOT_YET = new Set(["WatchWaitlist", "GetFlashSaleReport"]);
 
 /** What an allowed caller gets from these fixtures, when it is not OK. */
 const ALLOWED_ANSWER: Record<string, string> = { GetReconciliationRun: "NotFound/RECONCILIATION_RUN_NOT_FOUND" };
@@ -64,6 +66,7 @@ describe("authorization: every RPC × every role, on every port", function () {
     [svc, worker] = await Promise.all([startService("reservation-service", db.url), startService("expiry-worker", db.url)]);
     setup = createGrpcJsClient(InventoryReservationService, svc.grpcAddress, undefined, testCaller);
     await setup.createSku({ requestId: rid(), sku: SKU, name: "Authorization test", initialOnHand: 100_000n });
+    await setup.createSku({ requestId: rid(), sku: SOLD_OUT, name: "Authorization test, sold out", initialOnHand: 0n });
     tokens.admin = await token("admin", "ops");
     tokens.service = await token("service", "checkout");
     tokens.customer = await token("customer", ALICE);
@@ -79,6 +82,23 @@ describe("authorization: every RPC × every role, on every port", function () {
   const hold = async (customerId: string) => (await setup.createHold({ requestId: rid(), customerId, lines: [{ sku: SKU, quantity: 1 }] })).reservation!;
   const allocation = async (customerId: string) =>
     (await setup.createAllocation({ requestId: rid(), customerId, lines: [{ sku: SKU, quantity: 1 }] })).reservation!;
+
+  /** Idempotent waitlist calls the fixtures made (each records a request but makes no reservation). */
+  let waitlistFixtureCalls = 0;
+  /** Alice's WAITING entry on the sold-out SKU (made if she has none). */
+  const aliceWaiting = async () => {
+    const [entry] = (await setup.listWaitlistEntries({ sku: SOLD_OUT, customerId: ALICE, statuses: [WaitlistEntryStatus.WAITING] })).entries;
+    if (entry !== undefined) return entry;
+    waitlistFixtureCalls++;
+    return (await setup.joinWaitlist({ requestId: rid(), customerId: ALICE, sku: SOLD_OUT, quantity: 1 })).entry!;
+  };
+  /** Alice has no active entry on the sold-out SKU (so that she may join it). */
+  const aliceNotWaiting = async () => {
+    const [entry] = (await setup.listWaitlistEntries({ sku: SOLD_OUT, customerId: ALICE, statuses: [WaitlistEntryStatus.WAITING] })).entries;
+    if (entry === undefined) return;
+    waitlistFixtureCalls++;
+    await setup.leaveWaitlist({ requestId: rid(), waitlistEntryId: entry.id });
+  };
 
   /** A valid request for each RPC as `role` would send it (prerequisites made by the test's own caller). */
   const requests: Record<string, (role: RoleName) => Promise<unknown>> = {
@@ -101,10 +121,10 @@ describe("authorization: every RPC × every role, on every port", function () {
     ListAvailabilitySnapshots: async () => ({}),
     CheckConsistency: async () => ({ skus: [SKU] }),
     ListAuditEvents: async () => ({ sku: SKU }),
-    JoinWaitlist: async () => ({ requestId: rid(), customerId: "", sku: SKU, quantity: 1 }),
-    LeaveWaitlist: async () => ({ requestId: rid(), waitlistEntryId: UNKNOWN_ID }),
-    GetWaitlistEntry: async () => ({ waitlistEntryId: UNKNOWN_ID }),
-    ListWaitlistEntries: async () => ({}),
+    JoinWaitlist: async (role) => (await aliceNotWaiting(), { requestId: rid(), customerId: role === "customer" ? "" : ALICE, sku: SOLD_OUT, quantity: 1 }),
+    LeaveWaitlist: async () => ({ requestId: rid(), waitlistEntryId: (await aliceWaiting()).id }),
+    GetWaitlistEntry: async () => ({ waitlistEntryId: (await aliceWaiting()).id }),
+    ListWaitlistEntries: async (role) => ({ customerId: role === "customer" ? "" : ALICE }),
     WatchWaitlist: async () => ({}),
     GetFlashSaleReport: async () => ({ sku: SKU, startTime: { seconds: BigInt(Math.floor(Date.now() / 1000) - 3600) } }),
     RunExpirySweep: async () => ({ requestId: rid() }),
@@ -209,6 +229,7 @@ describe("authorization: every RPC × every role, on every port", function () {
       ["worker", ExpiryWorkerService, createGrpcJsClient(ExpiryWorkerService, worker.grpcAddress) as unknown as AnyClient],
     ];
     const before = await fingerprint();
+    const waitlistCallsBefore = waitlistFixtureCalls;
     const problems: string[] = [];
     let calls = 0;
     for (const [port, service, client] of clients) {
@@ -229,7 +250,7 @@ describe("authorization: every RPC × every role, on every port", function () {
     // The fixtures above made holds through the test's own caller; the refused calls made nothing.
     const afterFixtures = await fingerprint();
     expect(JSON.parse(afterFixtures).idempotency - JSON.parse(before).idempotency).to.equal(
-      JSON.parse(afterFixtures).reservations - JSON.parse(before).reservations,
+      JSON.parse(afterFixtures).reservations - JSON.parse(before).reservations + (waitlistFixtureCalls - waitlistCallsBefore),
     );
   });
 
