@@ -1,0 +1,192 @@
+// The FIFO waitlist (issue 6): returned stock goes to the waiting entries in queue
+// order, in the very transaction that returns it, whichever reservation-service
+// replica or the expiry-worker returned it; a promoted entry that lets its hold
+// expire loses its turn to the next one.
+import { expect } from "chai";
+import { InventoryReservationService, WaitlistEntryStatus, WaitlistPromotionPolicy } from "@holdfast/contracts";
+import { createGrpcJsClient, type GrpcJsClient } from "@holdfast/runtime";
+import { createKnex, query } from "@holdfast/schema";
+import type { Knex } from "knex";
+import { testCaller } from "../support/auth.js";
+import { failure, range } from "../support/calls.js";
+import { createTestDatabase, type TestDatabase } from "../support/database.js";
+import { assertInvariants, checkConsistencyClean } from "../support/invariants.js";
+import { startService, type ServiceProcess } from "../support/processes.js";
+import { until } from "../support/wait.js";
+
+type Client = GrpcJsClient<typeof InventoryReservationService>;
+
+let counter = 0;
+const rid = () => `wl-${process.pid}-${++counter}`;
+
+describe("waitlist: FIFO promotion across two replicas and the worker", function () {
+  this.timeout(120_000);
+  let db: TestDatabase;
+  let knex: Knex;
+  let replicas: ServiceProcess[] = [];
+  let worker: ServiceProcess;
+  let a: Client;
+  let b: Client;
+
+  before(async () => {
+    db = await createTestDatabase("waitlist");
+    knex = createKnex({ url: db.url, poolMax: 4 });
+    replicas = await Promise.all([startService("reservation-service", db.url), startService("reservation-service", db.url)]);
+    worker = await startService("expiry-worker", db.url, { RECONCILIATION_INTERVAL_MS: "0", SNAPSHOT_INTERVAL_MS: "0" });
+    a = createGrpcJsClient(InventoryReservationService, replicas[0]!.grpcAddress, undefined, testCaller);
+    b = createGrpcJsClient(InventoryReservationService, replicas[1]!.grpcAddress, undefined, testCaller);
+  });
+  after(async () => {
+    a?.close();
+    b?.close();
+    await Promise.all([...replicas.map((r) => r.stop()), worker?.stop()]);
+    await knex?.destroy();
+    await db?.drop();
+  });
+
+  const entry = async (client: Client, id: string) => (await client.getWaitlistEntry({ waitlistEntryId: id })).entry!;
+
+  it("one unit: A holds; B, C, D wait; A releases: B is promoted and E is refused; B's hold expires: C is promoted", async () => {
+    const SKU = "WL-ONE";
+    // Promoted holds live 1 s, so that B's expires within the test.
+    await a.createSku({ requestId: rid(), sku: SKU, name: SKU, initialOnHand: 1n, policy: { promotionHoldTtl: { seconds: 1n } } });
+    const holdA = (await a.createHold({ requestId: rid(), customerId: "A", lines: [{ sku: SKU, quantity: 1 }], ttl: { seconds: 600n } })).reservation!;
+
+    const joinB = await a.joinWaitlist({ requestId: rid(), customerId: "B", sku: SKU, quantity: 1 });
+    const joinC = await b.joinWaitlist({ requestId: rid(), customerId: "C", sku: SKU, quantity: 1 });
+    const joinD = await a.joinWaitlist({ requestId: rid(), customerId: "D", sku: SKU, quantity: 1 });
+    expect([joinB, joinC, joinD].map((j) => [j.entry!.status, j.entry!.position])).to.deep.equal([
+      [WaitlistEntryStatus.WAITING, 1n],
+      [WaitlistEntryStatus.WAITING, 2n],
+      [WaitlistEntryStatus.WAITING, 3n],
+    ]);
+    expect((await a.getAvailability({ skus: [SKU] })).availabilities[0]).to.include({ waitlistLength: 3n, waitlistUnits: 3n });
+    // One active entry per customer and SKU.
+    expect((await failure(b.joinWaitlist({ requestId: rid(), customerId: "B", sku: SKU, quantity: 1 }))).reason).to.equal("WAITLIST_ENTRY_ALREADY_EXISTS");
+
+    // A releases on the other replica: B is promoted in that transaction.
+    await b.releaseHold({ requestId: rid(), reservationId: holdA.id });
+    const b1 = await entry(a, joinB.entry!.id);
+    expect(b1.status).to.equal(WaitlistEntryStatus.PROMOTED);
+    expect(b1.reservationId).to.not.equal("");
+    const holdB = (await a.getReservation({ reservationId: b1.reservationId })).reservation!;
+    expect(holdB).to.include({ customerId: "B", waitlistEntryId: b1.id, createdBy: "system:waitlist" });
+    expect([(await entry(b, joinC.entry!.id)).position, (await entry(b, joinD.entry!.id)).position]).to.deep.equal([1n, 2n]);
+
+    // A new buyer finds nothing: the unit went to the queue, not to the open market.
+    const refused = await failure(a.createHold({ requestId: rid(), customerId: "E", lines: [{ sku: SKU, quantity: 1 }] }));
+    expect(refused.reason).to.equal("INSUFFICIENT_STOCK");
+
+    // B lets its hold expire: the worker expires it and promotes C in the same transaction.
+    await until("C promoted", async () => (await entry(a, joinC.entry!.id)).status === WaitlistEntryStatus.PROMOTED, 20_000, 100);
+    expect((await entry(a, joinB.entry!.id)).status).to.equal(WaitlistEntryStatus.EXPIRED);
+    expect((await entry(a, joinD.entry!.id))).to.include({ status: WaitlistEntryStatus.WAITING, position: 1n });
+    // Still no room for a new buyer while D waits (STRICT_FIFO).
+    expect((await failure(b.createHold({ requestId: rid(), customerId: "E", lines: [{ sku: SKU, quantity: 1 }] }))).reason).to.equal("INSUFFICIENT_STOCK");
+
+    // C confirms: its entry is CONFIRMED; D keeps waiting.
+    const c = await entry(a, joinC.entry!.id);
+    await b.confirmHold({ requestId: rid(), reservationId: c.reservationId });
+    expect((await entry(a, c.id)).status).to.equal(WaitlistEntryStatus.CONFIRMED);
+
+    const events = await query<{ operation: string; reservation_id: string | null; actor: string }>(
+      knex,
+      `SELECT operation, reservation_id, actor FROM audit_events WHERE sku_code = ? ORDER BY id`,
+      [SKU],
+    );
+    expect(events.map((e) => e.operation)).to.deep.equal([
+      "SKU_CREATED",
+      "HOLD_CREATED",
+      "HOLD_RELEASED",
+      "WAITLIST_PROMOTED",
+      "HOLD_EXPIRED",
+      "WAITLIST_PROMOTED",
+      "HOLD_CONFIRMED",
+    ]);
+    await assertInvariants(knex, [SKU]);
+    await checkConsistencyClean(a, [SKU]);
+  });
+
+  it("STRICT_FIFO: a head that does not fit blocks; FIRST_FIT lets later entries that fit pass; AdjustStock promotes", async () => {
+    for (const [sku, policy] of [
+      ["WL-STRICT", WaitlistPromotionPolicy.STRICT_FIFO],
+      ["WL-FIRST-FIT", WaitlistPromotionPolicy.FIRST_FIT],
+    ] as const) {
+      await a.createSku({ requestId: rid(), sku, name: sku, initialOnHand: 0n, policy: { waitlistPromotionPolicy: policy } });
+      const big = (await a.joinWaitlist({ requestId: rid(), customerId: "big", sku, quantity: 3 })).entry!;
+      const small = (await b.joinWaitlist({ requestId: rid(), customerId: "small", sku, quantity: 1 })).entry!;
+      const adjusted = await b.adjustStock({ requestId: rid(), sku, change: { case: "delta", value: 2n }, reason: "restock" });
+      if (policy === WaitlistPromotionPolicy.STRICT_FIFO) {
+        expect(adjusted.promotedEntries).to.have.length(0);
+        expect((await entry(a, small.id)).status).to.equal(WaitlistEntryStatus.WAITING);
+        // The two units are the queue's: a new buyer gets none.
+        expect((await failure(a.createHold({ requestId: rid(), customerId: "E", lines: [{ sku, quantity: 1 }] }))).reason).to.equal("INSUFFICIENT_STOCK");
+        // The head leaves: the entry behind it now fits and is promoted at once.
+        await a.leaveWaitlist({ requestId: rid(), waitlistEntryId: big.id });
+        expect((await entry(a, small.id)).status).to.equal(WaitlistEntryStatus.PROMOTED);
+      } else {
+        expect(adjusted.promotedEntries.map((e) => e.id)).to.deep.equal([small.id]);
+        expect((await entry(a, big.id))).to.include({ status: WaitlistEntryStatus.WAITING, position: 1n });
+      }
+      await assertInvariants(knex, [sku]);
+    }
+  });
+
+  it("many concurrent returns and joins: promotions in strict arrival order, no unit given twice, invariants hold", async () => {
+    const SKUS = ["WL-RACE-0", "WL-RACE-1", "WL-RACE-2"];
+    const UNITS = 30;
+    const WAITERS = 60;
+    const clients = [a, b];
+    const holds: { id: string; sku: string }[] = [];
+    for (const sku of SKUS) {
+      await a.createSku({ requestId: rid(), sku, name: sku, initialOnHand: BigInt(UNITS) });
+      for (const i of range(UNITS)) {
+        holds.push({ sku, id: (await clients[i % 2]!.createHold({ requestId: rid(), customerId: `holder-${i}`, lines: [{ sku, quantity: 1 }], ttl: { seconds: 600n } })).reservation!.id });
+      }
+    }
+    // Joins and releases interleaved, on both replicas.
+    const joins = SKUS.flatMap((sku) => range(WAITERS).map((i) => () => clients[i % 2]!.joinWaitlist({ requestId: rid(), customerId: `w-${i}`, sku, quantity: 1 })));
+    const releases = holds.map((h, i) => () => clients[(i + 1) % 2]!.releaseHold({ requestId: rid(), reservationId: h.id }));
+    const work = [...joins, ...releases].sort(() => Math.random() - 0.5);
+    const IN_FLIGHT = 24;
+    let next = 0;
+    await Promise.all(
+      range(IN_FLIGHT).map(async () => {
+        while (next < work.length) await work[next++]!();
+      }),
+    );
+
+    for (const sku of SKUS) {
+      const entries = await query<{ id: string; seq: number; status: string; reservation_id: string | null }>(
+        knex,
+        `SELECT id, seq, status, reservation_id FROM waitlist_entries WHERE sku_code = ? ORDER BY seq`,
+        [sku],
+      );
+      expect(entries).to.have.length(WAITERS);
+      const promoted = entries.filter((e) => e.status === "PROMOTED");
+      // Every returned unit went to the queue (a join finding a free unit takes it at once).
+      expect(promoted).to.have.length(UNITS);
+      // The promoted entries are exactly the first UNITS arrivals...
+      expect(entries.slice(0, UNITS).every((e) => e.status === "PROMOTED")).to.equal(true);
+      // ...and were promoted in arrival order (the ledger of a SKU is in commit order).
+      const order = await query<{ seq: number }>(
+        knex,
+        `SELECT w.seq FROM audit_events a JOIN reservations r ON r.id = a.reservation_id JOIN waitlist_entries w ON w.id = r.waitlist_entry_id
+          WHERE a.sku_code = ? AND a.operation = 'WAITLIST_PROMOTED' ORDER BY a.id`,
+        [sku],
+      );
+      const seqs = order.map((o) => Number(o.seq));
+      expect(seqs).to.deep.equal([...seqs].sort((x, y) => x - y));
+      // No unit given twice: one hold per promoted entry, distinct, each of one unit.
+      expect(new Set(promoted.map((e) => e.reservation_id)).size).to.equal(UNITS);
+      const [inv] = await query<{ reserved: number; available: number; waitlist_count: number; waitlist_units: number }>(
+        knex,
+        `SELECT reserved, available, waitlist_count, waitlist_units FROM inventory WHERE sku_code = ?`,
+        [sku],
+      );
+      expect(inv).to.deep.include({ reserved: UNITS, available: 0, waitlist_count: WAITERS - UNITS, waitlist_units: WAITERS - UNITS });
+    }
+    await assertInvariants(knex, SKUS);
+    await checkConsistencyClean(a, SKUS);
+  });
+});
