@@ -87,6 +87,8 @@ import {
   type ReconciliationFindingJson,
   type ReconciliationRunRow,
   type SkuRecount,
+  promoteWaiting,
+  DEFAULT_HOLD_TERMS,
 } from "@holdfast/schema";
 import type { Knex } from "knex";
 import type { Call, WorkerDeps } from "./context.js";
@@ -592,6 +594,10 @@ async function repairLocked(trx: Knex.Transaction, deps: WorkerDeps, run: Reconc
   const applied = await applyCounterChanges(trx, corrections, origin);
   // The guard was checked above on the locked values; a refusal here is a bug.
   if (applied.refused.length > 0) throw new Error(`repair refused by the ledger's guard for ${applied.refused.join(", ")} although checked under lock`);
+  // A repair that made units available gives them to the SKUs' waitlists first, in this
+  // transaction (the rows are locked; promoteWaiting re-locks them in SKU order).
+  const freed = corrections.filter((c) => c.onHand - c.reserved - c.allocated > 0).map((c) => c.sku);
+  await promoteWaiting(trx, freed, origin, deps.settings.holdTerms ?? DEFAULT_HOLD_TERMS);
   await notifyInventoryChanged(trx, applied.events.map((e) => e.sku_code));
 
   const driftBySku = new Map(driftEvents.map((e) => [e.sku_code, e.id]));
