@@ -132,6 +132,35 @@ describe("waitlist: FIFO promotion across two replicas and the worker", function
     }
   });
 
+  it("CreateHold with join_waitlist_if_short: nothing held, one entry per short SKU; promoted later to a single-line hold; replayed", async () => {
+    await a.createSku({ requestId: rid(), sku: "WL-IMPLICIT-A", name: "a", initialOnHand: 5n });
+    await a.createSku({ requestId: rid(), sku: "WL-IMPLICIT-B", name: "b", initialOnHand: 1n });
+    const request = {
+      requestId: rid(),
+      customerId: "implicit",
+      lines: [
+        { sku: "WL-IMPLICIT-B", quantity: 1 },
+        { sku: "WL-IMPLICIT-A", quantity: 2 },
+        { sku: "WL-IMPLICIT-B", quantity: 2 },
+      ],
+      joinWaitlistIfShort: true,
+    };
+    const first = await a.createHold(request);
+    expect(first.reservation).to.equal(undefined);
+    expect(first.waitlistEntries.map((e) => [e.sku, e.quantity, e.status, e.position, e.requestId])).to.deep.equal([
+      ["WL-IMPLICIT-B", 3, WaitlistEntryStatus.WAITING, 1n, request.requestId],
+    ]);
+    const again = await b.createHold(request);
+    expect(again.replayed).to.equal(true);
+    expect(again.waitlistEntries.map((e) => e.id)).to.deep.equal(first.waitlistEntries.map((e) => e.id));
+    expect((await a.getAvailability({ skus: ["WL-IMPLICIT-A"] })).availabilities[0]).to.include({ available: 5n });
+    const adjusted = await b.adjustStock({ requestId: rid(), sku: "WL-IMPLICIT-B", change: { case: "delta", value: 2n }, reason: "restock" });
+    expect(adjusted.promotedEntries.map((e) => e.id)).to.deep.equal([first.waitlistEntries[0]!.id]);
+    const hold = (await a.getReservation({ reservationId: adjusted.promotedEntries[0]!.reservationId })).reservation!;
+    expect(hold.lines.map((l) => [l.sku, l.quantity])).to.deep.equal([["WL-IMPLICIT-B", 3]]);
+    await assertInvariants(knex, ["WL-IMPLICIT-A", "WL-IMPLICIT-B"]);
+  });
+
   it("many concurrent returns and joins: promotions in strict arrival order, no unit given twice, invariants hold", async () => {
     const SKUS = ["WL-RACE-0", "WL-RACE-1", "WL-RACE-2"];
     const UNITS = 30;

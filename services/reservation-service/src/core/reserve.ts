@@ -67,14 +67,14 @@ import {
   idempotencyKeyReused,
   insufficientStock,
   lockTimeout,
-  notImplementedFeature,
   skuNotFound,
   ttlOutOfRange,
   type ShortLine,
 } from "@holdfast/core";
 import { Idempotency, Refusal, idempotencyKey, type Claimed, type IdempotencyKey } from "@holdfast/core";
 import type { ReservationSettings } from "./settings.js";
-import { Violations, customerScope } from "@holdfast/core";
+import { Violations, customerScope, waitlistDisabled, waitlistEntryAlreadyExists } from "@holdfast/core";
+import { joinInTransaction, withPositions } from "./waitlist.js";
 
 /** A request line after summing lines of one SKU. */
 export interface Line {
@@ -164,14 +164,37 @@ export async function createHold(deps: Deps, call: Call, req: CreateHoldRequest)
   v.throwIfAny();
   // Below the server minimum whatever the SKUs (the SKU-dependent maximum is checked once they are read).
   if (ttlMs !== undefined && ttlMs < deps.settings.holdTtlMinMs) throw ttlOutOfRange("ttl", ttlMs, deps.settings.holdTtlMinMs, deps.settings.holdTtlMaxMs);
-  if (req.joinWaitlistIfShort) {
-    throw notImplementedFeature("join_waitlist_if_short", "join_waitlist_if_short is not implemented yet (the waitlist lands with its own release); retry without it");
-  }
   const key = idempotencyKey(call.principal.id, HOLD_METHOD, CreateHoldRequestSchema, req);
   const spec: ReserveSpec = { type: "HOLD", customerId: req.customerId, lines, ttlMs, strategy: req.lockingStrategy };
+  // join_waitlist_if_short: nothing is held, and the customer joins the waitlist of
+  // every short SKU (one entry each, for its summed quantity, all under this request_id).
+  const onShort = req.joinWaitlistIfShort
+    ? async (trx: Knex.Transaction, short: ShortLine[]): Promise<CreateHoldResponse | Refusal> => {
+        const skus = short.map((l) => l.sku);
+        // Refusals first, before any entry is written: a refusal is committed (recorded)
+        // with the transaction's other changes, so it must find nothing half done.
+        const policies = await query<{ code: string; waitlist_disabled: boolean }>(trx, `SELECT code, waitlist_disabled FROM skus WHERE code = ANY(?::text[]) ORDER BY code`, [skus]);
+        const disabled = policies.find((p) => p.waitlist_disabled);
+        if (disabled !== undefined) return new Refusal(waitlistDisabled(disabled.code));
+        const [existing] = await query<{ id: string; sku_code: string }>(
+          trx,
+          `SELECT id, sku_code FROM waitlist_entries WHERE sku_code = ANY(?::text[]) AND customer_id = ? AND status IN ('WAITING', 'PROMOTED') ORDER BY sku_code LIMIT 1`,
+          [skus, req.customerId],
+        );
+        if (existing !== undefined) return new Refusal(waitlistEntryAlreadyExists(existing.sku_code, existing.id));
+        const entries = [];
+        for (const line of short) {
+          const joined = await joinInTransaction(trx, deps, call, { sku: line.sku, customerId: req.customerId, quantity: line.requested, maxWaitMs: undefined, requestId: req.requestId });
+          // Lost a race after the checks above: roll back everything (not recorded; retry).
+          if (joined instanceof Refusal) throw joined.error;
+          entries.push(joined.entry);
+        }
+        return create(CreateHoldResponseSchema, { waitlistEntries: await withPositions(trx, entries) });
+      }
+    : undefined;
   const response = await deps.inventory.around(
     spec.lines.map((l) => l.sku),
-    reserve(deps, call, key, spec, CreateHoldResponseSchema, (reservation) => create(CreateHoldResponseSchema, { reservation })),
+    reserve(deps, call, key, spec, CreateHoldResponseSchema, (reservation) => create(CreateHoldResponseSchema, { reservation }), onShort),
   );
   const expireTime = response.reservation?.expireTime;
   if (!response.replayed && expireTime !== undefined) deps.expiry.holdCreated(timestampDate(expireTime));
@@ -197,13 +220,14 @@ async function reserve<D extends DescMessage>(
   spec: ReserveSpec,
   schema: D,
   respond: (reservation: Reservation) => MessageShape<D>,
+  onShort?: OnShort<MessageShape<D>>,
 ): Promise<MessageShape<D>> {
   const idempotency = new Idempotency(deps.db, deps.settings.idempotencyWindowMs, call.signal);
   for (let attempt = 1; ; attempt++) {
     try {
       // Taken before the transaction begins, so never later than its now().
       const began = performance.now();
-      return await idempotency.run(key, schema, (trx, claimed) => reserveOnce(trx, deps.settings, call, key, spec, respond, claimed, began));
+      return await idempotency.run(key, schema, (trx, claimed) => reserveOnce(trx, deps.settings, call, key, spec, respond, claimed, began, onShort));
     } catch (err) {
       if (err instanceof Conflict) {
         if (attempt >= deps.settings.optimisticMaxAttempts) throw conflictRetriesExhausted(err.skus, attempt);
@@ -241,7 +265,17 @@ async function reserveOnce<R>(
   respond: (reservation: Reservation) => R,
   claimed: Claimed<R>,
   began: number,
+  onShort?: OnShort<R>,
 ): Promise<R | Refusal> {
+  // Short: refused (INSUFFICIENT_STOCK), or handed to onShort (the waitlist) with nothing held.
+  const refuse = async (trx: Knex.Transaction, header: ReservationRow | undefined, short: ShortLine[]): Promise<R | Refusal> => {
+    if (onShort === undefined) return refuseShort(trx, header, short);
+    if (header !== undefined) await query(trx, `DELETE FROM reservations WHERE id = ?`, [header.id]); // lines cascade
+    const value = await onShort(trx, short);
+    // The reservation's response may have been recorded inline already: record this one instead.
+    if (!(value instanceof Refusal)) await claimed.record(value);
+    return value;
+  };
   const skus = spec.lines.map((l) => l.sku);
   // Policies and counters in one plain read: no lock, so a sold-out SKU costs its
   // refused buyers no wait on the hot row.
@@ -334,8 +368,11 @@ function shortLines(lines: readonly Line[], rows: readonly Pick<InventoryRow, "s
     .map((l) => ({ sku: l.sku, requested: l.quantity, available: Math.max(0, available.get(l.sku) ?? 0) }));
 }
 
+/** What to do instead of INSUFFICIENT_STOCK (CreateHold.join_waitlist_if_short). */
+type OnShort<R> = (trx: Knex.Transaction, short: ShortLine[]) => Promise<R | Refusal>;
+
 /** INSUFFICIENT_STOCK, committed with the attempt's reclaims; the reservation written optimistically is removed. */
-async function refuse(trx: Knex.Transaction, header: ReservationRow | undefined, short: ShortLine[]): Promise<Refusal> {
+async function refuseShort(trx: Knex.Transaction, header: ReservationRow | undefined, short: ShortLine[]): Promise<Refusal> {
   if (header !== undefined) await query(trx, `DELETE FROM reservations WHERE id = ?`, [header.id]); // lines cascade
   return new Refusal(insufficientStock(short));
 }

@@ -69,7 +69,7 @@ import { toReservation, toWaitlistEntry, type LineRow } from "./convert.js";
 const method = (name: string) => `${InventoryReservationService.typeName}/${name}`;
 
 /** Position inputs of WAITING entries: the WAITING entries of the same SKU with a smaller seq. */
-async function withPositions(db: Db, rows: readonly WaitlistEntryRow[]): Promise<WaitlistEntry[]> {
+export async function withPositions(db: Db, rows: readonly WaitlistEntryRow[]): Promise<WaitlistEntry[]> {
   const waiting = rows.filter((r) => r.status === "WAITING");
   const ahead = new Map<string, { count: number; units: number }>();
   if (waiting.length > 0) {
