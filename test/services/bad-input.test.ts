@@ -587,13 +587,15 @@ function table(grpc: () => Grpc): RpcDef<Record<string, unknown>>[] {
       base: () => create(ListAvailabilitySnapshotsRequestSchema, { pageSize: 10, sku: "BI-A", startTime: inHours(-1), endTime: inHours(1) }),
       cases: [...pageSizeCases(), ...skuCodeCases<ListAvailabilitySnapshotsRequest>("sku", (r, v) => void (r.sku = v), false), ...timeRangeCases(), ...pageTokenCases()],
     }),
-    // Not implemented yet: a well-formed request is UNIMPLEMENTED, a bad one INVALID_ARGUMENT
-    // (the contract's annotations are checked before any RPC runs).
+    // The waitlist (WatchWaitlist and GetFlashSaleReport below are not implemented yet: a
+    // well-formed request is UNIMPLEMENTED, a bad one INVALID_ARGUMENT, the contract's
+    // annotations being checked before any RPC runs).
     define({
       name: "JoinWaitlist",
       method: "joinWaitlist",
       base: () => create(JoinWaitlistRequestSchema, { requestId: rid(), customerId: "cust-1", sku: "BI-A", quantity: 2, maxWait: dur(3600) }),
-      baseRefusals: ["Unimplemented/NOT_IMPLEMENTED"],
+      // cust-1 may already have an active entry on BI-A (one per customer and SKU).
+      baseRefusals: ["AlreadyExists/WAITLIST_ENTRY_ALREADY_EXISTS"],
       cases: [
         ...requestIdCases(),
         ...customerIdCases(false),
@@ -608,21 +610,20 @@ function table(grpc: () => Grpc): RpcDef<Record<string, unknown>>[] {
       name: "LeaveWaitlist",
       method: "leaveWaitlist",
       base: () => create(LeaveWaitlistRequestSchema, { requestId: rid(), waitlistEntryId: randomUUID() }),
-      baseRefusals: ["Unimplemented/NOT_IMPLEMENTED"],
+      baseRefusals: ["NotFound/WAITLIST_ENTRY_NOT_FOUND"],
       cases: [...requestIdCases(), ...uuidCases<{ waitlistEntryId: string }>("waitlist_entry_id", (r, v) => void (r.waitlistEntryId = v))],
     }),
     define({
       name: "GetWaitlistEntry",
       method: "getWaitlistEntry",
       base: () => create(GetWaitlistEntryRequestSchema, { waitlistEntryId: randomUUID() }),
-      baseRefusals: ["Unimplemented/NOT_IMPLEMENTED"],
+      baseRefusals: ["NotFound/WAITLIST_ENTRY_NOT_FOUND"],
       cases: uuidCases<{ waitlistEntryId: string }>("waitlist_entry_id", (r, v) => void (r.waitlistEntryId = v)),
     }),
     define({
       name: "ListWaitlistEntries",
       method: "listWaitlistEntries",
       base: () => create(ListWaitlistEntriesRequestSchema, { pageSize: 10, sku: "BI-A", customerId: "cust-1", statuses: [WaitlistEntryStatus.WAITING] }),
-      baseRefusals: ["Unimplemented/NOT_IMPLEMENTED"],
       cases: [
         ...pageSizeCases(),
         ...skuCodeCases<ListWaitlistEntriesRequest>("sku", (r, v) => void (r.sku = v), false),
