@@ -374,7 +374,7 @@ describe("fuzz: random and mutated requests to every RPC of both services", func
     LeaveWaitlist: () => ({ requestId: rid(), waitlistEntryId: UNKNOWN_ID }),
     GetWaitlistEntry: () => ({ waitlistEntryId: UNKNOWN_ID }),
     ListWaitlistEntries: () => ({}),
-    WatchWaitlist: () => ({}),
+    WatchWaitlist: () => ({ customerId: CUSTOMER }),
     GetFlashSaleReport: () => ({ sku: SKU, startTime: { seconds: nowSeconds() - 3600n } }),
     RunExpirySweep: () => ({ requestId: rid() }),
     RunReconciliation: () => ({ requestId: rid(), mode: ReconciliationMode.CHECK, skus: [SKU], returnImmediately: true }),

@@ -26,7 +26,7 @@ const BOB = "bob";
 const UNKNOWN_ID = "00000000-0000-4000-8000-000000000000";
 
 /** RPCs that answer UNIMPLEMENTED to an allowed caller until their issue lands (waitlist, streams, report). */
-const NOT_YET = new Set(["WatchWaitlist", "GetFlashSaleReport"]);
+const NOT_YET = new Set(["GetFlashSaleReport"]);
 
 /** What an allowed caller gets from these fixtures, when it is not OK. */
 const ALLOWED_ANSWER: Record<string, string> = { GetReconciliationRun: "NotFound/RECONCILIATION_RUN_NOT_FOUND" };
@@ -125,7 +125,7 @@ describe("authorization: every RPC × every role, on every port", function () {
     LeaveWaitlist: async () => ({ requestId: rid(), waitlistEntryId: (await aliceWaiting()).id }),
     GetWaitlistEntry: async () => ({ waitlistEntryId: (await aliceWaiting()).id }),
     ListWaitlistEntries: async (role) => ({ customerId: role === "customer" ? "" : ALICE }),
-    WatchWaitlist: async () => ({}),
+    WatchWaitlist: async (role) => ({ customerId: role === "customer" ? "" : ALICE }),
     GetFlashSaleReport: async () => ({ sku: SKU, startTime: { seconds: BigInt(Math.floor(Date.now() / 1000) - 3600) } }),
     RunExpirySweep: async () => ({ requestId: rid() }),
     RunReconciliation: async () => ({ requestId: rid(), mode: ReconciliationMode.CHECK, skus: [SKU], returnImmediately: true }),

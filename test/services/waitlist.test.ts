@@ -3,7 +3,7 @@
 // replica or the expiry-worker returned it; a promoted entry that lets its hold
 // expire loses its turn to the next one.
 import { expect } from "chai";
-import { InventoryReservationService, WaitlistEntryStatus, WaitlistPromotionPolicy } from "@holdfast/contracts";
+import { InventoryReservationService, ReservationStatus, WaitlistEntryStatus, WaitlistNotificationType, WaitlistPromotionPolicy, type WatchWaitlistResponse } from "@holdfast/contracts";
 import { createGrpcJsClient, type GrpcJsClient } from "@holdfast/runtime";
 import { createKnex, query } from "@holdfast/schema";
 import type { Knex } from "knex";
@@ -12,6 +12,7 @@ import { failure, range } from "../support/calls.js";
 import { createTestDatabase, type TestDatabase } from "../support/database.js";
 import { assertInvariants, checkConsistencyClean } from "../support/invariants.js";
 import { startService, type ServiceProcess } from "../support/processes.js";
+import { StreamRecorder } from "../support/streams.js";
 import { until } from "../support/wait.js";
 
 type Client = GrpcJsClient<typeof InventoryReservationService>;
@@ -45,6 +46,20 @@ describe("waitlist: FIFO promotion across two replicas and the worker", function
   });
 
   const entry = async (client: Client, id: string) => (await client.getWaitlistEntry({ waitlistEntryId: id })).entry!;
+  const streams: StreamRecorder<WatchWaitlistResponse>[] = [];
+  afterEach(() => streams.splice(0).forEach((s) => s.close()));
+  /** A WatchWaitlist stream, once its initial state has arrived. */
+  const watch = async (client: Client, customerId: string, skus: string[] = []) => {
+    const stream = new StreamRecorder<WatchWaitlistResponse>((signal) => client.watchWaitlist({ customerId, skus }, { signal }));
+    streams.push(stream);
+    const first = await stream.next(`${customerId}'s initial state`, () => true);
+    if (first.event.case !== "initialState") throw new Error(`the first message is ${first.event.case}, not the initial state`);
+    return { stream, initial: first.event.value };
+  };
+  const notified = (type: WaitlistNotificationType) => (m: WatchWaitlistResponse) => m.event.case === "notification" && m.event.value.type === type;
+  /** The notifications a stream received so far: [type, entry status, position]. */
+  const told = (stream: StreamRecorder<WatchWaitlistResponse>) =>
+    stream.messages.flatMap((m) => (m.event.case === "notification" ? [[WaitlistNotificationType[m.event.value.type], WaitlistEntryStatus[m.event.value.entry!.status], Number(m.event.value.entry!.position)]] : []));
 
   it("one unit: A holds; B, C, D wait; A releases: B is promoted and E is refused; B's hold expires: C is promoted", async () => {
     const SKU = "WL-ONE";
@@ -64,8 +79,21 @@ describe("waitlist: FIFO promotion across two replicas and the worker", function
     // One active entry per customer and SKU.
     expect((await failure(b.joinWaitlist({ requestId: rid(), customerId: "B", sku: SKU, quantity: 1 }))).reason).to.equal("WAITLIST_ENTRY_ALREADY_EXISTS");
 
-    // A releases on the other replica: B is promoted in that transaction.
+    // B watches its entry through one replica, C through the other.
+    const watchB = await watch(a, "B");
+    expect(watchB.initial.entries.map((e) => [e.id, e.position])).to.deep.equal([[joinB.entry!.id, 1n]]);
+    const watchC = await watch(b, "C", [SKU]);
+
+    // A releases on the other replica: B is promoted in that transaction, and told within a second.
+    const releasedAt = Date.now();
     await b.releaseHold({ requestId: rid(), reservationId: holdA.id });
+    const toldB = await watchB.stream.next("B's PROMOTED", notified(WaitlistNotificationType.PROMOTED), 1000);
+    expect(Date.now() - releasedAt).to.be.below(1000);
+    if (toldB.event.case !== "notification") throw new Error("not a notification");
+    expect(toldB.event.value.entry).to.include({ id: joinB.entry!.id, status: WaitlistEntryStatus.PROMOTED });
+    expect(toldB.event.value.reservation).to.include({ customerId: "B", status: ReservationStatus.HELD });
+    const movedC = await watchC.stream.next("C's POSITION_CHANGED", notified(WaitlistNotificationType.POSITION_CHANGED), 1000);
+    expect(movedC.event.value).to.include({ previousPosition: 2n });
     const b1 = await entry(a, joinB.entry!.id);
     expect(b1.status).to.equal(WaitlistEntryStatus.PROMOTED);
     expect(b1.reservationId).to.not.equal("");
@@ -88,6 +116,22 @@ describe("waitlist: FIFO promotion across two replicas and the worker", function
     const c = await entry(a, joinC.entry!.id);
     await b.confirmHold({ requestId: rid(), reservationId: c.reservationId });
     expect((await entry(a, c.id)).status).to.equal(WaitlistEntryStatus.CONFIRMED);
+
+    // What the streams told, in order: B was promoted and lost its turn; C moved up, was promoted, confirmed.
+    await watchC.stream.next("C's CONFIRMED", notified(WaitlistNotificationType.CONFIRMED), 2000);
+    await watchB.stream.next("B's EXPIRED", notified(WaitlistNotificationType.EXPIRED), 2000);
+    expect(told(watchB.stream)).to.deep.equal([
+      ["PROMOTED", "PROMOTED", 0],
+      ["EXPIRED", "EXPIRED", 0],
+    ]);
+    expect(told(watchC.stream)).to.deep.equal([
+      ["POSITION_CHANGED", "WAITING", 1],
+      ["PROMOTED", "PROMOTED", 0],
+      ["CONFIRMED", "CONFIRMED", 0],
+    ]);
+    // A client that reconnects gets the current state first: C has nothing live any more, D waits first.
+    expect((await watch(a, "C")).initial.entries).to.deep.equal([]);
+    expect((await watch(b, "D")).initial.entries.map((e) => [e.status, e.position])).to.deep.equal([[WaitlistEntryStatus.WAITING, 1n]]);
 
     const events = await query<{ operation: string; reservation_id: string | null; actor: string }>(
       knex,
@@ -173,6 +217,8 @@ describe("waitlist: FIFO promotion across two replicas and the worker", function
         holds.push({ sku, id: (await clients[i % 2]!.createHold({ requestId: rid(), customerId: `holder-${i}`, lines: [{ sku, quantity: 1 }], ttl: { seconds: 600n } })).reservation!.id });
       }
     }
+    // Every waiter watches its entries (half through each replica) while it all happens.
+    const watchers = await Promise.all(range(WAITERS).map(async (i) => ({ customer: `w-${i}`, ...(await watch(clients[i % 2]!, `w-${i}`)) })));
     // Joins and releases interleaved, on both replicas.
     const joins = SKUS.flatMap((sku) => range(WAITERS).map((i) => () => clients[i % 2]!.joinWaitlist({ requestId: rid(), customerId: `w-${i}`, sku, quantity: 1 })));
     const releases = holds.map((h, i) => () => clients[(i + 1) % 2]!.releaseHold({ requestId: rid(), reservationId: h.id }));
@@ -217,5 +263,31 @@ describe("waitlist: FIFO promotion across two replicas and the worker", function
     }
     await assertInvariants(knex, SKUS);
     await checkConsistencyClean(a, SKUS);
+
+    // Each stream told its customer exactly what happened to its entries: one JOINED per
+    // entry, places that only went down, and PROMOTED (with its hold) for exactly the
+    // promoted ones.
+    const final = await query<{ id: string; customer_id: string; status: string; reservation_id: string | null }>(
+      knex,
+      `SELECT id, customer_id, status, reservation_id FROM waitlist_entries WHERE sku_code = ANY(?::text[])`,
+      [SKUS],
+    );
+    for (const w of watchers) {
+      const mine = final.filter((e) => e.customer_id === w.customer);
+      const promotedIds = mine.filter((e) => e.status === "PROMOTED").map((e) => e.id).sort();
+      await until(`${w.customer}'s stream told every promotion`, async () => {
+        const told = new Set(w.stream.messages.flatMap((m) => (m.event.case === "notification" && m.event.value.type === WaitlistNotificationType.PROMOTED ? [m.event.value.entry!.id] : [])));
+        return promotedIds.every((id) => told.has(id));
+      }, 5_000, 50);
+      const notes = w.stream.messages.flatMap((m) => (m.event.case === "notification" ? [m.event.value] : []));
+      expect(notes.filter((n) => n.type === WaitlistNotificationType.JOINED).map((n) => n.entry!.id).sort()).to.deep.equal(mine.map((e) => e.id).sort());
+      const promotions = notes.filter((n) => n.type === WaitlistNotificationType.PROMOTED);
+      expect(promotions.map((n) => n.entry!.id).sort()).to.deep.equal(promotedIds);
+      for (const n of promotions) expect(n.reservation?.id).to.equal(mine.find((e) => e.id === n.entry!.id)!.reservation_id);
+      for (const e of mine) {
+        const places = notes.filter((n) => n.entry!.id === e.id && n.entry!.status === WaitlistEntryStatus.WAITING).map((n) => Number(n.entry!.position));
+        expect(places, `places told for ${e.id}`).to.deep.equal([...places].sort((x, y) => y - x));
+      }
+    }
   });
 });

@@ -14,57 +14,13 @@ import { failureOf } from "../support/calls.js";
 import { createTestDatabase, type TestDatabase } from "../support/database.js";
 import { assertInvariants } from "../support/invariants.js";
 import { startService, type ServiceProcess } from "../support/processes.js";
+import { StreamRecorder } from "../support/streams.js";
 
 type Grpc = GrpcJsClient<typeof InventoryReservationService>;
 const rid = () => `watch-${randomUUID()}`;
 
-/** A stream read in the background: every message kept, waits for one that matches. */
-class Watch {
-  readonly messages: WatchAvailabilityResponse[] = [];
-  error: unknown;
-  ended = false;
-  private readonly abort = new AbortController();
-  private waiters: (() => void)[] = [];
-
-  constructor(open: (signal: AbortSignal) => AsyncIterable<WatchAvailabilityResponse>) {
-    void (async () => {
-      try {
-        for await (const message of open(this.abort.signal)) {
-          this.messages.push(message);
-          this.notify();
-        }
-      } catch (err) {
-        this.error = err;
-      } finally {
-        this.ended = true;
-        this.notify();
-      }
-    })();
-  }
-
-  private notify(): void {
-    for (const w of this.waiters.splice(0)) w();
-  }
-
-  /** The first message (from index `from`) that satisfies `test`, within `timeoutMs`. */
-  async next(what: string, test: (m: WatchAvailabilityResponse) => boolean, timeoutMs = 5000, from = 0): Promise<WatchAvailabilityResponse> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const found = this.messages.slice(from).find(test);
-      if (found !== undefined) return found;
-      if (this.ended) throw new Error(`stream ended (${String(this.error)}) before ${what}`);
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`no ${what} within ${timeoutMs} ms; got ${JSON.stringify(this.messages.map((m) => m.event.case))}`);
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, left);
-        this.waiters.push(() => {
-          clearTimeout(timer);
-          resolve();
-        });
-      });
-    }
-  }
-
+/** A WatchAvailability stream read in the background. */
+class Watch extends StreamRecorder<WatchAvailabilityResponse> {
   /** Latest availability seen for `sku` (initial state or updates). */
   latest(sku: string): Availability | undefined {
     let found: Availability | undefined;
@@ -73,10 +29,6 @@ class Watch {
       for (const a of m.event.value.availabilities) if (a.sku === sku && (found === undefined || a.version > found.version)) found = a;
     }
     return found;
-  }
-
-  close(): void {
-    this.abort.abort();
   }
 }
 

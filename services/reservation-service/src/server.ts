@@ -6,6 +6,7 @@ import { authorizeService, createAuthenticator } from "@holdfast/core";
 import type { ReservationServiceConfig } from "./config.js";
 import { ExpiryAnnouncer, InventoryAnnouncer } from "./core/announcers.js";
 import { AvailabilityHub } from "./core/watch.js";
+import { WaitlistHub } from "./core/waitlist-watch.js";
 import { createInventoryReservationService } from "./service.js";
 
 export interface RunningReservationService {
@@ -28,6 +29,7 @@ export async function startReservationService(config: ReservationServiceConfig, 
   const authenticator = createAuthenticator(config.auth, logger);
   const hub = new AvailabilityHub(db, config.database.url, logger);
   await hub.start();
+  const waitlistHub = new WaitlistHub(db, hub, logger);
   const expiry = new ExpiryAnnouncer(db, logger);
   const inventory = new InventoryAnnouncer(db, logger, (skus) => hub.changed(skus));
   const logic = createInventoryReservationService({
@@ -37,6 +39,7 @@ export async function startReservationService(config: ReservationServiceConfig, 
     expiry,
     inventory,
     hub,
+    waitlistHub,
   });
   // Outermost first: instrument (log, metrics, error mapping), authenticate and authorize
   // (and count streams), validate the request, then the logic.
@@ -82,6 +85,7 @@ export async function startReservationService(config: ReservationServiceConfig, 
       await Promise.all([grpc.stop(config.shutdownGraceMs), http.stop(config.shutdownGraceMs)]);
       // Announce what the last calls committed before the pool closes.
       await Promise.all([expiry.drain(), inventory.drain()]);
+      await waitlistHub.close();
       await hub.close();
       await db.destroy();
     },

@@ -10,6 +10,7 @@ import * as reads from "./core/reads.js";
 import * as reserve from "./core/reserve.js";
 import * as waitlist from "./core/waitlist.js";
 import * as watch from "./core/watch.js";
+import * as waitlistWatch from "./core/waitlist-watch.js";
 
 export type { Deps as ReservationDeps } from "./core/context.js";
 
@@ -45,5 +46,6 @@ export function createInventoryReservationService(deps: Deps): ServiceImpl<typeo
     leaveWaitlist: (req, ctx) => waitlist.leaveWaitlist(deps, callOf(ctx), req),
     getWaitlistEntry: (req, ctx) => waitlist.getWaitlistEntry(deps, callOf(ctx), req),
     listWaitlistEntries: (req, ctx) => waitlist.listWaitlistEntries(deps, callOf(ctx), req),
+    watchWaitlist: (req, ctx) => waitlistWatch.watchWaitlist(deps, callOf(ctx), req),
   };
 }

@@ -2,6 +2,7 @@ import type { Knex } from "knex";
 import type { Logger } from "@holdfast/runtime";
 import type { ExpiryAnnouncer, InventoryAnnouncer } from "./announcers.js";
 import type { AvailabilityHub } from "./watch.js";
+import type { WaitlistHub } from "./waitlist-watch.js";
 import type { ReservationSettings } from "./settings.js";
 
 export type { Call, Principal } from "@holdfast/core";
@@ -17,4 +18,6 @@ export interface Deps {
   inventory: InventoryAnnouncer;
   /** This process's feed of availability changes, for WatchAvailability. */
   hub: AvailabilityHub;
+  /** This process's feed of waitlist changes, for WatchWaitlist (fed by `hub`). */
+  waitlistHub: WaitlistHub;
 }

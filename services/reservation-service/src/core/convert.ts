@@ -160,20 +160,30 @@ export function toSnapshot(row: InventorySnapshotRow): AvailabilitySnapshot {
 }
 
 /**
- * A waitlist entry with its place: `ahead` = the WAITING entries of its SKU with a
- * smaller seq (count and units); ignored unless the entry is WAITING (position and
- * units_ahead are 0 otherwise, contract).
+ * Where a waitlist entry stands at read time (see waitlist.ts `readEntries`): its place
+ * among the live WAITING entries of its SKU (null when it holds none) and the units
+ * ahead of it, and whether it has lapsed without having been swept yet (WAITING past its
+ * own max_wait, or PROMOTED with its hold past expiry: EXPIRED at read time, as
+ * toReservation reports a lapsed hold).
  */
-export function toWaitlistEntry(row: WaitlistEntryRow, ahead: { count: number; units: number } = { count: 0, units: 0 }): WaitlistEntry {
-  const waiting = row.status === "WAITING";
+export interface EntryStanding {
+  place: number | null;
+  unitsAhead: number;
+  lapsed: boolean;
+}
+
+/** A waitlist entry; position and units_ahead only while WAITING (0 otherwise, contract). */
+export function toWaitlistEntry(row: WaitlistEntryRow, standing: EntryStanding = { place: null, unitsAhead: 0, lapsed: false }): WaitlistEntry {
+  const status = standing.lapsed ? "EXPIRED" : row.status;
+  const waiting = status === "WAITING" && standing.place !== null;
   return create(WaitlistEntrySchema, {
     id: row.id,
     sku: row.sku_code,
     customerId: row.customer_id,
     quantity: row.quantity,
-    status: enumValue(WaitlistEntryStatus, row.status),
-    position: waiting ? BigInt(ahead.count + 1) : 0n,
-    unitsAhead: waiting ? BigInt(ahead.units) : 0n,
+    status: enumValue(WaitlistEntryStatus, status),
+    position: waiting ? BigInt(standing.place!) : 0n,
+    unitsAhead: waiting ? BigInt(standing.unitsAhead) : 0n,
     createTime: ts(row.created_at),
     updateTime: ts(row.updated_at),
     expireTime: tsOrUndefined(row.expires_at),

@@ -37,7 +37,6 @@ import {
   query,
   type Db,
   type Promotion,
-  type ReservationRow,
   type SkuRow,
   type WaitlistEntryRow,
 } from "@holdfast/schema";
@@ -64,34 +63,53 @@ import {
 } from "@holdfast/core";
 import type { Knex } from "knex";
 import type { Call, Deps } from "./context.js";
-import { toReservation, toWaitlistEntry, type LineRow } from "./convert.js";
+import { toWaitlistEntry } from "./convert.js";
+import { loadReservations } from "./reads.js";
 
 const method = (name: string) => `${InventoryReservationService.typeName}/${name}`;
 
-/** Position inputs of WAITING entries: the WAITING entries of the same SKU with a smaller seq. */
-export async function withPositions(db: Db, rows: readonly WaitlistEntryRow[]): Promise<WaitlistEntry[]> {
-  const waiting = rows.filter((r) => r.status === "WAITING");
-  const ahead = new Map<string, { count: number; units: number }>();
-  if (waiting.length > 0) {
-    const found = await query<{ id: string; count: number; units: number }>(
-      db,
-      `SELECT e.id, a.count::int AS count, a.units::bigint AS units
-         FROM unnest(?::uuid[], ?::text[], ?::bigint[]) AS e(id, sku_code, seq)
-         CROSS JOIN LATERAL (
-           SELECT count(*) AS count, coalesce(sum(w.quantity), 0) AS units
-             FROM waitlist_entries w
-            WHERE w.sku_code = e.sku_code AND w.status = 'WAITING' AND w.seq < e.seq) a`,
-      [waiting.map((r) => r.id), waiting.map((r) => r.sku_code), waiting.map((r) => r.seq)],
-    );
-    for (const f of found) ahead.set(f.id, { count: Number(f.count), units: Number(f.units) });
-  }
-  return rows.map((r) => toWaitlistEntry(r, ahead.get(r.id)));
+/**
+ * Waitlist entries as they stand at read time, in queue order: the rows `where` picks
+ * (a condition on `e`, then `tail`: ORDER BY / LIMIT), each with its place among the
+ * live WAITING entries of its SKU and whether it has lapsed unswept (toWaitlistEntry).
+ *
+ * One statement, so places and statuses come from one snapshot. The places are a
+ * window over the WAITING entries of the SKUs the picked rows wait on (an ordered
+ * scan of waitlist_entries_waiting_sku_seq_idx per SKU): one pass however many of
+ * them are picked, where a count per entry would be quadratic in a long queue. An
+ * entry past its own max_wait holds no place any more, even before the worker sweeps
+ * it, so the entries behind it move up at once.
+ */
+export async function readEntries(db: Db, where: string, params: readonly unknown[], tail = ""): Promise<Array<{ row: WaitlistEntryRow; entry: WaitlistEntry }>> {
+  const rows = await query<WaitlistEntryRow & { place: string | null; units_ahead: string | null; lapsed: boolean }>(
+    db,
+    `WITH e AS (SELECT * FROM waitlist_entries e WHERE ${where} ${tail}),
+     live AS (
+       SELECT w.id, count(*) OVER q AS place, sum(w.quantity) OVER q - w.quantity AS units_ahead
+         FROM waitlist_entries w
+        WHERE w.status = 'WAITING' AND (w.expires_at IS NULL OR w.expires_at > now())
+          AND w.sku_code IN (SELECT e.sku_code FROM e WHERE e.status = 'WAITING')
+       WINDOW q AS (PARTITION BY w.sku_code ORDER BY w.seq))
+     SELECT e.*, live.place, live.units_ahead,
+            CASE e.status WHEN 'WAITING' THEN live.id IS NULL
+                          WHEN 'PROMOTED' THEN (r.status = 'HELD' AND r.expires_at <= now()) IS TRUE
+                          ELSE false END AS lapsed
+       FROM e
+       LEFT JOIN live ON live.id = e.id
+       LEFT JOIN reservations r ON r.id = e.reservation_id
+      ORDER BY e.seq`,
+    params,
+  );
+  return rows.map((r) => ({
+    row: r,
+    entry: toWaitlistEntry(r, { place: r.place === null ? null : Number(r.place), unitsAhead: Number(r.units_ahead ?? 0), lapsed: r.lapsed }),
+  }));
 }
 
-async function reservationOf(db: Db, id: string): Promise<ReturnType<typeof toReservation>> {
-  const [row] = await query<ReservationRow & { now: Date }>(db, `SELECT *, clock_timestamp() AS now FROM reservations WHERE id = ?`, [id]);
-  const lines = await query<LineRow>(db, `SELECT sku_code, quantity FROM reservation_items WHERE reservation_id = ? ORDER BY sku_code`, [id]);
-  return toReservation(row!, lines, row!.now);
+/** The entries of these rows as they stand now (re-read: inside a transaction, with its own writes). */
+export async function withPositions(db: Db, rows: readonly WaitlistEntryRow[]): Promise<WaitlistEntry[]> {
+  if (rows.length === 0) return [];
+  return (await readEntries(db, "e.id = ANY(?::uuid[])", [rows.map((r) => r.id)])).map((r) => r.entry);
 }
 
 /** What one join asks for. */
@@ -172,7 +190,7 @@ export async function joinWaitlist(deps: Deps, call: Call, req: JoinWaitlistRequ
         if (joined instanceof Refusal) return joined;
         promotions = joined.promotions;
         const [entry] = await withPositions(trx, [joined.entry]);
-        const reservation = joined.entry.reservation_id === null ? undefined : await reservationOf(trx, joined.entry.reservation_id);
+        const [reservation] = joined.entry.reservation_id === null ? [] : await loadReservations(trx, [joined.entry.reservation_id]);
         return create(JoinWaitlistResponseSchema, { entry, reservation });
       });
     } catch (err) {
@@ -241,15 +259,10 @@ export async function listWaitlistEntries(deps: Deps, call: Call, req: ListWaitl
   if (req.customerId !== "") (conditions.push("customer_id = ?"), params.push(req.customerId));
   if (statuses.length > 0) (conditions.push("status = ANY(?::text[])"), params.push(statuses));
   if (key !== undefined) (conditions.push("seq > ?"), params.push(key[0]));
-  const rows = await query<WaitlistEntryRow>(
-    deps.db,
-    `SELECT * FROM waitlist_entries ${conditions.length > 0 ? `WHERE ${conditions.join(" AND ")}` : ""} ORDER BY seq LIMIT ?`,
-    [...params, limit + 1],
-  );
+  const rows = await readEntries(deps.db, conditions.length > 0 ? conditions.join(" AND ") : "true", [...params, limit + 1], "ORDER BY e.seq LIMIT ?");
   const { page, more } = splitPage(rows, limit);
-  const entries = await withPositions(deps.db, page);
   return create(ListWaitlistEntriesResponseSchema, {
-    entries,
-    nextPageToken: more ? encodePageToken(filters, [Number(page[page.length - 1]!.seq)]) : "",
+    entries: page.map((r) => r.entry),
+    nextPageToken: more ? encodePageToken(filters, [Number(page[page.length - 1]!.row.seq)]) : "",
   });
 }

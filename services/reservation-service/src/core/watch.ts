@@ -28,6 +28,7 @@ import type { Logger } from "@holdfast/runtime";
 import { HEARTBEAT_INTERVAL_DEFAULT_MS, INVENTORY_CHANNEL, NotificationListener, parseInventoryPayload, query, skuOrder, type Db, type InventoryRow } from "@holdfast/schema";
 import type { Call, Deps } from "./context.js";
 import { toAvailability } from "./convert.js";
+import { Mailbox, deliver } from "./streams.js";
 
 /** Shortest time between two re-reads of changed rows (the coalescing window). */
 const FLUSH_MS = 50;
@@ -161,38 +162,25 @@ export class AvailabilityHub {
 }
 
 /** Rows waiting to be sent on one stream: the newest per SKU. */
-class Pending {
+class Pending extends Mailbox {
   private readonly rows = new Map<string, InventoryRow>();
-  private wake: (() => void) | undefined;
+
+  protected get filled(): boolean {
+    return this.rows.size > 0;
+  }
 
   put(rows: readonly InventoryRow[]): void {
     for (const row of rows) {
       const seen = this.rows.get(row.sku_code);
       if (seen === undefined || Number(seen.version) < Number(row.version)) this.rows.set(row.sku_code, row);
     }
-    this.wake?.();
+    this.woken();
   }
 
   take(): InventoryRow[] {
     const rows = [...this.rows.values()];
     this.rows.clear();
     return rows;
-  }
-
-  /** Resolves when rows arrive, after `ms`, or when `signal` aborts. */
-  wait(ms: number, signal: AbortSignal): Promise<void> {
-    if (this.rows.size > 0 || signal.aborted) return Promise.resolve();
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        signal.removeEventListener("abort", done);
-        this.wake = undefined;
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      signal.addEventListener("abort", done, { once: true });
-      this.wake = done;
-    });
   }
 }
 
@@ -224,24 +212,17 @@ export async function* watchAvailability(deps: Deps, call: Call, req: WatchAvail
       yield create(WatchAvailabilityResponseSchema, { event: { case: "initialState", value: { availabilities: chunk.map(toAvailability), asOf, complete } } });
     }
 
-    let lastMessageAt = Date.now();
-    while (!call.signal.aborted) {
-      await pending.wait(Math.max(0, lastMessageAt + heartbeatMs - Date.now()), call.signal);
-      if (call.signal.aborted) return;
+    // Only rows newer than what was sent go out (stale ones: nothing, maybe a heartbeat).
+    const next = () => {
       const fresh = pending.take().filter((row) => (sent.get(row.sku_code) ?? 0) < Number(row.version));
-      if (fresh.length === 0) {
-        // Only stale rows (already sent) arrived, or nothing: a heartbeat once the stream has been quiet long enough.
-        if (Date.now() - lastMessageAt < heartbeatMs) continue;
-        lastMessageAt = Date.now();
-        yield create(WatchAvailabilityResponseSchema, { event: { case: "heartbeat", value: { serverTime: timestampNow() } } });
-        continue;
-      }
-      lastMessageAt = Date.now();
+      if (fresh.length === 0) return [];
       fresh.sort(bySku);
       for (const row of fresh) sent.set(row.sku_code, Number(row.version));
       const newest = fresh.reduce((a, b) => (a.updated_at > b.updated_at ? a : b)).updated_at;
-      yield create(WatchAvailabilityResponseSchema, { event: { case: "update", value: { availabilities: fresh.map(toAvailability), asOf: ts(newest), complete: true } } });
-    }
+      return [create(WatchAvailabilityResponseSchema, { event: { case: "update", value: { availabilities: fresh.map(toAvailability), asOf: ts(newest), complete: true } } })];
+    };
+    const heartbeat = () => create(WatchAvailabilityResponseSchema, { event: { case: "heartbeat", value: { serverTime: timestampNow() } } });
+    yield* deliver(pending, call.signal, heartbeatMs, next, heartbeat);
   } finally {
     unsubscribe();
   }
