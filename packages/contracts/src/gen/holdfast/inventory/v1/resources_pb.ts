@@ -184,7 +184,7 @@ export type SkuPolicy = Message<"holdfast.inventory.v1.SkuPolicy"> & {
 
   /**
    * Promotion rule when the head entry does not fit. UNSPECIFIED = the
-   * server default (STRICT_FIFO unless configured).
+   * server default, STRICT_FIFO.
    *
    * @generated from field: holdfast.inventory.v1.WaitlistPromotionPolicy waitlist_promotion_policy = 12;
    */
@@ -1521,7 +1521,7 @@ export const HotSkuModeSchema: GenEnum<HotSkuMode> = /*@__PURE__*/
  */
 export enum WaitlistPromotionPolicy {
   /**
-   * Not set: the server default (STRICT_FIFO unless configured otherwise).
+   * Not set: the server default, STRICT_FIFO.
    *
    * @generated from enum value: WAITLIST_PROMOTION_POLICY_UNSPECIFIED = 0;
    */
