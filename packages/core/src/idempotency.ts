@@ -25,7 +25,7 @@ import { AnySchema, anyPack } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { ErrorInfoSchema, StatusSchema } from "@holdfast/contracts/rpc";
 import { isLockTimeout } from "@holdfast/runtime";
-import { query } from "@holdfast/schema";
+import { query, type Db } from "@holdfast/schema";
 import type { Knex } from "knex";
 import { idempotencyKeyReused, requestInProgress } from "./errors.js";
 
@@ -196,14 +196,14 @@ export class Idempotency {
 
   /**
    * True if this call now owns the record (new, or taken over after its window).
-   * A request id attached to a reservation stays taken forever (errors.proto): if
-   * one holds it, the claim is refused with IDEMPOTENCY_KEY_REUSED naming it, whatever
+   * A request id attached to a reservation or a waitlist entry stays taken forever
+   * (errors.proto): if one holds it, the claim is refused with IDEMPOTENCY_KEY_REUSED naming it, whatever
    * the RPC (the record may have passed its window or been pruned). Same statement:
    * the lookup costs no extra round trip.
    */
   private async claim(trx: Knex.Transaction, key: IdempotencyKey, leaseMs: number | null = null): Promise<{ now: Date; token: string } | undefined> {
     try {
-      const [row] = await query<{ claimed: number; token: string | null; reservation_id: string | null; now: Date }>(
+      const [row] = await query<{ claimed: number; token: string | null; reservation_id: string | null; waitlist_entry_id: string | null; now: Date }>(
         trx,
         `WITH claim AS (
            INSERT INTO idempotency_records (caller, request_id, method, request_hash, state, expires_at, lease_expires_at)
@@ -222,10 +222,12 @@ export class Idempotency {
          )
          SELECT (SELECT count(*) FROM claim)::int AS claimed, (SELECT token FROM claim) AS token,
                 (SELECT id FROM reservations WHERE caller = ? AND request_id = ?) AS reservation_id,
+                (SELECT id FROM waitlist_entries WHERE caller = ? AND request_id = ? ORDER BY seq LIMIT 1) AS waitlist_entry_id,
                 now() AS now`,
-        [key.caller, key.requestId, key.method, key.hash, this.windowMs, leaseMs, key.caller, key.requestId],
+        [key.caller, key.requestId, key.method, key.hash, this.windowMs, leaseMs, key.caller, key.requestId, key.caller, key.requestId],
       );
       if (row!.claimed === 1 && row!.reservation_id !== null) throw idempotencyKeyReused(key.requestId, { reservationId: row!.reservation_id });
+      if (row!.claimed === 1 && row!.waitlist_entry_id !== null) throw idempotencyKeyReused(key.requestId, { waitlistEntryId: row!.waitlist_entry_id });
       return row!.claimed === 1 ? { now: row!.now, token: row!.token! } : undefined;
     } catch (err) {
       // Waited lock_timeout for a duplicate still in flight.
@@ -281,4 +283,23 @@ function decodeError(bytes: Uint8Array): ConnectError {
     return { desc: ErrorInfoSchema, value: info };
   });
   return error;
+}
+
+/**
+ * The answer to a unique violation on a request id attached to a reservation or a
+ * waitlist entry (a race the claim's own lookup did not see): IDEMPOTENCY_KEY_REUSED
+ * naming what holds it. Undefined for any other error.
+ */
+export async function requestIdTaken(db: Db, err: unknown, caller: string, requestId: string): Promise<ConnectError | undefined> {
+  const pg = err as { code?: string; constraint?: string };
+  if (pg.code !== "23505") return undefined;
+  if (pg.constraint === "reservations_caller_request_id_key") {
+    const [existing] = await query<{ id: string }>(db, `SELECT id FROM reservations WHERE caller = ? AND request_id = ?`, [caller, requestId]);
+    return idempotencyKeyReused(requestId, { reservationId: existing?.id });
+  }
+  if (pg.constraint === "waitlist_entries_caller_request_id_sku_key") {
+    const [existing] = await query<{ id: string }>(db, `SELECT id FROM waitlist_entries WHERE caller = ? AND request_id = ? ORDER BY seq LIMIT 1`, [caller, requestId]);
+    return idempotencyKeyReused(requestId, { waitlistEntryId: existing?.id });
+  }
+  return undefined;
 }

@@ -11,3 +11,4 @@ export * from "./validate.js";
 export * from "./page-token.js";
 export * from "./idempotency.js";
 export * from "./proto-values.js";
+export * from "./hold-terms.js";

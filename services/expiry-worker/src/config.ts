@@ -1,14 +1,8 @@
 import { hostname } from "node:os";
 import { z } from "zod";
 import { authEnv, authSettings, checkAuthEnv, commonEnv, databaseSettings, envVar, loadConfig, serverLimits, serverLimitsEnv } from "@holdfast/runtime";
-import {
-  DEFAULT_HOLD_TTL_DEFAULT_MS,
-  HOLD_TTL_MAX_DEFAULT_MS,
-  HOLD_TTL_MIN_DEFAULT_MS,
-  IDEMPOTENCY_WINDOW_DEFAULT_MS,
-  MAX_HOLD_LIFETIME_DEFAULT_MS,
-  MAX_HOLD_LIFETIME_MAX_MS,
-} from "@holdfast/schema";
+import { IDEMPOTENCY_WINDOW_DEFAULT_MS } from "@holdfast/schema";
+import { checkHoldTermsEnv, holdTermSettings, holdTermsEnv } from "@holdfast/core";
 import type { WorkerSettings } from "./core/context.js";
 
 const MINUTE = 60_000;
@@ -44,13 +38,11 @@ const environment = z
     HEARTBEAT_INTERVAL_MS: envVar.positiveInt(10_000, 60_000),
     // Hold terms of the holds the worker's waitlist promotions create: the same settings,
     // names and defaults as the reservation-service's (set them alike on both).
-    HOLD_TTL_MIN_MS: envVar.positiveInt(HOLD_TTL_MIN_DEFAULT_MS, MAX_HOLD_LIFETIME_MAX_MS),
-    HOLD_TTL_MAX_MS: envVar.positiveInt(HOLD_TTL_MAX_DEFAULT_MS, MAX_HOLD_LIFETIME_MAX_MS),
-    DEFAULT_HOLD_TTL_MS: envVar.positiveInt(DEFAULT_HOLD_TTL_DEFAULT_MS, MAX_HOLD_LIFETIME_MAX_MS),
-    MAX_HOLD_LIFETIME_MS: envVar.positiveInt(MAX_HOLD_LIFETIME_DEFAULT_MS, MAX_HOLD_LIFETIME_MAX_MS),
+    ...holdTermsEnv,
   })
   .superRefine((env, ctx) => {
     checkAuthEnv(env, ctx);
+    checkHoldTermsEnv(env, ctx);
     if (env.RECONCILIATION_LEASE_MS < 3 * env.HEARTBEAT_INTERVAL_MS) {
       ctx.addIssue({ code: "custom", path: ["RECONCILIATION_LEASE_MS"], message: "must be at least 3 x HEARTBEAT_INTERVAL_MS (the lease is renewed at every heartbeat)" });
     }
@@ -78,12 +70,7 @@ const environment = z
       retentionIntervalMs: env.RETENTION_INTERVAL_MS,
       idempotencyWindowMs: env.IDEMPOTENCY_WINDOW_MS,
       heartbeatIntervalMs: env.HEARTBEAT_INTERVAL_MS,
-      holdTerms: {
-        holdTtlMinMs: env.HOLD_TTL_MIN_MS,
-        holdTtlMaxMs: env.HOLD_TTL_MAX_MS,
-        defaultHoldTtlMs: Math.min(env.DEFAULT_HOLD_TTL_MS, env.HOLD_TTL_MAX_MS),
-        maxHoldLifetimeMs: env.MAX_HOLD_LIFETIME_MS,
-      },
+      holdTerms: holdTermSettings(env),
     } satisfies WorkerSettings,
   }));
 

@@ -1,16 +1,7 @@
 import { z } from "zod";
 import { authEnv, authSettings, checkAuthEnv, commonEnv, databaseSettings, envVar, loadConfig, serverLimits, serverLimitsEnv } from "@holdfast/runtime";
-import {
-  DEFAULT_HOLD_TTL_DEFAULT_MS,
-  HOLD_TTL_MAX_DEFAULT_MS,
-  HOLD_TTL_MIN_DEFAULT_MS,
-  IDEMPOTENCY_WINDOW_DEFAULT_MS,
-  LINES_PER_REQUEST_MAX_DEFAULT,
-  MAX_HOLD_LIFETIME_DEFAULT_MS,
-  MAX_HOLD_LIFETIME_MAX_MS,
-} from "@holdfast/schema";
-
-import { DEFAULT_STREAM_LIMITS } from "@holdfast/core";
+import { IDEMPOTENCY_WINDOW_DEFAULT_MS, LINES_PER_REQUEST_MAX_DEFAULT } from "@holdfast/schema";
+import { DEFAULT_STREAM_LIMITS, checkHoldTermsEnv, holdTermSettings, holdTermsEnv } from "@holdfast/core";
 import type { ReservationSettings } from "./core/settings.js";
 
 const MiB = 1024 * 1024;
@@ -44,10 +35,7 @@ const environment = z
     OPTIMISTIC_BACKOFF_BASE_MS: envVar.positiveInt(2, 10_000),
     OPTIMISTIC_BACKOFF_MAX_MS: envVar.positiveInt(100, 60_000),
     MAX_LINES_PER_REQUEST: envVar.positiveInt(LINES_PER_REQUEST_MAX_DEFAULT, 1_000),
-    HOLD_TTL_MIN_MS: envVar.positiveInt(HOLD_TTL_MIN_DEFAULT_MS, MAX_HOLD_LIFETIME_MAX_MS),
-    HOLD_TTL_MAX_MS: envVar.positiveInt(HOLD_TTL_MAX_DEFAULT_MS, MAX_HOLD_LIFETIME_MAX_MS),
-    DEFAULT_HOLD_TTL_MS: envVar.positiveInt(DEFAULT_HOLD_TTL_DEFAULT_MS, MAX_HOLD_LIFETIME_MAX_MS),
-    MAX_HOLD_LIFETIME_MS: envVar.positiveInt(MAX_HOLD_LIFETIME_DEFAULT_MS, MAX_HOLD_LIFETIME_MAX_MS),
+    ...holdTermsEnv,
     IDEMPOTENCY_WINDOW_MS: envVar.positiveInt(IDEMPOTENCY_WINDOW_DEFAULT_MS, 30 * 24 * 3_600_000),
     OVERDUE_HOLD_GRACE_MS: envVar.positiveInt(60_000, 24 * 3_600_000),
   })
@@ -57,10 +45,10 @@ const environment = z
       const missing = env.GRPC_TLS_CERT_FILE === undefined ? "GRPC_TLS_CERT_FILE" : "GRPC_TLS_KEY_FILE";
       ctx.addIssue({ code: "custom", path: [missing], message: "must be set together with the other GRPC_TLS_* file" });
     }
-    const ttl = (path: string, message: string) => ctx.addIssue({ code: "custom", path: [path], message });
-    if (env.HOLD_TTL_MIN_MS > env.HOLD_TTL_MAX_MS) ttl("HOLD_TTL_MIN_MS", "must not exceed HOLD_TTL_MAX_MS");
-    if (env.HOLD_TTL_MAX_MS > env.MAX_HOLD_LIFETIME_MS) ttl("HOLD_TTL_MAX_MS", "must not exceed MAX_HOLD_LIFETIME_MS");
-    if (env.OPTIMISTIC_BACKOFF_BASE_MS > env.OPTIMISTIC_BACKOFF_MAX_MS) ttl("OPTIMISTIC_BACKOFF_BASE_MS", "must not exceed OPTIMISTIC_BACKOFF_MAX_MS");
+    checkHoldTermsEnv(env, ctx);
+    if (env.OPTIMISTIC_BACKOFF_BASE_MS > env.OPTIMISTIC_BACKOFF_MAX_MS) {
+      ctx.addIssue({ code: "custom", path: ["OPTIMISTIC_BACKOFF_BASE_MS"], message: "must not exceed OPTIMISTIC_BACKOFF_MAX_MS" });
+    }
   })
   .transform((env) => ({
     nodeEnv: env.NODE_ENV,
@@ -88,11 +76,7 @@ const environment = z
       optimisticBackoffBaseMs: env.OPTIMISTIC_BACKOFF_BASE_MS,
       optimisticBackoffMaxMs: env.OPTIMISTIC_BACKOFF_MAX_MS,
       maxLinesPerRequest: env.MAX_LINES_PER_REQUEST,
-      holdTtlMinMs: env.HOLD_TTL_MIN_MS,
-      holdTtlMaxMs: env.HOLD_TTL_MAX_MS,
-      // The default is capped at the maximum (contract: "itself capped at the effective max_hold_ttl").
-      defaultHoldTtlMs: Math.min(env.DEFAULT_HOLD_TTL_MS, env.HOLD_TTL_MAX_MS),
-      maxHoldLifetimeMs: env.MAX_HOLD_LIFETIME_MS,
+      ...holdTermSettings(env),
       idempotencyWindowMs: env.IDEMPOTENCY_WINDOW_MS,
       overdueHoldGraceMs: env.OVERDUE_HOLD_GRACE_MS,
     } satisfies ReservationSettings,

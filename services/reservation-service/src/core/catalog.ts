@@ -58,6 +58,7 @@ import {
   isValidSkuName,
   lockInventoryRows,
   promoteWaiting,
+  type Promotion,
   query,
   readInventoryRows,
   type Db,
@@ -433,7 +434,9 @@ async function updateSkuOnce(deps: Deps, call: Call, req: UpdateSkuRequest): Pro
   // Output-only fields are ignored (contract), so they are no part of the request's identity.
   const canonical = create(UpdateSkuRequestSchema, { requestId: req.requestId, sku: { code, name, policy }, updateMask: req.updateMask });
   const key = idempotencyKey(call.principal.id, method("UpdateSku"), UpdateSkuRequestSchema, canonical);
-  return new Idempotency(deps.db, deps.settings.idempotencyWindowMs, call.signal).run(key, UpdateSkuResponseSchema, async (trx) => {
+  let promoted: Promotion[] = [];
+  const response = await new Idempotency(deps.db, deps.settings.idempotencyWindowMs, call.signal).run(key, UpdateSkuResponseSchema, async (trx) => {
+    promoted = [];
     // FOR NO KEY UPDATE: serialises policy updates without blocking the foreign-key
     // checks (FOR KEY SHARE) of holds and ledger events that reference the SKU.
     const [stored] = await query<SkuRow>(trx, `SELECT * FROM skus WHERE code = ? FOR NO KEY UPDATE`, [code]);
@@ -445,9 +448,18 @@ async function updateSkuOnce(deps: Deps, call: Call, req: UpdateSkuRequest): Pro
     // changes nothing leaves it alone.
     const unchanged = newName === stored.name && POLICY_COLUMN_NAMES.every((c) => merged[c] === stored[c]);
     const row = unchanged ? stored : (await query<SkuRow>(trx, UPDATE_SKU, [newName, ...POLICY_COLUMN_NAMES.map((c) => merged[c]), code]))[0];
+    // A switch to FIRST_FIT lets entries behind a blocked head take what is available
+    // now, in this transaction: FIRST_FIT has no buyer guard, so otherwise a new buyer
+    // could take units that fit someone waiting.
+    if (merged.waitlist_promotion_policy !== stored.waitlist_promotion_policy) {
+      promoted = await promoteWaiting(trx, [code], { actor: call.principal.id, requestId: req.requestId }, deps.settings);
+    }
     const [sku] = await withAvailability(trx, [row]);
     return create(UpdateSkuResponseSchema, { sku });
   });
+  if (promoted.length > 0) deps.inventory.changed([code]);
+  for (const p of promoted) deps.expiry.holdCreated(p.expiresAt);
+  return response;
 }
 
 function pick(row: SkuRow): PolicyColumns {

@@ -47,6 +47,7 @@ import {
   claimReclaimableHolds,
   hasExpiredHeldLines,
   expireClaimedHolds,
+  type Promotion,
   lockInventoryRows,
   query,
   readInventoryRows,
@@ -64,7 +65,7 @@ import { enumName } from "@holdfast/core";
 import { toReservation } from "./convert.js";
 import {
   conflictRetriesExhausted,
-  idempotencyKeyReused,
+  requestIdTaken,
   insufficientStock,
   lockTimeout,
   skuNotFound,
@@ -169,7 +170,7 @@ export async function createHold(deps: Deps, call: Call, req: CreateHoldRequest)
   // join_waitlist_if_short: nothing is held, and the customer joins the waitlist of
   // every short SKU (one entry each, for its summed quantity, all under this request_id).
   const onShort = req.joinWaitlistIfShort
-    ? async (trx: Knex.Transaction, short: ShortLine[]): Promise<CreateHoldResponse | Refusal> => {
+    ? async (trx: Knex.Transaction, short: ShortLine[], promoted: Promotion[]): Promise<CreateHoldResponse | Refusal> => {
         const skus = short.map((l) => l.sku);
         // Refusals first, before any entry is written: a refusal is committed (recorded)
         // with the transaction's other changes, so it must find nothing half done.
@@ -185,8 +186,10 @@ export async function createHold(deps: Deps, call: Call, req: CreateHoldRequest)
         const entries = [];
         for (const line of short) {
           const joined = await joinInTransaction(trx, deps, call, { sku: line.sku, customerId: req.customerId, quantity: line.requested, maxWaitMs: undefined, requestId: req.requestId });
-          // Lost a race after the checks above: roll back everything (not recorded; retry).
+          // Lost a race after the checks above (a concurrent join of the same customer, or
+          // the SKU's waitlist just disabled): roll back everything; the error is the answer.
           if (joined instanceof Refusal) throw joined.error;
+          promoted.push(...joined.promotions);
           entries.push(joined.entry);
         }
         return create(CreateHoldResponseSchema, { waitlistEntries: await withPositions(trx, entries) });
@@ -223,11 +226,19 @@ async function reserve<D extends DescMessage>(
   onShort?: OnShort<MessageShape<D>>,
 ): Promise<MessageShape<D>> {
   const idempotency = new Idempotency(deps.db, deps.settings.idempotencyWindowMs, call.signal);
+  // Waitlist promotions made by the committed attempt (reclaimed holds' units, or a
+  // join that found units): their holds' expiries are announced to the worker.
+  const promoted: Promotion[] = [];
   for (let attempt = 1; ; attempt++) {
     try {
       // Taken before the transaction begins, so never later than its now().
       const began = performance.now();
-      return await idempotency.run(key, schema, (trx, claimed) => reserveOnce(trx, deps.settings, call, key, spec, respond, claimed, began, onShort));
+      const response = await idempotency.run(key, schema, (trx, claimed) => {
+        promoted.length = 0;
+        return reserveOnce(trx, deps.settings, call, key, spec, respond, claimed, began, promoted, onShort);
+      });
+      for (const p of promoted) deps.expiry.holdCreated(p.expiresAt);
+      return response;
     } catch (err) {
       if (err instanceof Conflict) {
         if (attempt >= deps.settings.optimisticMaxAttempts) throw conflictRetriesExhausted(err.skus, attempt);
@@ -243,13 +254,10 @@ async function reserve<D extends DescMessage>(
 
 /** Database errors that mean something precise here. */
 async function explain(db: Knex, err: unknown, key: IdempotencyKey, spec: ReserveSpec): Promise<unknown> {
-  const pg = err as { code?: string; constraint?: string };
-  if (pg.code === "23505" && pg.constraint === "reservations_caller_request_id_key") {
-    // The request id is attached to a reservation whose idempotency record has gone
-    // (past the window): it stays taken forever (errors.proto, IDEMPOTENCY).
-    const [existing] = await query<{ id: string }>(db, `SELECT id FROM reservations WHERE caller = ? AND request_id = ?`, [key.caller, key.requestId]);
-    return idempotencyKeyReused(key.requestId, { reservationId: existing?.id });
-  }
+  // The request id is attached to a reservation or waitlist entry whose idempotency
+  // record has gone (past the window): it stays taken forever (errors.proto, IDEMPOTENCY).
+  const taken = await requestIdTaken(db, err, key.caller, key.requestId);
+  if (taken !== undefined) return taken;
   if (isLockTimeout(err)) return lockTimeout({ skus: spec.lines.map((l) => l.sku) }, err);
   return err;
 }
@@ -265,13 +273,14 @@ async function reserveOnce<R>(
   respond: (reservation: Reservation) => R,
   claimed: Claimed<R>,
   began: number,
+  promoted: Promotion[],
   onShort?: OnShort<R>,
 ): Promise<R | Refusal> {
   // Short: refused (INSUFFICIENT_STOCK), or handed to onShort (the waitlist) with nothing held.
   const refuse = async (trx: Knex.Transaction, header: ReservationRow | undefined, short: ShortLine[]): Promise<R | Refusal> => {
     if (onShort === undefined) return refuseShort(trx, header, short);
     if (header !== undefined) await query(trx, `DELETE FROM reservations WHERE id = ?`, [header.id]); // lines cascade
-    const value = await onShort(trx, short);
+    const value = await onShort(trx, short, promoted);
     // The reservation's response may have been recorded inline already: record this one instead.
     if (!(value instanceof Refusal)) await claimed.record(value);
     return value;
@@ -334,7 +343,8 @@ async function reserveOnce<R>(
   }
   const locked = await lockInventoryRows(trx, skus);
   const expired = await claimReclaimableHolds(trx, skus, RECLAIM_LIMIT);
-  const after = expired.length > 0 ? (await expireClaimedHolds(trx, expired, origin, settings), await readInventoryRows(trx, skus)) : locked;
+  if (expired.length > 0) promoted.push(...(await expireClaimedHolds(trx, expired, origin, settings)).promotions);
+  const after = expired.length > 0 ? await readInventoryRows(trx, skus) : locked;
   shortNow = shortLines(spec.lines, forBuyer(after));
   if (shortNow.length > 0) return refuse(trx, inserted?.header, shortNow);
   inserted ??= await insert();
@@ -369,7 +379,8 @@ function shortLines(lines: readonly Line[], rows: readonly Pick<InventoryRow, "s
 }
 
 /** What to do instead of INSUFFICIENT_STOCK (CreateHold.join_waitlist_if_short). */
-type OnShort<R> = (trx: Knex.Transaction, short: ShortLine[]) => Promise<R | Refusal>;
+/** Handles a shortage in the transaction; promotions it makes go to `promoted` (the worker is told after commit). */
+type OnShort<R> = (trx: Knex.Transaction, short: ShortLine[], promoted: Promotion[]) => Promise<R | Refusal>;
 
 /** INSUFFICIENT_STOCK, committed with the attempt's reclaims; the reservation written optimistically is removed. */
 async function refuseShort(trx: Knex.Transaction, header: ReservationRow | undefined, short: ShortLine[]): Promise<Refusal> {

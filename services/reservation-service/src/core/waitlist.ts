@@ -51,7 +51,7 @@ import {
   effectivePageSize,
   encodePageToken,
   idempotencyKey,
-  idempotencyKeyReused,
+  requestIdTaken,
   lockTimeout,
   skuNotFound,
   splitPage,
@@ -162,15 +162,8 @@ export async function joinInTransaction(
 
 /** The request id stays attached to its entry (errors.proto, IDEMPOTENCY): a reuse past the window is refused. */
 async function explainJoinError(db: Db, err: unknown, caller: string, requestId: string, sku: string): Promise<unknown> {
-  const pg = err as { code?: string; constraint?: string };
-  if (pg.code === "23505" && pg.constraint === "waitlist_entries_caller_request_id_sku_key") {
-    const [existing] = await query<{ id: string }>(db, `SELECT id FROM waitlist_entries WHERE caller = ? AND request_id = ? ORDER BY seq LIMIT 1`, [caller, requestId]);
-    return idempotencyKeyReused(requestId, { waitlistEntryId: existing?.id });
-  }
-  if (pg.code === "23505" && pg.constraint === "waitlist_entries_one_active_per_customer") {
-    // Lost a race with a concurrent join of the same customer (the check above ran first under the same lock, so rare).
-    return err;
-  }
+  const taken = await requestIdTaken(db, err, caller, requestId);
+  if (taken !== undefined) return taken;
   if (isLockTimeout(err)) return lockTimeout({ skus: [sku] }, err);
   return err;
 }
