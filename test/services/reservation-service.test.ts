@@ -107,7 +107,7 @@ describe("reservation-service: process, transports, health, reflection, CORS", (
     });
   }
 
-  it("ends a server stream with UNIMPLEMENTED on both ports", async () => {
+  it("ends a server stream that the logic refuses with its status on both ports", async () => {
     const grpcClient = createGrpcJsClient(InventoryReservationService, svc.grpcAddress, undefined, testCaller);
     const connectClient = createClient(InventoryReservationService, createConnectTransport({ baseUrl: svc.httpUrl, httpVersion: "1.1", interceptors: [testCallerInterceptor] }));
     const drain = async (stream: AsyncIterable<unknown>) => {
@@ -116,9 +116,9 @@ describe("reservation-service: process, transports, health, reflection, CORS", (
       }
     };
     try {
-      // (WatchWaitlist lands with the waitlist.)
-      expect((await rpcFailureOf(drain(grpcClient.watchWaitlist({})))).code).to.equal(Code.Unimplemented);
-      expect((await rpcFailureOf(drain(connectClient.watchWaitlist({})))).code).to.equal(Code.Unimplemented);
+      // A service caller must name the customer whose waitlist it watches.
+      expect(await rpcFailureOf(drain(grpcClient.watchWaitlist({})))).to.include({ code: Code.InvalidArgument, reason: "BAD_REQUEST" });
+      expect(await rpcFailureOf(drain(connectClient.watchWaitlist({})))).to.include({ code: Code.InvalidArgument, reason: "BAD_REQUEST" });
     } finally {
       grpcClient.close();
     }
