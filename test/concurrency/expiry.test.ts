@@ -2,7 +2,8 @@
 // replicas sweeping thousands of holds with staggered expiries while clients
 // confirm and release some of them around their expiry, and a worker killed
 // (SIGKILL) in the middle of a sweep. Afterwards every hold has exactly one final
-// state, its units left `reserved` exactly once, and the books balance.
+// state, its units left `reserved` exactly once, and the books balance. Last, two
+// replicas sweep the same lapsed waitlist entries at once: each is expired once.
 import { expect } from "chai";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { ExpiryWorkerService, InventoryReservationService, ReservationStatus } from "@holdfast/contracts";
@@ -226,5 +227,82 @@ describe("concurrency: expiry with two worker replicas", function () {
     } finally {
       ops.close();
     }
+  });
+
+  it("two replicas sweeping WAITING entries past their max_wait at once: each entry expired once, the blocked entries promoted, no deadlock", async () => {
+    for (const w of workers.splice(0)) await w.stop();
+    // Ten minutes between looks: after their first (empty) sweep, the replicas only sweep when asked.
+    const started = await Promise.all(
+      ["lapse-a", "lapse-b"].map((id) => startService("expiry-worker", db.url, { ...WORKER_ENV, WORKER_ID: id, EXPIRY_MAX_SLEEP_MS: "600000" })),
+    );
+    workers.push(...started);
+    const skus = range(150).map((i) => `WL-LAPSE-${String(i).padStart(3, "0")}`);
+    for (const sku of skus) await inventory.createSku({ requestId: `create-${sku}`, sku, name: sku, initialOnHand: 5n });
+    // Per SKU (STRICT_FIFO, 5 units), 30 entries in seq order: the head wants 100, then
+    // every third entry wants 1; all of these are past their max_wait. The other 20 want
+    // 1 and wait for ever: the head blocked them. Written straight into the database
+    // (max_wait cannot be in the past through the API); the waitlist counters are not
+    // in the ledger. 150 SKUs: two waitlist batches per sweep.
+    const [{ seeded }] = (await query<{ seeded: number }>(
+      knex,
+      `WITH e AS (
+         INSERT INTO waitlist_entries (sku_code, customer_id, quantity, caller, request_id, created_at, updated_at, expires_at)
+         SELECT s.code, 'c-' || g, CASE WHEN g = 0 THEN 100 ELSE 1 END, 'seed', 'seed-' || s.code || '-' || g,
+                now() - interval '10 seconds', now() - interval '10 seconds',
+                CASE WHEN g % 3 = 0 THEN now() - interval '5 seconds' + g * interval '10 milliseconds' END
+           FROM unnest(?::text[]) AS s(code), generate_series(0, 29) AS g
+          ORDER BY s.code, g
+         RETURNING sku_code, quantity
+       ), c AS (
+         UPDATE inventory i SET waitlist_count = c.n, waitlist_units = c.u, version = version + 1
+           FROM (SELECT sku_code, count(*) AS n, sum(quantity) AS u FROM e GROUP BY sku_code) c
+          WHERE i.sku_code = c.sku_code
+         RETURNING i.sku_code
+       )
+       SELECT (SELECT count(*) FROM e)::int AS seeded`,
+      [skus],
+    )) as [{ seeded: number }];
+    expect(seeded).to.equal(150 * 30);
+
+    // Both replicas sweep the same SKUs at the same moment.
+    const clients = started.map((w) => createGrpcJsClient(ExpiryWorkerService, w.grpcAddress, undefined, testCaller));
+    let sweeps: { waitlistPromotions: bigint }[];
+    try {
+      sweeps = (await Promise.all(clients.map((c, i) => c.runExpirySweep({ requestId: `lapse-sweep-${i}` })))).map((r) => r.sweep!);
+    } finally {
+      for (const c of clients) c.close();
+    }
+
+    const entries = await query<{ sku_code: string; status: string; reservation_id: string | null }>(
+      knex,
+      `SELECT sku_code, status, reservation_id FROM waitlist_entries WHERE sku_code = ANY(?::text[]) ORDER BY sku_code, seq`,
+      [skus],
+    );
+    const expected = range(30).map((g) => (g % 3 === 0 ? "EXPIRED" : [1, 2, 4, 5, 7].includes(g) ? "PROMOTED" : "WAITING"));
+    for (const sku of skus) expect(entries.filter((e) => e.sku_code === sku).map((e) => e.status), sku).to.deep.equal(expected);
+    const promoted = entries.filter((e) => e.status === "PROMOTED");
+    const events = await query<{ reservation_id: string; actor: string; request_id: string | null }>(
+      knex,
+      `SELECT reservation_id, actor, request_id FROM audit_events WHERE sku_code = ANY(?::text[]) AND operation = 'WAITLIST_PROMOTED' ORDER BY id`,
+      [skus],
+    );
+    // One promotion event and one distinct hold per promoted entry: nothing promoted twice.
+    expect(events.map((e) => e.reservation_id).sort()).to.deep.equal(promoted.map((e) => e.reservation_id!).sort());
+    expect(new Set(events.map((e) => `${e.actor}/${e.request_id}`))).to.deep.equal(new Set(["system:waitlist/null"]));
+
+    // Each entry and each promotion counted once over the two replicas, and no batch
+    // rolled back (a deadlock or a lock timeout would be one).
+    const metric = async (w: ServiceProcess, name: string) => {
+      const text = await (await fetch(`${w.httpUrl}/metrics`)).text();
+      return Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, "m").exec(text)?.[1]);
+    };
+    const expiredBy = await Promise.all(started.map((w) => metric(w, "holdfast_waitlist_entries_expired_total")));
+    const promotedBy = sweeps.map((sw) => Number(sw.waitlistPromotions));
+    console.log(`      [expiry] lapsed waitlist entries expired per replica: ${expiredBy.join(" + ")}; promotions: ${promotedBy.join(" + ")}`);
+    expect(expiredBy.reduce((x, y) => x + y, 0)).to.equal(150 * 10);
+    expect(promotedBy.reduce((x, y) => x + y, 0)).to.equal(150 * 5);
+    expect(await Promise.all(started.map((w) => metric(w, "holdfast_expiry_sweep_errors_total")))).to.deep.equal([0, 0]);
+    await assertInvariants(knex, skus);
+    await checkConsistencyClean(inventory, skus);
   });
 });

@@ -2,8 +2,8 @@
 // order, in the very transaction that returns it, whichever reservation-service
 // replica or the expiry-worker returned it; a promoted entry that lets its hold
 // expire loses its turn to the next one.
-import { expect } from "chai";
-import { InventoryReservationService, ReservationStatus, WaitlistEntryStatus, WaitlistNotificationType, WaitlistPromotionPolicy, type WatchWaitlistResponse } from "@holdfast/contracts";
+import { AssertionError, expect } from "chai";
+import { ExpiryWorkerService, InventoryReservationService, ReservationStatus, WaitlistEntryStatus, WaitlistNotificationType, WaitlistPromotionPolicy, type WatchWaitlistResponse } from "@holdfast/contracts";
 import { createGrpcJsClient, type GrpcJsClient } from "@holdfast/runtime";
 import { createKnex, query } from "@holdfast/schema";
 import type { Knex } from "knex";
@@ -28,6 +28,7 @@ describe("waitlist: FIFO promotion across two replicas and the worker", function
   let worker: ServiceProcess;
   let a: Client;
   let b: Client;
+  let ops: GrpcJsClient<typeof ExpiryWorkerService>;
 
   before(async () => {
     db = await createTestDatabase("waitlist");
@@ -36,10 +37,12 @@ describe("waitlist: FIFO promotion across two replicas and the worker", function
     worker = await startService("expiry-worker", db.url, { RECONCILIATION_INTERVAL_MS: "0", SNAPSHOT_INTERVAL_MS: "0" });
     a = createGrpcJsClient(InventoryReservationService, replicas[0]!.grpcAddress, undefined, testCaller);
     b = createGrpcJsClient(InventoryReservationService, replicas[1]!.grpcAddress, undefined, testCaller);
+    ops = createGrpcJsClient(ExpiryWorkerService, worker.grpcAddress, undefined, testCaller);
   });
   after(async () => {
     a?.close();
     b?.close();
+    ops?.close();
     await Promise.all([...replicas.map((r) => r.stop()), worker?.stop()]);
     await knex?.destroy();
     await db?.drop();
@@ -203,6 +206,142 @@ describe("waitlist: FIFO promotion across two replicas and the worker", function
     const hold = (await a.getReservation({ reservationId: adjusted.promotedEntries[0]!.reservationId })).reservation!;
     expect(hold.lines.map((l) => [l.sku, l.quantity])).to.deep.equal([["WL-IMPLICIT-B", 3]]);
     await assertInvariants(knex, ["WL-IMPLICIT-A", "WL-IMPLICIT-B"]);
+  });
+
+  it("max_wait: the worker expires a lapsed WAITING head with no other traffic, and promotes the smaller entry it blocked", async () => {
+    const SKU = "WL-MAX-WAIT";
+    await a.createSku({ requestId: rid(), sku: SKU, name: SKU, initialOnHand: 1n, policy: { waitlistPromotionPolicy: WaitlistPromotionPolicy.STRICT_FIFO } });
+    // The head wants 2 of the 1 unit and waits at most 2 s; the entry behind it wants 1
+    // and would fit, but STRICT_FIFO keeps it behind the head.
+    const head = (await a.joinWaitlist({ requestId: rid(), customerId: "head", sku: SKU, quantity: 2, maxWait: { seconds: 2n } })).entry!;
+    const next = (await b.joinWaitlist({ requestId: rid(), customerId: "next", sku: SKU, quantity: 1 })).entry!;
+    expect([head, next].map((e) => [e.status, e.position])).to.deep.equal([
+      [WaitlistEntryStatus.WAITING, 1n],
+      [WaitlistEntryStatus.WAITING, 2n],
+    ]);
+
+    // No RPC from here on: only the worker's sweep can expire the head.
+    type EntryRow = { id: string; status: string; reservation_id: string | null; closed_at: Date | null };
+    const rows = async (sku = SKU) =>
+      new Map(
+        (await query<EntryRow>(knex, `SELECT id, status, reservation_id, closed_at FROM waitlist_entries WHERE sku_code = ?`, [sku])).map((e) => [e.id, e]),
+      );
+    await until("the worker to expire the head and promote the next entry", async () => (await rows()).get(next.id)!.status === "PROMOTED", 20_000, 50);
+
+    const after = await rows();
+    expect(after.get(head.id)).to.include({ status: "EXPIRED", reservation_id: null });
+    expect(after.get(head.id)!.closed_at).to.not.equal(null);
+    const holdId = after.get(next.id)!.reservation_id!;
+    const [hold] = await query<{ type: string; status: string; customer_id: string; caller: string; request_id: string | null; waitlist_entry_id: string }>(
+      knex,
+      `SELECT type, status, customer_id, caller, request_id, waitlist_entry_id FROM reservations WHERE id = ?`,
+      [holdId],
+    );
+    expect(hold).to.deep.equal({ type: "HOLD", status: "HELD", customer_id: "next", caller: "system:waitlist", request_id: null, waitlist_entry_id: next.id });
+    const [inv] = await query<{ on_hand: number; reserved: number; available: number; waitlist_count: number; waitlist_units: number }>(
+      knex,
+      `SELECT on_hand, reserved, available, waitlist_count, waitlist_units FROM inventory WHERE sku_code = ?`,
+      [SKU],
+    );
+    expect(inv).to.deep.equal({ on_hand: 1, reserved: 1, available: 0, waitlist_count: 0, waitlist_units: 0 });
+    // The expiry of the head writes no ledger event (waitlist counters are not in the
+    // ledger); the promotion is the worker's: no request_id.
+    const events = await query<{ operation: string; actor: string; request_id: string | null; reservation_id: string | null; delta_reserved: number }>(
+      knex,
+      `SELECT operation, actor, request_id, reservation_id, delta_reserved FROM audit_events WHERE sku_code = ? ORDER BY id`,
+      [SKU],
+    );
+    expect(events.map((e) => e.operation)).to.deep.equal(["SKU_CREATED", "WAITLIST_PROMOTED"]);
+    expect(events[1]).to.deep.equal({ operation: "WAITLIST_PROMOTED", actor: "system:waitlist", request_id: null, reservation_id: holdId, delta_reserved: 1 });
+
+    // Counted by the worker: the sweep's waitlist_promotions and the expired-entries metric.
+    expect((await ops.getWorkerStatus({})).status?.lastSweep?.waitlistPromotions).to.equal(1n);
+    const metric = async (name: string) => new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, "m").exec(await (await fetch(`${worker.httpUrl}/metrics`)).text())?.[1];
+    expect(await metric("holdfast_waitlist_entries_expired_total")).to.equal("1");
+
+    expect((await entry(a, head.id)).status).to.equal(WaitlistEntryStatus.EXPIRED);
+    expect((await entry(b, next.id))).to.include({ status: WaitlistEntryStatus.PROMOTED, reservationId: holdId });
+    await assertInvariants(knex, [SKU]);
+    await checkConsistencyClean(a, [SKU]);
+
+    // An entry behind a head that still blocks expires too (nothing is promoted).
+    const BEHIND = "WL-MAX-WAIT-BEHIND";
+    await a.createSku({ requestId: rid(), sku: BEHIND, name: BEHIND, initialOnHand: 1n });
+    const blocker = (await a.joinWaitlist({ requestId: rid(), customerId: "blocker", sku: BEHIND, quantity: 2 })).entry!;
+    const behind = (await b.joinWaitlist({ requestId: rid(), customerId: "behind", sku: BEHIND, quantity: 1, maxWait: { seconds: 1n } })).entry!;
+    await until("the worker to expire the entry behind the head", async () => (await rows(BEHIND)).get(behind.id)!.status === "EXPIRED", 20_000, 50);
+    expect((await rows(BEHIND)).get(blocker.id)).to.include({ status: "WAITING", reservation_id: null });
+    const [counters] = await query<{ available: number; waitlist_count: number; waitlist_units: number }>(
+      knex,
+      `SELECT available, waitlist_count, waitlist_units FROM inventory WHERE sku_code = ?`,
+      [BEHIND],
+    );
+    expect(counters).to.deep.equal({ available: 1, waitlist_count: 1, waitlist_units: 2 });
+    expect(await metric("holdfast_waitlist_entries_expired_total")).to.equal("2");
+    await assertInvariants(knex, [BEHIND]);
+  });
+
+  it("assertInvariants catches broken waitlist states: counters, a missed promotion, an entry out of step with its hold", async () => {
+    // Each corruption is undone right after, so the SKUs pass again (and later checks of all SKUs).
+    const expectBroken = async (sku: string, corrupt: string, restore: string, expected: string) => {
+      await query(knex, corrupt, [sku]);
+      try {
+        const err = await assertInvariants(knex, [sku]).then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+        expect(err, `assertInvariants after "${corrupt}"`).to.be.instanceOf(AssertionError);
+        expect((err as Error).message).to.include(expected);
+      } finally {
+        await query(knex, restore, [sku]);
+      }
+      await assertInvariants(knex, [sku]);
+    };
+
+    await a.createSku({ requestId: rid(), sku: "WL-BROKEN", name: "broken", initialOnHand: 0n });
+    await a.joinWaitlist({ requestId: rid(), customerId: "w", sku: "WL-BROKEN", quantity: 2 });
+    await assertInvariants(knex, ["WL-BROKEN"]);
+    await expectBroken(
+      "WL-BROKEN",
+      `UPDATE inventory SET waitlist_count = waitlist_count + 1 WHERE sku_code = ?`,
+      `UPDATE inventory SET waitlist_count = waitlist_count - 1 WHERE sku_code = ?`,
+      "WL-BROKEN: waitlist_count 2 != WAITING entries 1",
+    );
+    await expectBroken(
+      "WL-BROKEN",
+      `UPDATE inventory SET waitlist_units = waitlist_units + 1 WHERE sku_code = ?`,
+      `UPDATE inventory SET waitlist_units = waitlist_units - 1 WHERE sku_code = ?`,
+      "WL-BROKEN: waitlist_units 3 != Σ WAITING quantities 2",
+    );
+    // Units that appear without a promotion (no ledger event either): the head fits.
+    await expectBroken(
+      "WL-BROKEN",
+      `UPDATE inventory SET on_hand = on_hand + 2 WHERE sku_code = ?`,
+      `UPDATE inventory SET on_hand = on_hand - 2 WHERE sku_code = ?`,
+      "WL-BROKEN: missed promotion (STRICT_FIFO): the head WAITING entry for 2 fits available 2",
+    );
+
+    // FIRST_FIT: one unit fits the second entry, although not the head.
+    await a.createSku({ requestId: rid(), sku: "WL-BROKEN-FF", name: "broken", initialOnHand: 0n, policy: { waitlistPromotionPolicy: WaitlistPromotionPolicy.FIRST_FIT } });
+    await a.joinWaitlist({ requestId: rid(), customerId: "big", sku: "WL-BROKEN-FF", quantity: 3 });
+    await a.joinWaitlist({ requestId: rid(), customerId: "small", sku: "WL-BROKEN-FF", quantity: 1 });
+    await expectBroken(
+      "WL-BROKEN-FF",
+      `UPDATE inventory SET on_hand = on_hand + 1 WHERE sku_code = ?`,
+      `UPDATE inventory SET on_hand = on_hand - 1 WHERE sku_code = ?`,
+      "WL-BROKEN-FF: missed promotion (FIRST_FIT): a WAITING entry for 1 fits available 1",
+    );
+
+    // A promoted entry closed while its hold still holds the units.
+    await a.createSku({ requestId: rid(), sku: "WL-BROKEN-HOLD", name: "broken", initialOnHand: 0n });
+    await a.joinWaitlist({ requestId: rid(), customerId: "w", sku: "WL-BROKEN-HOLD", quantity: 1 });
+    await a.adjustStock({ requestId: rid(), sku: "WL-BROKEN-HOLD", change: { case: "delta", value: 1n }, reason: "restock" });
+    await expectBroken(
+      "WL-BROKEN-HOLD",
+      `UPDATE waitlist_entries SET status = 'CANCELLED', closed_at = now() WHERE sku_code = ? AND status = 'PROMOTED'`,
+      `UPDATE waitlist_entries SET status = 'PROMOTED', closed_at = NULL WHERE sku_code = ? AND status = 'CANCELLED'`,
+      "is CANCELLED but its reservation is",
+    );
   });
 
   it("many concurrent returns and joins: promotions in strict arrival order, no unit given twice, invariants hold", async () => {

@@ -5,7 +5,7 @@
 import { AssertionError } from "chai";
 import type { Knex } from "knex";
 import { ConsistencyViolationKind, InventoryCounter, type CheckConsistencyResponse } from "@holdfast/contracts";
-import { query } from "@holdfast/schema";
+import { ALLOCATION_RESERVATION_STATUSES, query } from "@holdfast/schema";
 
 interface CounterRow {
   sku_code: string;
@@ -22,6 +22,15 @@ interface CounterRow {
   last_on_hand: number | null;
   last_reserved: number | null;
   last_allocated: number | null;
+  waitlist_count: number;
+  waitlist_units: number;
+  waiting_entries: number;
+  waiting_units: number;
+  first_fit: boolean;
+  /** Quantity of the first WAITING entry (by seq) not past its own expires_at. */
+  live_head: number | null;
+  /** Smallest quantity among the WAITING entries not past their own expires_at. */
+  live_smallest: number | null;
 }
 
 /**
@@ -34,6 +43,16 @@ interface CounterRow {
  *   "after" values are the counters;
  * - every event: before + delta = after; per SKU in id order, event k's before =
  *   event k−1's after (the first event starts from 0);
+ * - waitlist: waitlist_count = the number of WAITING entries and waitlist_units = Σ
+ *   their quantities; no missed promotion: under STRICT_FIFO (policy NULL or
+ *   STRICT_FIFO) the head (lowest seq among the WAITING entries not past their own
+ *   expires_at) does not fit `available`, under FIRST_FIT no such entry fits;
+ * - waitlist entries and their holds: a WAITING entry has no reservation_id; a
+ *   PROMOTED entry's reservation is a HOLD, HELD, whose waitlist_entry_id is the
+ *   entry; a CONFIRMED entry's reservation was confirmed (ALLOCATED, FULFILLED or
+ *   CANCELLED) and names the entry; an EXPIRED or CANCELLED entry holds nothing (its
+ *   hold, if any, is not HELD); every reservation with a waitlist_entry_id is that
+ *   entry's reservation_id (no entry promoted twice);
  * and, globally, that no reservation has zero lines.
  * Throws one AssertionError listing every violation found.
  */
@@ -52,8 +71,20 @@ export async function assertInvariants(db: Knex, skus?: string[]): Promise<void>
             coalesce((SELECT sum(l.quantity) FROM reservation_items l WHERE l.sku_code = i.sku_code AND l.status = 'HELD'), 0) AS held_lines,
             coalesce((SELECT sum(l.quantity) FROM reservation_items l WHERE l.sku_code = i.sku_code AND l.status = 'ALLOCATED'), 0) AS allocated_lines,
             e.ledger_on_hand, e.ledger_reserved, e.ledger_allocated, coalesce(e.events, 0) AS events,
-            last.on_hand_after AS last_on_hand, last.reserved_after AS last_reserved, last.allocated_after AS last_allocated
+            last.on_hand_after AS last_on_hand, last.reserved_after AS last_reserved, last.allocated_after AS last_allocated,
+            i.waitlist_count, i.waitlist_units, w.waiting_entries, w.waiting_units,
+            coalesce(s.waitlist_promotion_policy = 'FIRST_FIT', false) AS first_fit,
+            (SELECT h.quantity FROM waitlist_entries h
+              WHERE h.sku_code = i.sku_code AND h.status = 'WAITING' AND (h.expires_at IS NULL OR h.expires_at > now())
+              ORDER BY h.seq LIMIT 1) AS live_head,
+            (SELECT min(h.quantity) FROM waitlist_entries h
+              WHERE h.sku_code = i.sku_code AND h.status = 'WAITING' AND (h.expires_at IS NULL OR h.expires_at > now())) AS live_smallest
        FROM inventory i
+       JOIN skus s ON s.code = i.sku_code
+       LEFT JOIN LATERAL (
+         SELECT count(*) AS waiting_entries, coalesce(sum(quantity), 0) AS waiting_units
+           FROM waitlist_entries w WHERE w.sku_code = i.sku_code AND w.status = 'WAITING'
+       ) w ON true
        LEFT JOIN LATERAL (
          SELECT sum(delta_on_hand) AS ledger_on_hand, sum(delta_reserved) AS ledger_reserved,
                 sum(delta_allocated) AS ledger_allocated, count(*) AS events
@@ -88,6 +119,15 @@ export async function assertInvariants(db: Knex, skus?: string[]): Promise<void>
     }
     if (r.reserved !== r.held_lines) violations.push(`${where}: reserved ${r.reserved} != Σ HELD lines ${r.held_lines}`);
     if (r.allocated !== r.allocated_lines) violations.push(`${where}: allocated ${r.allocated} != Σ ALLOCATED lines ${r.allocated_lines}`);
+    if (r.waitlist_count !== r.waiting_entries) violations.push(`${where}: waitlist_count ${r.waitlist_count} != WAITING entries ${r.waiting_entries}`);
+    if (r.waitlist_units !== r.waiting_units) violations.push(`${where}: waitlist_units ${r.waitlist_units} != Σ WAITING quantities ${r.waiting_units}`);
+    if (r.first_fit) {
+      if (r.live_smallest !== null && r.live_smallest <= r.available) {
+        violations.push(`${where}: missed promotion (FIRST_FIT): a WAITING entry for ${r.live_smallest} fits available ${r.available}`);
+      }
+    } else if (r.live_head !== null && r.live_head <= r.available) {
+      violations.push(`${where}: missed promotion (STRICT_FIFO): the head WAITING entry for ${r.live_head} fits available ${r.available}`);
+    }
     if (r.events === 0) {
       violations.push(`${where}: no ledger event at all (a SKU starts with SKU_CREATED)`);
       continue;
@@ -166,6 +206,38 @@ export async function assertInvariants(db: Knex, skus?: string[]): Promise<void>
     if (e.allocated_before !== (e.prev_allocated ?? 0)) {
       violations.push(`${at}: allocated_before ${e.allocated_before} != ${prev} ${e.prev_allocated ?? 0}`);
     }
+  }
+
+  // Waitlist entries against their holds, both ways.
+  const entries = await query<{ id: string; sku_code: string; status: string; reservation_id: string | null; hold_type: string | null; hold_status: string | null; hold_entry: string | null }>(
+    db,
+    `SELECT w.id, w.sku_code, w.status, w.reservation_id, r.type AS hold_type, r.status AS hold_status, r.waitlist_entry_id AS hold_entry
+       FROM waitlist_entries w LEFT JOIN reservations r ON r.id = w.reservation_id
+      WHERE (?::text[] IS NULL OR w.sku_code = ANY(?::text[]))
+        AND CASE w.status
+              WHEN 'WAITING' THEN w.reservation_id IS NOT NULL
+              WHEN 'PROMOTED' THEN r.id IS NULL OR r.type <> 'HOLD' OR r.status <> 'HELD' OR r.waitlist_entry_id IS DISTINCT FROM w.id
+              WHEN 'CONFIRMED' THEN r.id IS NULL OR r.status <> ALL(?::text[]) OR r.waitlist_entry_id IS DISTINCT FROM w.id
+              ELSE r.status = 'HELD'
+            END
+      ORDER BY w.sku_code, w.seq`,
+    [filter, filter, [...ALLOCATION_RESERVATION_STATUSES]],
+  );
+  for (const e of entries) {
+    const hold = e.reservation_id === null ? "none" : e.hold_status === null ? `${e.reservation_id} (missing)` : `${e.reservation_id} (${e.hold_type} ${e.hold_status}, waitlist_entry_id ${e.hold_entry})`;
+    violations.push(`${e.sku_code}: waitlist entry ${e.id} is ${e.status} but its reservation is ${hold}`);
+  }
+  const strays = await query<{ id: string; status: string; waitlist_entry_id: string; sku_code: string | null; entry_reservation: string | null }>(
+    db,
+    `SELECT r.id, r.status, r.waitlist_entry_id, w.sku_code, w.reservation_id AS entry_reservation
+       FROM reservations r LEFT JOIN waitlist_entries w ON w.id = r.waitlist_entry_id
+      WHERE r.waitlist_entry_id IS NOT NULL AND w.reservation_id IS DISTINCT FROM r.id
+        AND (?::text[] IS NULL OR w.sku_code = ANY(?::text[]) OR w.id IS NULL)
+      ORDER BY r.id`,
+    [filter, filter],
+  );
+  for (const r of strays) {
+    violations.push(`${r.sku_code ?? "?"}: reservation ${r.id} (${r.status}) names waitlist entry ${r.waitlist_entry_id}, whose reservation is ${r.entry_reservation ?? "none"}`);
   }
 
   const empty = await query<{ id: string; status: string }>(

@@ -54,6 +54,7 @@ export {
 } from './ledger.js';
 export {
   promoteWaiting,
+  promoteAndExpireWaiting,
   promotionTerms,
   DEFAULT_HOLD_TERMS,
   closeWaiting,
@@ -61,6 +62,7 @@ export {
   settlePromotedEntries,
   type HoldTermSettings,
   type Promotion,
+  type WaitlistOutcome,
 } from './waitlist.js';
 export { recountSkus, skuFilter, type Recount, type SkuRecount, type LineDisagreement } from './recount.js';
 export {

@@ -11,6 +11,10 @@
  * LeaveWaitlist, promotion, the expiry of a WAITING entry) holds the SKU's inventory row
  * lock first, so the promoter always sees the true head and no cycle can form.
  *
+ * WAITING entries past their own expires_at (max_wait) are expired by any promotion on
+ * their SKU, and by the expiry-worker's sweep, which calls promoteAndExpireWaiting for
+ * the SKUs that have one (services/expiry-worker/src/core/sweeper.ts).
+ *
  * Counters move only through applyCounterChanges (one WAITLIST_PROMOTED event per
  * promoted entry, reserved += q); the waitlist counters (waitlist_count/units, not in
  * the ledger) are moved here with a version bump, under the same row lock.
@@ -61,20 +65,38 @@ export interface Promotion {
   expiresAt: Date;
 }
 
+/** What promoteAndExpireWaiting did: promotions, and the lapsed WAITING entries it expired. */
+export interface WaitlistOutcome {
+  /** In SKU order, then queue order. */
+  promotions: Promotion[];
+  /** WAITING entries past their own expires_at (max_wait), now EXPIRED; in SKU order, then queue order. */
+  expired: WaitlistEntryRow[];
+}
+
 /**
  * Promotes the WAITING entries of `skus` that the SKUs' available units now serve, in
  * queue order (see the file comment). STRICT_FIFO (the default) stops at the first
  * entry that does not fit; FIRST_FIT lets later entries that fit pass it. WAITING
- * entries whose own expires_at has passed are expired on the way (they lose their
- * place). Returns the promotions, in SKU order then queue order.
+ * entries whose own expires_at has passed are expired on the way, wherever they are in
+ * the queue (they lose their place, and a lapsed head no longer blocks). Returns the
+ * promotions, in SKU order then queue order.
  *
  * The caller must hold (or be able to take, in SKU order, with nothing locked after
  * them) the inventory rows of `skus`; they are locked again here, which is free when
  * already held.
  */
 export async function promoteWaiting(db: Db, skus: Iterable<string>, origin: ChangeOrigin, settings: HoldTermSettings): Promise<Promotion[]> {
+  return (await promoteAndExpireWaiting(db, skus, origin, settings)).promotions;
+}
+
+/**
+ * promoteWaiting, also telling which lapsed WAITING entries it expired (the worker's
+ * sweep of entries past their max_wait counts them).
+ */
+export async function promoteAndExpireWaiting(db: Db, skus: Iterable<string>, origin: ChangeOrigin, settings: HoldTermSettings): Promise<WaitlistOutcome> {
+  const outcome: WaitlistOutcome = { promotions: [], expired: [] };
   const codes = skuOrder(skus);
-  if (codes.length === 0) return [];
+  if (codes.length === 0) return outcome;
   // Which of them have anybody waiting: one statement, locks in SKU order.
   const rows = await query<InventoryRow & SkuRow>(
     db,
@@ -85,15 +107,16 @@ export async function promoteWaiting(db: Db, skus: Iterable<string>, origin: Cha
         FOR NO KEY UPDATE OF i`,
     [codes],
   );
-  const promotions: Promotion[] = [];
   for (const row of rows) {
     if (row.waitlist_count === 0) continue;
-    promotions.push(...(await promoteSku(db, row, origin, settings)));
+    const done = await promoteSku(db, row, origin, settings);
+    outcome.promotions.push(...done.promotions);
+    outcome.expired.push(...done.expired);
   }
-  return promotions;
+  return outcome;
 }
 
-async function promoteSku(db: Db, row: InventoryRow & SkuRow, origin: ChangeOrigin, settings: HoldTermSettings): Promise<Promotion[]> {
+async function promoteSku(db: Db, row: InventoryRow & SkuRow, origin: ChangeOrigin, settings: HoldTermSettings): Promise<WaitlistOutcome> {
   const firstFit = row.waitlist_promotion_policy === 'FIRST_FIT';
   const entries = await query<WaitlistEntryRow & { lapsed: boolean }>(
     db,
@@ -107,21 +130,27 @@ async function promoteSku(db: Db, row: InventoryRow & SkuRow, origin: ChangeOrig
   let available = row.available;
   const chosen: WaitlistEntryRow[] = [];
   const lapsed: WaitlistEntryRow[] = [];
+  // Once promotion stops (no unit left, or a STRICT_FIFO head that does not fit), the
+  // rest of the queue is still read for lapsed entries: all of them expire here, not
+  // only those ahead of the first live entry.
+  let promoting = true;
   for (const e of entries) {
     if (e.lapsed) {
       lapsed.push(e);
       continue;
     }
-    if (available <= 0) break;
-    if (e.quantity <= available) {
+    if (!promoting) continue;
+    if (available <= 0) {
+      promoting = false;
+    } else if (e.quantity <= available) {
       chosen.push(e);
       available -= e.quantity;
     } else if (!firstFit) {
-      break; // STRICT_FIFO: the head blocks the entries behind it
+      promoting = false; // STRICT_FIFO: the head blocks the entries behind it
     }
   }
-  if (lapsed.length > 0) await closeWaiting(db, row.sku_code, lapsed, 'EXPIRED');
-  if (chosen.length === 0) return [];
+  const expired = await closeWaiting(db, row.sku_code, lapsed, 'EXPIRED');
+  if (chosen.length === 0) return { promotions: [], expired };
 
   const { ttlMs, lifetimeMs } = promotionTerms(row, settings);
   const ids = chosen.map(() => randomUUID());
@@ -165,7 +194,7 @@ async function promoteSku(db: Db, row: InventoryRow & SkuRow, origin: ChangeOrig
   );
   await moveWaitlistCounters(db, row.sku_code, -chosen.length, -chosen.reduce((n, e) => n + e.quantity, 0));
   const byId = new Map(promoted.map((e) => [e.id, e]));
-  return chosen.map((e, i) => ({ entry: byId.get(e.id)!, reservationId: ids[i]!, expiresAt: expiresAt.get(ids[i]!)! }));
+  return { promotions: chosen.map((e, i) => ({ entry: byId.get(e.id)!, reservationId: ids[i]!, expiresAt: expiresAt.get(ids[i]!)! })), expired };
 }
 
 /** WAITING entries (locked by the caller, under the SKU's row lock) leave the queue. */

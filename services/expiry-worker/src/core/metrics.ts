@@ -15,6 +15,11 @@ export function createWorkerMetrics(registry: Registry) {
     }),
     holdsExpired: new Counter({ name: "holdfast_holds_expired_total", help: "Holds this replica moved to EXPIRED.", registers }),
     unitsReturned: new Counter({ name: "holdfast_expiry_units_returned_total", help: "Units returned to available by holds this replica expired.", registers }),
+    waitlistEntriesExpired: new Counter({
+      name: "holdfast_waitlist_entries_expired_total",
+      help: "WAITING waitlist entries past their max_wait that this replica's sweeps expired.",
+      registers,
+    }),
     sweeps: new Counter({
       name: "holdfast_expiry_sweeps_total",
       help: "Expiry sweeps run by this replica, by trigger (background or RunExpirySweep).",

@@ -29,6 +29,17 @@
  *   guard) is retried hold by hold; a hold that fails alone is set aside for a minute
  *   and logged, so one broken hold never stops every other hold from expiring.
  *   Reconciliation reports and repairs the counters; the hold is then expired.
+ * - WAITLIST max_wait. After the holds, each sweep expires the WAITING entries past
+ *   their own expires_at (otherwise only expired lazily, by the next promotion on
+ *   their SKU): a batch takes up to WAITLIST_BATCH_SKUS SKUs that have one (the partial
+ *   index of WAITING entries by expires_at, no lock) and, in ONE transaction, runs
+ *   promoteAndExpireWaiting on them (inventory rows locked in SKU order, then each
+ *   SKU's WAITING entries by seq: every writer's lock order), which expires the lapsed
+ *   entries and promotes what now fits (a lapsed head may have blocked smaller entries
+ *   behind it), then notifies the SKUs. Replicas doing it at once are serialised by
+ *   the row locks; the second one finds nothing lapsed left and counts nothing. How
+ *   late an entry expires is bounded by EXPIRY_MAX_SLEEP_MS (the loop's longest sleep).
+ *   A SKU whose batch fails alone (poison) is set aside like a poison hold.
  */
 import { performance } from "node:perf_hooks";
 import { create } from "@bufbuild/protobuf";
@@ -45,7 +56,16 @@ import {
 } from "@holdfast/contracts";
 import { Idempotency, idempotencyKey, ts } from "@holdfast/core";
 import { isTransientDatabaseError } from "@holdfast/runtime";
-import { DEFAULT_HOLD_TERMS, EXPIRY_CHANNEL, NotificationListener, expireClaimedHolds, notifyInventoryChanged, parseExpiryPayload, query } from "@holdfast/schema";
+import {
+  DEFAULT_HOLD_TERMS,
+  EXPIRY_CHANNEL,
+  NotificationListener,
+  expireClaimedHolds,
+  notifyInventoryChanged,
+  parseExpiryPayload,
+  promoteAndExpireWaiting,
+  query,
+} from "@holdfast/schema";
 import type { Call, WorkerDeps } from "./context.js";
 
 const METHOD = "holdfast.worker.v1.ExpiryWorkerService/RunExpirySweep";
@@ -55,6 +75,8 @@ const ON_DEMAND_LEASE_MS = 10 * 60_000;
 const POISON_RETRY_MS = 60_000;
 /** Pause when overdue holds are left that another transaction has locked. */
 const BUSY_PAUSE_MS = 25;
+/** SKUs per waitlist expiry transaction (each locks its inventory row and WAITING entries). */
+const WAITLIST_BATCH_SKUS = 100;
 
 /** The oldest overdue HELD headers nobody else has locked. */
 const CLAIM = `
@@ -68,6 +90,24 @@ SELECT id, expires_at
  ORDER BY expires_at
  LIMIT ?
    FOR UPDATE SKIP LOCKED`;
+
+/**
+ * SKUs with WAITING entries past their own expires_at (max_wait), the oldest lapse
+ * first, on the partial index of WAITING entries by expires_at. Nothing is locked
+ * here: promoteAndExpireWaiting then locks the inventory rows before the entries (the
+ * lock order of every writer); entries found here are still lapsed then
+ * (clock_timestamp() only grows), unless another replica expired them meanwhile.
+ */
+const LAPSED_WAITLIST_SKUS = `
+SELECT sku_code
+  FROM waitlist_entries
+ WHERE status = 'WAITING'
+   AND expires_at <= (SELECT clock_timestamp())
+   AND sku_code <> ALL(?::text[])                                  -- SKUs set aside (poison)
+   AND (cardinality(?::text[]) = 0 OR sku_code = ANY(?::text[]))   -- only these, when isolating a failed batch
+ GROUP BY sku_code
+ ORDER BY min(expires_at), sku_code
+ LIMIT ?`;
 
 /**
  * The database's view of the expiry backlog, one statement on the partial index of
@@ -121,6 +161,15 @@ interface BatchResult {
   promotions?: number;
 }
 
+interface WaitlistBatchResult {
+  /** SKUs found with lapsed WAITING entries. */
+  skus: number;
+  /** Lapsed WAITING entries moved to EXPIRED. */
+  expired: number;
+  /** Entries promoted on those SKUs in the same transaction. */
+  promotions: number;
+}
+
 interface SweepOptions {
   maxHolds: number;
   batchSize: number;
@@ -134,6 +183,8 @@ export class ExpirySweeper {
   private readonly origin;
   /** Holds that failed to expire on their own, and when they may be tried again. */
   private readonly poisoned = new Map<string, number>();
+  /** SKUs whose lapsed waitlist entries failed to expire on their own, and when they may be tried again. */
+  private readonly poisonedSkus = new Map<string, number>();
   /** After a failed batch: its holds, to be expired one per transaction to find the culprit. */
   private suspects: string[] = [];
   /** Ends every sweep when the worker stops (set by start()). */
@@ -242,7 +293,7 @@ export class ExpirySweeper {
    */
   async sweep(options: SweepOptions): Promise<ExpirySweep> {
     const start = new Date();
-    const done = { expired: 0, units: 0, batches: 0, lag: [] as number[], promotions: 0 };
+    const done = { expired: 0, units: 0, batches: 0, lag: [] as number[], promotions: 0, waitlistExpired: 0 };
     let renewedAt = Date.now();
     let failure: unknown;
     try {
@@ -267,6 +318,7 @@ export class ExpirySweeper {
         done.lag.push(...batch.lagMs);
         if (batch.claimed < limit && !isolating && this.suspects.length === 0) break;
       }
+      await this.expireWaitlist(options.signal, done);
     } catch (err) {
       failure = err;
     }
@@ -280,7 +332,7 @@ export class ExpirySweeper {
       waitlistPromotions: BigInt(done.promotions),
       expiryLag: distribution(done.lag),
     });
-    if (done.expired > 0 || options.trigger === "on_demand") {
+    if (done.expired > 0 || done.waitlistExpired > 0 || done.promotions > 0 || options.trigger === "on_demand") {
       const { state, metrics } = this.deps;
       state.lastSweep = sweep;
       state.lastSweepAt = new Date();
@@ -296,8 +348,7 @@ export class ExpirySweeper {
   /** One transaction: claim, expire, return the units, notify; then the lag of each hold. */
   private async expireBatch(limit: number, only: string[]): Promise<BatchResult> {
     const { db, metrics, logger } = this.deps;
-    const now = Date.now();
-    for (const [id, until] of this.poisoned) if (until <= now) this.poisoned.delete(id);
+    pruneSetAside(this.poisoned);
     let claimedIds: string[] = [];
     let beforeCommit = 0;
     let promotions = 0;
@@ -343,6 +394,73 @@ export class ExpirySweeper {
       }
       throw err;
     }
+  }
+
+  /**
+   * Expires the WAITING entries past their max_wait, batch by batch, until no SKU has
+   * one left (or a batch makes no progress: another replica got there first). Adds
+   * to the sweep's batches, waitlist promotions and expired entries.
+   */
+  private async expireWaitlist(signal: AbortSignal, done: { batches: number; promotions: number; waitlistExpired: number }): Promise<void> {
+    pruneSetAside(this.poisonedSkus);
+    const add = (batch: WaitlistBatchResult) => {
+      if (batch.expired + batch.promotions > 0) done.batches++;
+      done.waitlistExpired += batch.expired;
+      done.promotions += batch.promotions;
+    };
+    while (!signal.aborted) {
+      const batch = await this.waitlistBatchOrIsolate(WAITLIST_BATCH_SKUS, []);
+      add(batch.result);
+      for (const sku of batch.suspects) {
+        if (signal.aborted) break;
+        add((await this.waitlistBatchOrIsolate(1, [sku])).result);
+      }
+      if (batch.result.skus < WAITLIST_BATCH_SKUS || batch.result.expired === 0) break;
+    }
+  }
+
+  /**
+   * One waitlist batch. A batch that fails for a reason other than a lock wait or a lost
+   * connection is rolled back and its SKUs are returned as suspects, to be tried one
+   * per transaction; a SKU that fails alone is set aside (POISON_RETRY_MS) and logged.
+   */
+  private async waitlistBatchOrIsolate(limit: number, only: string[]): Promise<{ result: WaitlistBatchResult; suspects: string[] }> {
+    const { metrics, logger } = this.deps;
+    const found: string[] = [];
+    try {
+      return { result: await this.waitlistBatch(limit, only, found), suspects: [] };
+    } catch (err) {
+      metrics.sweepErrors.inc();
+      if (isTransientDatabaseError(err) || found.length === 0) throw err;
+      const nothing = { skus: found.length, expired: 0, promotions: 0 };
+      if (found.length === 1) {
+        this.poisonedSkus.set(found[0]!, Date.now() + POISON_RETRY_MS);
+        logger.error({ err, sku: found[0] }, `lapsed waitlist entries of this SKU cannot be expired; setting it aside for ${POISON_RETRY_MS / 1000} s (run a reconciliation)`);
+        return { result: nothing, suspects: [] };
+      }
+      logger.warn({ err, skus: found.length }, "waitlist expiry batch failed and was rolled back; retrying its SKUs one at a time");
+      return { result: nothing, suspects: found };
+    }
+  }
+
+  /**
+   * One transaction: find SKUs with lapsed WAITING entries, expire them and promote what
+   * now fits (promoteAndExpireWaiting), notify the SKUs that changed. `found` receives
+   * the SKUs, for the caller's isolation of a failed batch.
+   */
+  private async waitlistBatch(limit: number, only: string[], found: string[]): Promise<WaitlistBatchResult> {
+    const { db, metrics, logger } = this.deps;
+    const result = await db.transaction(async (trx) => {
+      const rows = await query<{ sku_code: string }>(trx, LAPSED_WAITLIST_SKUS, [[...this.poisonedSkus.keys()], only, only, limit]);
+      found.push(...rows.map((r) => r.sku_code));
+      if (rows.length === 0) return { skus: 0, expired: 0, promotions: 0 };
+      const outcome = await promoteAndExpireWaiting(trx, found, this.origin, this.deps.settings.holdTerms ?? DEFAULT_HOLD_TERMS);
+      await notifyInventoryChanged(trx, [...outcome.expired.map((e) => e.sku_code), ...outcome.promotions.map((p) => p.entry.sku_code)]);
+      return { skus: rows.length, expired: outcome.expired.length, promotions: outcome.promotions.length };
+    });
+    metrics.waitlistEntriesExpired.inc(result.expired);
+    if (result.expired > 0) logger.info({ waitlistEntriesExpired: result.expired, waitlistPromotions: result.promotions, skus: result.skus }, "expired waitlist entries past their max_wait");
+    return result;
   }
 
   /** How long to sleep before the next sweep: until the next expiry, capped. */
@@ -396,4 +514,9 @@ export class ExpirySweeper {
       signal.addEventListener("abort", done, { once: true });
     });
   }
+}
+
+/** Forgets the set-aside (poison) keys whose time is up. */
+function pruneSetAside(setAside: Map<string, number>, now = Date.now()): void {
+  for (const [key, until] of setAside) if (until <= now) setAside.delete(key);
 }
