@@ -414,9 +414,12 @@ describe("waitlist: FIFO promotion across two replicas and the worker", function
     for (const w of watchers) {
       const mine = final.filter((e) => e.customer_id === w.customer);
       const promotedIds = mine.filter((e) => e.status === "PROMOTED").map((e) => e.id).sort();
-      await until(`${w.customer}'s stream told every promotion`, async () => {
-        const told = new Set(w.stream.messages.flatMap((m) => (m.event.case === "notification" && m.event.value.type === WaitlistNotificationType.PROMOTED ? [m.event.value.entry!.id] : [])));
-        return promotedIds.every((id) => told.has(id));
+      const toldOf = (type: WaitlistNotificationType) =>
+        new Set(w.stream.messages.flatMap((m) => (m.event.case === "notification" && m.event.value.type === type ? [m.event.value.entry!.id] : [])));
+      await until(`${w.customer}'s stream told every join and promotion`, async () => {
+        const joined = toldOf(WaitlistNotificationType.JOINED);
+        const promoted = toldOf(WaitlistNotificationType.PROMOTED);
+        return mine.every((e) => joined.has(e.id)) && promotedIds.every((id) => promoted.has(id));
       }, 5_000, 50);
       const notes = w.stream.messages.flatMap((m) => (m.event.case === "notification" ? [m.event.value] : []));
       expect(notes.filter((n) => n.type === WaitlistNotificationType.JOINED).map((n) => n.entry!.id).sort()).to.deep.equal(mine.map((e) => e.id).sort());

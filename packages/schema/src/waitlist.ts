@@ -117,39 +117,9 @@ export async function promoteAndExpireWaiting(db: Db, skus: Iterable<string>, or
 }
 
 async function promoteSku(db: Db, row: InventoryRow & SkuRow, origin: ChangeOrigin, settings: HoldTermSettings): Promise<WaitlistOutcome> {
-  const firstFit = row.waitlist_promotion_policy === 'FIRST_FIT';
-  const entries = await query<WaitlistEntryRow & { lapsed: boolean }>(
-    db,
-    `SELECT *, (expires_at IS NOT NULL AND expires_at <= clock_timestamp()) AS lapsed
-       FROM waitlist_entries
-      WHERE sku_code = ? AND status = 'WAITING'
-      ORDER BY seq
-        FOR UPDATE`,
-    [row.sku_code],
-  );
-  let available = row.available;
-  const chosen: WaitlistEntryRow[] = [];
-  const lapsed: WaitlistEntryRow[] = [];
-  // Once promotion stops (no unit left, or a STRICT_FIFO head that does not fit), the
-  // rest of the queue is still read for lapsed entries: all of them expire here, not
-  // only those ahead of the first live entry.
-  let promoting = true;
-  for (const e of entries) {
-    if (e.lapsed) {
-      lapsed.push(e);
-      continue;
-    }
-    if (!promoting) continue;
-    if (available <= 0) {
-      promoting = false;
-    } else if (e.quantity <= available) {
-      chosen.push(e);
-      available -= e.quantity;
-    } else if (!firstFit) {
-      promoting = false; // STRICT_FIFO: the head blocks the entries behind it
-    }
-  }
-  const expired = await closeWaiting(db, row.sku_code, lapsed, 'EXPIRED');
+  // Entries past their own deadline leave first: a lapsed head must neither be promoted nor block.
+  const expired = await expireLapsedWaiting(db, row.sku_code);
+  const chosen = await headsThatFit(db, row.sku_code, row.available, row.waitlist_promotion_policy === 'FIRST_FIT');
   if (chosen.length === 0) return { promotions: [], expired };
 
   const { ttlMs, lifetimeMs } = promotionTerms(row, settings);
@@ -162,8 +132,8 @@ async function promoteSku(db: Db, row: InventoryRow & SkuRow, origin: ChangeOrig
     `WITH t AS (SELECT clock_timestamp() AS at),
      e AS (SELECT * FROM unnest(?::uuid[], ?::uuid[], ?::text[], ?::int[]) AS e(id, entry_id, customer_id, quantity)),
      h AS (
-       INSERT INTO reservations (id, type, status, customer_id, caller, request_id, locking_strategy, expires_at, max_expires_at, waitlist_entry_id)
-       SELECT e.id, 'HOLD', 'HELD', e.customer_id, ?, NULL, 'PESSIMISTIC',
+       INSERT INTO reservations (id, type, status, customer_id, caller, request_id, locking_strategy, created_at, updated_at, expires_at, max_expires_at, waitlist_entry_id)
+       SELECT e.id, 'HOLD', 'HELD', e.customer_id, ?, NULL, 'PESSIMISTIC', t.at, t.at,
               t.at + ?::bigint * interval '1 millisecond', t.at + ?::bigint * interval '1 millisecond', e.entry_id
          FROM e, t
        RETURNING id, expires_at, created_at
@@ -186,15 +156,73 @@ async function promoteSku(db: Db, row: InventoryRow & SkuRow, origin: ChangeOrig
   const promoted = await query<WaitlistEntryRow>(
     db,
     `UPDATE waitlist_entries w
-        SET status = 'PROMOTED', reservation_id = p.reservation_id, promoted_at = now(), updated_at = now()
+        SET status = 'PROMOTED', reservation_id = p.reservation_id, promoted_at = clock_timestamp(), updated_at = clock_timestamp()
        FROM unnest(?::uuid[], ?::uuid[]) AS p(entry_id, reservation_id)
-      WHERE w.id = p.entry_id
+      WHERE w.id = p.entry_id AND w.status = 'WAITING'
       RETURNING w.*`,
     [chosen.map((e) => e.id), ids],
   );
   await moveWaitlistCounters(db, row.sku_code, -chosen.length, -chosen.reduce((n, e) => n + e.quantity, 0));
   const byId = new Map(promoted.map((e) => [e.id, e]));
   return { promotions: chosen.map((e, i) => ({ entry: byId.get(e.id)!, reservationId: ids[i]!, expiresAt: expiresAt.get(ids[i]!)! })), expired };
+}
+
+/**
+ * The live WAITING entries that `available` units serve, in queue order: under
+ * STRICT_FIFO the head and those behind it until one does not fit; under FIRST_FIT
+ * every entry that fits in what is left, in order.
+ *
+ * The cost is bounded by the units returned, not by the queue's length: each entry
+ * wants at least one unit, so at most `available` entries can be chosen, and the
+ * reads stop there (LIMIT, and under FIRST_FIT only entries that fit are read, from
+ * waitlist_entries_waiting_sku_seq_idx with quantity INCLUDEd). No row locks: every
+ * writer of a WAITING entry holds the SKU's inventory row lock, which the caller
+ * holds, so the queue cannot change under this read.
+ */
+async function headsThatFit(db: Db, sku: string, available: number, firstFit: boolean): Promise<WaitlistEntryRow[]> {
+  const chosen: WaitlistEntryRow[] = [];
+  let after = 0;
+  while (available > 0) {
+    const next = await query<WaitlistEntryRow>(
+      db,
+      `SELECT * FROM waitlist_entries
+        WHERE sku_code = ? AND status = 'WAITING' AND seq > ?
+          AND (expires_at IS NULL OR expires_at > now())
+          ${firstFit ? 'AND quantity <= ?' : ''}
+        ORDER BY seq
+        LIMIT ?`,
+      firstFit ? [sku, after, available, available] : [sku, after, available],
+    );
+    for (const e of next) {
+      if (e.quantity <= available) {
+        chosen.push(e);
+        available -= e.quantity;
+      } else if (!firstFit) {
+        return chosen; // STRICT_FIFO: the head blocks the entries behind it
+      }
+      after = Number(e.seq);
+    }
+    // STRICT_FIFO reads at most `available` entries once; FIRST_FIT reads on while
+    // something fitted (the first entry of each read fits, so this ends).
+    if (!firstFit || next.length === 0) return chosen;
+  }
+  return chosen;
+}
+
+/**
+ * Closes the SKU's WAITING entries whose own deadline (max_wait) has passed, wherever
+ * they are in the queue, as EXPIRED. The caller holds the SKU's inventory row lock.
+ * now(), not clock_timestamp(): a stable bound lets the scan use
+ * waitlist_entries_waiting_expires_at_idx; what lapses during the transaction is the
+ * worker's next sweep's.
+ */
+async function expireLapsedWaiting(db: Db, sku: string): Promise<WaitlistEntryRow[]> {
+  const lapsed = await query<WaitlistEntryRow>(
+    db,
+    `SELECT * FROM waitlist_entries WHERE status = 'WAITING' AND expires_at <= now() AND sku_code = ? ORDER BY seq`,
+    [sku],
+  );
+  return closeWaiting(db, sku, lapsed, 'EXPIRED');
 }
 
 /** WAITING entries (locked by the caller, under the SKU's row lock) leave the queue. */

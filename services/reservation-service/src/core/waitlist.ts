@@ -31,6 +31,7 @@ import {
 } from "@holdfast/contracts";
 import {
   closeWaiting,
+  promoteAndExpireWaiting,
   lockInventoryRows,
   moveWaitlistCounters,
   promoteWaiting,
@@ -138,8 +139,14 @@ export async function joinInTransaction(
   const [sku] = await query<SkuRow>(trx, `SELECT * FROM skus WHERE code = ?`, [spec.sku]);
   if (sku === undefined) throw skuNotFound([spec.sku]);
   if (sku.waitlist_disabled) return new Refusal(waitlistDisabled(spec.sku));
-  const [row] = await lockInventoryRows(trx, [spec.sku]);
-  if (row === undefined) throw skuNotFound([spec.sku]);
+  const [locked] = await lockInventoryRows(trx, [spec.sku]);
+  if (locked === undefined) throw skuNotFound([spec.sku]);
+  // Entries that lapsed (max_wait) without being swept yet leave the queue first, and
+  // whoever a lapsed head was blocking is promoted: the customer's own lapsed entry no
+  // longer stands in the way of joining again, nor counts against the length limit.
+  const origin = { actor: call.principal.id, requestId: spec.requestId };
+  const before = await promoteAndExpireWaiting(trx, [spec.sku], origin, deps.settings);
+  const row = before.expired.length > 0 ? (await lockInventoryRows(trx, [spec.sku]))[0]! : locked;
   const [existing] = await query<{ id: string }>(
     trx,
     `SELECT id FROM waitlist_entries WHERE sku_code = ? AND customer_id = ? AND status IN ('WAITING', 'PROMOTED')`,
@@ -155,7 +162,7 @@ export async function joinInTransaction(
     [spec.sku, spec.customerId, spec.quantity, call.principal.id, spec.requestId, spec.maxWaitMs ?? null, spec.maxWaitMs ?? null],
   );
   await moveWaitlistCounters(trx, spec.sku, 1, spec.quantity);
-  const promotions = await promoteWaiting(trx, [spec.sku], { actor: call.principal.id, requestId: spec.requestId }, deps.settings);
+  const promotions = [...before.promotions, ...(await promoteWaiting(trx, [spec.sku], origin, deps.settings))];
   const mine = promotions.find((p) => p.entry.id === entry!.id);
   return { entry: mine?.entry ?? entry!, promotions };
 }
@@ -216,11 +223,15 @@ export async function leaveWaitlist(deps: Deps, call: Call, req: LeaveWaitlistRe
         sku = seen.sku_code;
         if (seen.status !== "WAITING") return create(LeaveWaitlistResponseSchema, { entry: toWaitlistEntry(seen) });
         await lockInventoryRows(trx, [seen.sku_code]);
+        // An entry past its max_wait has expired (even if not swept yet), so it is not
+        // cancelled; lapsed entries leave first, and whoever they blocked is promoted.
+        const origin = { actor: call.principal.id, requestId: req.requestId };
+        promotions = (await promoteAndExpireWaiting(trx, [seen.sku_code], origin, deps.settings)).promotions;
         const [locked] = await query<WaitlistEntryRow>(trx, `SELECT * FROM waitlist_entries WHERE id = ? FOR UPDATE`, [seen.id]);
         if (locked!.status !== "WAITING") return create(LeaveWaitlistResponseSchema, { entry: toWaitlistEntry(locked!) });
         const [closed] = await closeWaiting(trx, locked!.sku_code, [locked!], "CANCELLED");
         // A head that leaves may unblock the entries behind it (STRICT_FIFO).
-        promotions = await promoteWaiting(trx, [locked!.sku_code], { actor: call.principal.id, requestId: req.requestId }, deps.settings);
+        promotions.push(...(await promoteWaiting(trx, [locked!.sku_code], origin, deps.settings)));
         return create(LeaveWaitlistResponseSchema, { entry: toWaitlistEntry(closed!) });
       });
     } catch (err) {
