@@ -34,7 +34,9 @@ describe("waitlist: FIFO promotion across two replicas and the worker", function
     db = await createTestDatabase("waitlist");
     knex = createKnex({ url: db.url, poolMax: 4 });
     replicas = await Promise.all([startService("reservation-service", db.url), startService("reservation-service", db.url)]);
-    worker = await startService("expiry-worker", db.url, { RECONCILIATION_INTERVAL_MS: "0", SNAPSHOT_INTERVAL_MS: "0" });
+    // The worker's longest sleep is 10 minutes here: it must wake for every hold's expiry
+    // and every entry's max_wait because it was told or found it, never by polling.
+    worker = await startService("expiry-worker", db.url, { RECONCILIATION_INTERVAL_MS: "0", SNAPSHOT_INTERVAL_MS: "0", EXPIRY_MAX_SLEEP_MS: "600000" });
     a = createGrpcJsClient(InventoryReservationService, replicas[0]!.grpcAddress, undefined, testCaller);
     b = createGrpcJsClient(InventoryReservationService, replicas[1]!.grpcAddress, undefined, testCaller);
     ops = createGrpcJsClient(ExpiryWorkerService, worker.grpcAddress, undefined, testCaller);

@@ -33,12 +33,13 @@
  *   their own expires_at (otherwise only expired lazily, by the next promotion on
  *   their SKU): a batch takes up to WAITLIST_BATCH_SKUS SKUs that have one (the partial
  *   index of WAITING entries by expires_at, no lock) and, in ONE transaction, runs
- *   promoteAndExpireWaiting on them (inventory rows locked in SKU order, then each
- *   SKU's WAITING entries by seq: every writer's lock order), which expires the lapsed
- *   entries and promotes what now fits (a lapsed head may have blocked smaller entries
- *   behind it), then notifies the SKUs. Replicas doing it at once are serialised by
- *   the row locks; the second one finds nothing lapsed left and counts nothing. How
- *   late an entry expires is bounded by EXPIRY_MAX_SLEEP_MS (the loop's longest sleep).
+ *   promoteAndExpireWaiting on them (inventory rows locked in SKU order: every
+ *   writer's lock order), which expires the lapsed entries and promotes what now fits
+ *   (a lapsed head may have blocked smaller entries behind it), then notifies the
+ *   SKUs. Replicas doing it at once are serialised by the row locks; the second one
+ *   finds nothing lapsed left and counts nothing. The loop wakes for an entry's
+ *   deadline as for a hold's: the join announces it (holdfast_expiry), and the probe
+ *   after each sweep includes the next WAITING entry's expires_at.
  *   A SKU whose batch fails alone (poison) is set aside like a poison hold.
  */
 import { performance } from "node:perf_hooks";
@@ -117,11 +118,16 @@ const PROBE = `
 SELECT statement_timestamp() AS now,
        (SELECT min(expires_at) FROM reservations WHERE status = 'HELD' AND id <> ALL(?::uuid[])) AS next_expires_at,
        (SELECT count(*) FROM reservations WHERE status = 'HELD' AND expires_at <= statement_timestamp() AND id <> ALL(?::uuid[]))::bigint AS overdue,
-       (SELECT min(expires_at) FROM reservations WHERE status = 'HELD' AND expires_at <= statement_timestamp() AND id <> ALL(?::uuid[])) AS oldest_overdue`;
+       (SELECT min(expires_at) FROM reservations WHERE status = 'HELD' AND expires_at <= statement_timestamp() AND id <> ALL(?::uuid[])) AS oldest_overdue,
+       -- The next waitlist entry to pass its max_wait (waitlist_entries_waiting_expires_at_idx);
+       -- only future ones: lapsed entries the last sweep left are another replica's, or set aside.
+       (SELECT min(expires_at) FROM waitlist_entries WHERE status = 'WAITING' AND expires_at > statement_timestamp()) AS next_entry_expires_at`;
 
 export interface Backlog {
   now: Date;
   nextExpiresAt: Date | null;
+  /** When the next WAITING waitlist entry passes its max_wait, if any. */
+  nextEntryExpiresAt: Date | null;
   overdue: number;
   oldestOverdue: Date | null;
 }
@@ -132,8 +138,8 @@ export interface Backlog {
  */
 export async function readBacklog(deps: Pick<WorkerDeps, "db">, excluding: readonly string[] = []): Promise<Backlog> {
   const ids = [...excluding];
-  const [row] = await query<{ now: Date; next_expires_at: Date | null; overdue: number; oldest_overdue: Date | null }>(deps.db, PROBE, [ids, ids, ids]);
-  return { now: row!.now, nextExpiresAt: row!.next_expires_at, overdue: row!.overdue, oldestOverdue: row!.oldest_overdue };
+  const [row] = await query<{ now: Date; next_expires_at: Date | null; overdue: number; oldest_overdue: Date | null; next_entry_expires_at: Date | null }>(deps.db, PROBE, [ids, ids, ids]);
+  return { now: row!.now, nextExpiresAt: row!.next_expires_at, overdue: row!.overdue, oldestOverdue: row!.oldest_overdue, nextEntryExpiresAt: row!.next_entry_expires_at };
 }
 
 /** p50 / p95 / p99 / max / mean of samples in ms (nearest rank); count 0 and nothing else when empty. */
@@ -475,9 +481,11 @@ export class ExpirySweeper {
     // Overdue holds we could not claim: another transaction (a replica's sweep, a
     // ConfirmHold) has them locked. Look again shortly, without spinning.
     if (backlog.overdue > 0) return BUSY_PAUSE_MS;
-    if (backlog.nextExpiresAt === null) return settings.expiryMaxSleepMs;
+    // The next hold to expire or waitlist entry to pass its max_wait.
+    const next = [backlog.nextExpiresAt, backlog.nextEntryExpiresAt].filter((d) => d !== null).sort((a, b) => a.getTime() - b.getTime())[0];
+    if (next === undefined) return settings.expiryMaxSleepMs;
     // +1 ms: expires_at has microseconds; wake when it has surely passed.
-    const untilNext = Math.ceil(backlog.nextExpiresAt.getTime() - backlog.now.getTime()) + 1;
+    const untilNext = Math.ceil(next.getTime() - backlog.now.getTime()) + 1;
     return Math.max(BUSY_PAUSE_MS / 5, Math.min(untilNext, settings.expiryMaxSleepMs));
   }
 

@@ -86,7 +86,10 @@ export class ExpiryAnnouncer {
     );
   }
 
-  /** A hold expiring at `expiresAt` (database time) was committed. */
+  /**
+   * Something the worker must act on at `expiresAt` (database time) was committed: a
+   * hold's expiry, or a waitlist entry's max_wait.
+   */
   holdCreated(expiresAt: Date): void {
     this.coalescer.add(expiresAt.getTime());
   }

@@ -10,6 +10,7 @@
  * head. A leave locks the row before the entry for the same reason.
  */
 import { create } from "@bufbuild/protobuf";
+import { timestampDate } from "@bufbuild/protobuf/wkt";
 import {
   GetWaitlistEntryResponseSchema,
   InventoryReservationService,
@@ -199,6 +200,9 @@ export async function joinWaitlist(deps: Deps, call: Call, req: JoinWaitlistRequ
   };
   const response = await deps.inventory.around([req.sku], run());
   for (const p of promotions) deps.expiry.holdCreated(p.expiresAt);
+  // A waiting entry with a max_wait: the worker expires it then (and promotes whom it blocked).
+  const waitsUntil = response.entry?.status === WaitlistEntryStatus.WAITING ? response.entry.expireTime : undefined;
+  if (!response.replayed && waitsUntil !== undefined) deps.expiry.holdCreated(timestampDate(waitsUntil));
   return response;
 }
 
