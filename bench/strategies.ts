@@ -7,7 +7,9 @@
 //     core of a hold as ONE statement (guarded counter UPDATE + its ledger event),
 //     with no reservation rows, no idempotency record, no RPC: a ceiling;
 //   - PESSIMISTIC and OPTIMISTIC: single-unit CreateHold calls over real gRPC
-//     (@grpc/grpc-js) to a reservation-service process on the same database.
+//     (@grpc/grpc-js) to a reservation-service process on the same database;
+//   - requestLog: PESSIMISTIC again, against a second process started with
+//     REQUEST_LOG=false: what writing the request log of attempts costs.
 // Ratios are against the baseline of the same scenario and concurrency, measured
 // moments apart on the same machine (machines here are shared and noisy). Durable
 // commits (synchronous_commit on), as in production.
@@ -74,10 +76,10 @@ async function drive(concurrency: number, one: (worker: number, i: number) => Pr
   return { perSecond: Math.round((outcomes.OK ?? 0) / elapsed), outcomes, p50: q(0.5), p99: q(0.99) };
 }
 
-function startService(databaseUrl: string): Promise<{ child: ChildProcess; grpc: string }> {
+function startService(databaseUrl: string, env: Record<string, string> = {}): Promise<{ child: ChildProcess; grpc: string }> {
   const main = fileURLToPath(import.meta.resolve("@holdfast/reservation-service/main"));
   const child = spawn(process.execPath, [main], {
-    env: { PATH: process.env.PATH, ...BENCH_AUTH_ENV, DATABASE_URL: databaseUrl, GRPC_HOST: "127.0.0.1", GRPC_PORT: "0", HTTP_HOST: "127.0.0.1", HTTP_PORT: "0", LOG_LEVEL: "info" },
+    env: { PATH: process.env.PATH, ...BENCH_AUTH_ENV, DATABASE_URL: databaseUrl, GRPC_HOST: "127.0.0.1", GRPC_PORT: "0", HTTP_HOST: "127.0.0.1", HTTP_PORT: "0", LOG_LEVEL: "info", ...env },
     stdio: ["ignore", "pipe", "inherit"],
   });
   return new Promise((resolve, reject) => {
@@ -94,6 +96,7 @@ async function main(): Promise<void> {
   const root = await mkdtemp(path.join(tmpdir(), "holdfast-bench-"));
   const cluster = await startEmbeddedPostgres({ dataDir: path.join(root, "data"), port: await freePort(), persistent: false });
   let service: { child: ChildProcess; grpc: string } | undefined;
+  let unlogged: { child: ChildProcess; grpc: string } | undefined;
   try {
     await ensureDatabase(cluster.url("postgres"), "bench");
     const url = cluster.url("bench");
@@ -101,7 +104,10 @@ async function main(): Promise<void> {
     await migrateLatest(knex);
     await knex.destroy();
     service = await startService(url);
+    // A second process with the request log off, to measure what logging attempts costs.
+    unlogged = await startService(url, { REQUEST_LOG: "false" });
     const client = createGrpcJsClient(InventoryReservationService, service.grpc, undefined, benchCaller);
+    const unloggedClient = createGrpcJsClient(InventoryReservationService, unlogged.grpc, undefined, benchCaller);
     const hot = "HOT";
     await client.createSku({ requestId: "bench-hot", sku: hot, name: "Hot SKU", initialOnHand: 1_000_000_000n });
     const spread = Array.from({ length: spreadSkus }, (_, i) => `S-${String(i).padStart(5, "0")}`);
@@ -119,11 +125,11 @@ async function main(): Promise<void> {
         });
         await pool.end();
         const result: Record<string, unknown> = { scenario, concurrency, baselineTxPerSecond: baseline.perSecond, baselineP99Ms: baseline.p99 };
-        for (const strategy of [LockingStrategy.PESSIMISTIC, LockingStrategy.OPTIMISTIC]) {
+        const holds = (target: typeof client, strategy: LockingStrategy) => {
           run++;
-          const measured = await drive(concurrency, async (w, i) => {
+          return drive(concurrency, async (w, i) => {
             try {
-              await client.createHold({
+              await target.createHold({
                 requestId: `r${run}-${w}-${i}`,
                 customerId: `c${w}`,
                 lines: [{ sku: skuFor(w, i), quantity: 1 }],
@@ -136,20 +142,29 @@ async function main(): Promise<void> {
               return e.findDetails(ErrorInfoSchema)[0]?.reason ?? String(e.code);
             }
           });
+        };
+        for (const strategy of [LockingStrategy.PESSIMISTIC, LockingStrategy.OPTIMISTIC]) {
+          const measured = await holds(client, strategy);
           const name = LockingStrategy[strategy];
           result[name] = { holdsPerSecond: measured.perSecond, ratio: Math.round((measured.perSecond / baseline.perSecond) * 100) / 100, p50Ms: measured.p50, p99Ms: measured.p99, outcomes: measured.outcomes };
         }
+        // The request log's cost: the same PESSIMISTIC run against the process that logs nothing.
+        const withoutLog = await holds(unloggedClient, LockingStrategy.PESSIMISTIC);
+        const logged = (result.PESSIMISTIC as { holdsPerSecond: number }).holdsPerSecond;
+        result.requestLog = { pessimisticWithoutLogHoldsPerSecond: withoutLog.perSecond, withLogOverWithout: Math.round((logged / withoutLog.perSecond) * 100) / 100 };
         rows.push(result);
         console.log(JSON.stringify(result));
       }
     }
     client.close();
+    unloggedClient.close();
     await mkdir(new URL("../results/", import.meta.url), { recursive: true });
     const out = fileURLToPath(new URL("../results/strategies.json", import.meta.url));
     await writeFile(out, `${JSON.stringify({ date: new Date().toISOString(), seconds, poolMax: 10, rows }, null, 2)}\n`);
     console.log(`written ${path.relative(process.cwd(), out)}`);
   } finally {
     service?.child.kill("SIGTERM");
+    unlogged?.child.kill("SIGTERM");
     await cluster.stop();
     await rm(root, { recursive: true, force: true });
   }

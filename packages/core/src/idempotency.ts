@@ -259,7 +259,9 @@ export class Idempotency {
       if ("replayed" in response) response.replayed = true;
       return response;
     }
-    throw decodeError(record.response);
+    const replayed = decodeError(record.response);
+    REPLAYED.add(replayed);
+    throw replayed;
   }
 }
 
@@ -302,4 +304,11 @@ export async function requestIdTaken(db: Db, err: unknown, caller: string, reque
     return idempotencyKeyReused(requestId, { waitlistEntryId: existing?.id });
   }
   return undefined;
+}
+
+const REPLAYED = new WeakSet<ConnectError>();
+
+/** True for an error answered from an idempotency record (a replayed refusal), not decided now. */
+export function wasReplayed(err: unknown): boolean {
+  return err instanceof ConnectError && REPLAYED.has(err);
 }

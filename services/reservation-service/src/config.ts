@@ -37,6 +37,8 @@ const environment = z
     MAX_LINES_PER_REQUEST: envVar.positiveInt(LINES_PER_REQUEST_MAX_DEFAULT, 1_000),
     ...holdTermsEnv,
     IDEMPOTENCY_WINDOW_MS: envVar.positiveInt(IDEMPOTENCY_WINDOW_DEFAULT_MS, 30 * 24 * 3_600_000),
+    // The request log of CreateHold attempts, for the flash-sale report (docs/fairness.md).
+    REQUEST_LOG: envVar.boolean(true),
     OVERDUE_HOLD_GRACE_MS: envVar.positiveInt(60_000, 24 * 3_600_000),
   })
   .superRefine((env, ctx) => {
@@ -68,6 +70,7 @@ const environment = z
     http: { host: env.HTTP_HOST, port: env.HTTP_PORT, allowedOrigins: env.CORS_ALLOWED_ORIGINS },
     maxMessageBytes: env.MAX_MESSAGE_BYTES,
     limits: serverLimits(env),
+    requestLog: env.REQUEST_LOG,
     streamLimits: { perCustomer: env.MAX_STREAMS_PER_CUSTOMER, perCaller: env.MAX_STREAMS_PER_CALLER },
     reservations: {
       defaultLockingStrategy: env.DEFAULT_LOCKING_STRATEGY,

@@ -5,6 +5,7 @@ import { createKnex, assertDatabaseReady } from "@holdfast/schema";
 import { authorizeService, createAuthenticator } from "@holdfast/core";
 import type { ReservationServiceConfig } from "./config.js";
 import { ExpiryAnnouncer, InventoryAnnouncer } from "./core/announcers.js";
+import { AttemptLog } from "./core/attempts.js";
 import { AvailabilityHub } from "./core/watch.js";
 import { WaitlistHub } from "./core/waitlist-watch.js";
 import { createInventoryReservationService } from "./service.js";
@@ -32,12 +33,14 @@ export async function startReservationService(config: ReservationServiceConfig, 
   const waitlistHub = new WaitlistHub(db, hub, logger);
   const expiry = new ExpiryAnnouncer(db, logger);
   const inventory = new InventoryAnnouncer(db, logger, (skus) => hub.changed(skus));
+  const attempts = new AttemptLog(db, logger, config.requestLog);
   const logic = createInventoryReservationService({
     db,
     settings: config.reservations,
     logger,
     expiry,
     inventory,
+    attempts,
     hub,
     waitlistHub,
   });
@@ -83,8 +86,8 @@ export async function startReservationService(config: ReservationServiceConfig, 
       // Refuse new work, let calls in flight finish, end streams, then release the pool.
       stopping.abort();
       await Promise.all([grpc.stop(config.shutdownGraceMs), http.stop(config.shutdownGraceMs)]);
-      // Announce what the last calls committed before the pool closes.
-      await Promise.all([expiry.drain(), inventory.drain()]);
+      // Announce what the last calls committed, and write their attempts, before the pool closes.
+      await Promise.all([expiry.drain(), inventory.drain(), attempts.drain()]);
       await waitlistHub.close();
       await hub.close();
       await db.destroy();

@@ -32,7 +32,7 @@ import { announceExpiry, notifyInventoryChanged, type Db } from "@holdfast/schem
 const WINDOW_MS = 50;
 
 /** Sends at most one message per WINDOW_MS, merging the values added in between. */
-class Coalescer<T> {
+export class Coalescer<T> {
   private pending: T | undefined;
   private timer: NodeJS.Timeout | undefined;
   private lastSentAt = -Infinity;

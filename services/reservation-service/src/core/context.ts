@@ -1,6 +1,7 @@
 import type { Knex } from "knex";
 import type { Logger } from "@holdfast/runtime";
 import type { ExpiryAnnouncer, InventoryAnnouncer } from "./announcers.js";
+import type { AttemptLog } from "./attempts.js";
 import type { AvailabilityHub } from "./watch.js";
 import type { WaitlistHub } from "./waitlist-watch.js";
 import type { ReservationSettings } from "./settings.js";
@@ -16,6 +17,8 @@ export interface Deps {
   expiry: ExpiryAnnouncer;
   /** Tells every replica's watchers which SKUs' availability changed (after commit). */
   inventory: InventoryAnnouncer;
+  /** The request log of CreateHold attempts (written in batches, after the answers). */
+  attempts: AttemptLog;
   /** This process's feed of availability changes, for WatchAvailability. */
   hub: AvailabilityHub;
   /** This process's feed of waitlist changes, for WatchWaitlist (fed by `hub`). */

@@ -61,6 +61,7 @@ import {
 import { isLockTimeout } from "@holdfast/runtime";
 import type { Knex } from "knex";
 import type { Call, Deps } from "./context.js";
+import { answeredAttempt, refusedAttempt } from "./attempts.js";
 import { enumName } from "@holdfast/core";
 import { toReservation } from "./convert.js";
 import {
@@ -155,7 +156,40 @@ class Conflict extends Error {
 const HOLD_METHOD = `${InventoryReservationService.typeName}/CreateHold`;
 const ALLOCATION_METHOD = `${InventoryReservationService.typeName}/CreateAllocation`;
 
+/**
+ * CreateHold, with its attempt in the request log (core/attempts.ts): one row per
+ * requested SKU, whatever the answer, written after it (never part of its transaction).
+ */
 export async function createHold(deps: Deps, call: Call, req: CreateHoldRequest): Promise<CreateHoldResponse> {
+  const receivedAt = new Date();
+  const began = performance.now();
+  const context = () => ({
+    attemptId: randomUUID(),
+    receivedAt,
+    latencyUs: Math.round((performance.now() - began) * 1000),
+    caller: call.principal.id,
+    customerId: attemptCustomer(call, req),
+  });
+  try {
+    const response = await placeHold(deps, call, req);
+    deps.attempts.record(answeredAttempt(context(), req, response));
+    return response;
+  } catch (err) {
+    deps.attempts.record(refusedAttempt(context(), req, err));
+    throw err;
+  }
+}
+
+/** Whose attempt it was: the customer it was made for (a customer naming someone else: the id it named). */
+function attemptCustomer(call: Call, req: CreateHoldRequest): string {
+  try {
+    return customerScope(call.principal, req.customerId);
+  } catch {
+    return req.customerId;
+  }
+}
+
+async function placeHold(deps: Deps, call: Call, req: CreateHoldRequest): Promise<CreateHoldResponse> {
   // A customer holds for itself only (empty = itself); the scoped id is what the request means.
   req = { ...req, customerId: customerScope(call.principal, req.customerId) };
   // A non-empty customer_id's rule is the contract's; whether one is needed depends on the caller.
