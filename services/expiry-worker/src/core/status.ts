@@ -1,12 +1,12 @@
 import { create } from "@bufbuild/protobuf";
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { GetWorkerStatusResponseSchema, WorkerStatusSchema, type GetWorkerStatusRequest, type GetWorkerStatusResponse } from "@holdfast/contracts";
-import { ts, tsOrUndefined } from "@holdfast/core";
+import { durationDistribution, ts, tsOrUndefined } from "@holdfast/core";
 import { WORKER_VERSION, type Call, type WorkerDeps } from "./context.js";
 import * as reconciliation from "./reconciliation.js";
 import * as replicas from "./replicas.js";
 import * as snapshots from "./snapshots.js";
-import { distribution, readBacklog } from "./sweeper.js";
+import { readBacklog } from "./sweeper.js";
 
 /**
  * GetWorkerStatus: this replica's own figures (WorkerState) and the database-wide
@@ -29,7 +29,7 @@ export async function getWorkerStatus(deps: WorkerDeps, _call: Call, _req: GetWo
     lastSweep: state.lastSweep,
     holdsExpiredTotal: BigInt(state.holdsExpiredTotal),
     sweepsTotal: BigInt(state.sweepsTotal),
-    expiryLag: distribution(state.lagSamples()),
+    expiryLag: durationDistribution(state.lagSamples(), 1000),
     expiryLagWindow: durationFromMs(settings.expiryLagWindowMs),
     overdueHolds: BigInt(backlog.overdue),
     oldestOverdue: backlog.oldestOverdue === null ? undefined : durationFromMs(Math.max(0, backlog.now.getTime() - backlog.oldestOverdue.getTime())),

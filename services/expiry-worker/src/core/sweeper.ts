@@ -44,18 +44,15 @@
  */
 import { performance } from "node:perf_hooks";
 import { create } from "@bufbuild/protobuf";
-import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import {
-  DurationDistributionSchema,
   ExpirySweepSchema,
   RunExpirySweepRequestSchema,
   RunExpirySweepResponseSchema,
-  type DurationDistribution,
   type ExpirySweep,
   type RunExpirySweepRequest,
   type RunExpirySweepResponse,
 } from "@holdfast/contracts";
-import { Idempotency, idempotencyKey, ts } from "@holdfast/core";
+import { Idempotency, durationDistribution, idempotencyKey, ts } from "@holdfast/core";
 import { isTransientDatabaseError } from "@holdfast/runtime";
 import {
   DEFAULT_HOLD_TERMS,
@@ -140,22 +137,6 @@ export async function readBacklog(deps: Pick<WorkerDeps, "db">, excluding: reado
   const ids = [...excluding];
   const [row] = await query<{ now: Date; next_expires_at: Date | null; overdue: number; oldest_overdue: Date | null; next_entry_expires_at: Date | null }>(deps.db, PROBE, [ids, ids, ids]);
   return { now: row!.now, nextExpiresAt: row!.next_expires_at, overdue: row!.overdue, oldestOverdue: row!.oldest_overdue, nextEntryExpiresAt: row!.next_entry_expires_at };
-}
-
-/** p50 / p95 / p99 / max / mean of samples in ms (nearest rank); count 0 and nothing else when empty. */
-export function distribution(samplesMs: readonly number[]): DurationDistribution {
-  if (samplesMs.length === 0) return create(DurationDistributionSchema, { count: 0n });
-  const sorted = [...samplesMs].sort((a, b) => a - b);
-  const rank = (p: number) => sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(p * sorted.length) - 1))]!;
-  const d = (ms: number) => durationFromMs(Math.max(0, Math.round(ms)));
-  return create(DurationDistributionSchema, {
-    count: BigInt(sorted.length),
-    p50: d(rank(0.5)),
-    p95: d(rank(0.95)),
-    p99: d(rank(0.99)),
-    max: d(sorted[sorted.length - 1]!),
-    mean: d(sorted.reduce((a, b) => a + b, 0) / sorted.length),
-  });
 }
 
 interface BatchResult {
@@ -336,7 +317,7 @@ export class ExpirySweeper {
       unitsReturned: BigInt(done.units),
       batches: done.batches,
       waitlistPromotions: BigInt(done.promotions),
-      expiryLag: distribution(done.lag),
+      expiryLag: durationDistribution(done.lag, 1000),
     });
     if (done.expired > 0 || done.waitlistExpired > 0 || done.promotions > 0 || options.trigger === "on_demand") {
       const { state, metrics } = this.deps;
