@@ -50,7 +50,7 @@ export interface Principal {
 }
 
 /** The token claim that carries the role. */
-export const ROLE_CLAIM = "role";
+const ROLE_CLAIM = "role";
 
 /** Every asymmetric JWS algorithm; HS* only ever with a shared secret. */
 const ASYMMETRIC_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA", "Ed25519"];
@@ -67,11 +67,11 @@ function roleNotPermitted(principal: Principal, method: DescMethod, allowed: rea
 }
 
 /** A customer named someone else's customer_id. */
-export const customerIdMismatch = () =>
+const customerIdMismatch = () =>
   rpcError(Code.PermissionDenied, ErrorReason.CUSTOMER_ID_MISMATCH, "a customer may only act for itself: customer_id must be empty or the token's subject");
 
 /** A customer named a reservation or waitlist entry that is not theirs or does not exist (indistinguishable on purpose). */
-export const notResourceOwner = () => rpcError(Code.PermissionDenied, ErrorReason.NOT_RESOURCE_OWNER, "not found among the caller's own resources");
+const notResourceOwner = () => rpcError(Code.PermissionDenied, ErrorReason.NOT_RESOURCE_OWNER, "not found among the caller's own resources");
 
 /** How many verified tokens are remembered (a service reuses one token for thousands of calls). */
 const CACHE_LIMIT = 10_000;
@@ -195,20 +195,18 @@ class StreamCounter {
 
   constructor(private readonly limits: StreamLimits) {}
 
-  /** Counts a new stream for `principal`; returns its release (idempotent). */
-  open(principal: Principal): () => void {
+  /** Counts a new stream for `principal` (call `close` once when it ends). */
+  open(principal: Principal): void {
     const limit = principal.role === "customer" ? this.limits.perCustomer : this.limits.perCaller;
     const count = this.open_.get(principal.id) ?? 0;
     if (count >= limit) throw tooManyStreams(principal.role === "customer" ? `customer/${principal.subject}` : principal.id, limit);
     this.open_.set(principal.id, count + 1);
-    let released = false;
-    return () => {
-      if (released) return;
-      released = true;
-      const left = (this.open_.get(principal.id) ?? 1) - 1;
-      if (left === 0) this.open_.delete(principal.id);
-      else this.open_.set(principal.id, left);
-    };
+  }
+
+  close(principal: Principal): void {
+    const left = this.open_.get(principal.id)! - 1;
+    if (left === 0) this.open_.delete(principal.id);
+    else this.open_.set(principal.id, left);
   }
 }
 
@@ -234,6 +232,7 @@ export function authorizeService<S extends DescService>(
       const principal = await authenticator.authenticate(context.requestHeader.get("authorization"));
       if (!allowed.includes(principal.role)) throw roleNotPermitted(principal, method, allowed);
       context.values.set(PRINCIPAL, principal);
+      return principal;
     };
     wrapped[method.localName] =
       method.methodKind === "unary"
@@ -242,12 +241,12 @@ export function authorizeService<S extends DescService>(
             return fn(request, context);
           }
         : async function* (request, context) {
-            await admit(context);
-            const release = openStreams.open(principalOf(context));
+            const principal = await admit(context);
+            openStreams.open(principal);
             try {
               yield* fn(request, context) as AsyncIterable<unknown>;
             } finally {
-              release();
+              openStreams.close(principal);
             }
           };
   }

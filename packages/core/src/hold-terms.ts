@@ -22,12 +22,7 @@ export const holdTermsEnv = {
   MAX_HOLD_LIFETIME_MS: envVar.positiveInt(MAX_HOLD_LIFETIME_DEFAULT_MS, MAX_HOLD_LIFETIME_MAX_MS),
 };
 
-interface HoldTermsEnv {
-  HOLD_TTL_MIN_MS: number;
-  HOLD_TTL_MAX_MS: number;
-  DEFAULT_HOLD_TTL_MS: number;
-  MAX_HOLD_LIFETIME_MS: number;
-}
+type HoldTermsEnv = { [K in keyof typeof holdTermsEnv]: number };
 
 /** The settings' relations (zod superRefine context). */
 export function checkHoldTermsEnv(env: HoldTermsEnv, ctx: { addIssue(issue: { code: "custom"; path: string[]; message: string }): void }): void {

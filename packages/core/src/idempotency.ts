@@ -27,7 +27,7 @@ import { ErrorInfoSchema, StatusSchema } from "@holdfast/contracts/rpc";
 import { isLockTimeout } from "@holdfast/runtime";
 import { query, type Db } from "@holdfast/schema";
 import type { Knex } from "knex";
-import { idempotencyKeyReused, requestInProgress } from "./errors.js";
+import { idempotencyKeyReused, lockTimeout, requestInProgress } from "./errors.js";
 
 export interface IdempotencyKey {
   caller: string;
@@ -288,22 +288,24 @@ function decodeError(bytes: Uint8Array): ConnectError {
 }
 
 /**
- * The answer to a unique violation on a request id attached to a reservation or a
- * waitlist entry (a race the claim's own lookup did not see): IDEMPOTENCY_KEY_REUSED
- * naming what holds it. Undefined for any other error.
+ * What a failed write that took a request id and row locks means for its caller:
+ * a unique violation on a request id attached to a reservation or waitlist entry (a
+ * race the claim's own lookup did not see; the id stays taken forever, errors.proto
+ * IDEMPOTENCY) is IDEMPOTENCY_KEY_REUSED naming what holds it; a lock wait past
+ * lock_timeout is LOCK_TIMEOUT naming `skus`. Any other error is returned as it is.
  */
-export async function requestIdTaken(db: Db, err: unknown, caller: string, requestId: string): Promise<ConnectError | undefined> {
+export async function explainWriteError(db: Db, err: unknown, key: Pick<IdempotencyKey, "caller" | "requestId">, skus: readonly string[]): Promise<unknown> {
   const pg = err as { code?: string; constraint?: string };
-  if (pg.code !== "23505") return undefined;
-  if (pg.constraint === "reservations_caller_request_id_key") {
-    const [existing] = await query<{ id: string }>(db, `SELECT id FROM reservations WHERE caller = ? AND request_id = ?`, [caller, requestId]);
-    return idempotencyKeyReused(requestId, { reservationId: existing?.id });
+  if (pg.code === "23505" && pg.constraint === "reservations_caller_request_id_key") {
+    const [existing] = await query<{ id: string }>(db, `SELECT id FROM reservations WHERE caller = ? AND request_id = ?`, [key.caller, key.requestId]);
+    return idempotencyKeyReused(key.requestId, { reservationId: existing?.id });
   }
-  if (pg.constraint === "waitlist_entries_caller_request_id_sku_key") {
-    const [existing] = await query<{ id: string }>(db, `SELECT id FROM waitlist_entries WHERE caller = ? AND request_id = ? ORDER BY seq LIMIT 1`, [caller, requestId]);
-    return idempotencyKeyReused(requestId, { waitlistEntryId: existing?.id });
+  if (pg.code === "23505" && pg.constraint === "waitlist_entries_caller_request_id_sku_key") {
+    const [existing] = await query<{ id: string }>(db, `SELECT id FROM waitlist_entries WHERE caller = ? AND request_id = ? ORDER BY seq LIMIT 1`, [key.caller, key.requestId]);
+    return idempotencyKeyReused(key.requestId, { waitlistEntryId: existing?.id });
   }
-  return undefined;
+  if (isLockTimeout(err)) return lockTimeout({ skus: [...skus] }, err);
+  return err;
 }
 
 const REPLAYED = new WeakSet<ConnectError>();

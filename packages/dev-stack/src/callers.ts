@@ -25,10 +25,17 @@ export async function mintCallerTokens(
   return Object.fromEntries(entries) as CallerTokens;
 }
 
-/** The role such a client uses for `method`. */
+const roles = new WeakMap<DescMethod, RoleName>();
+
+/** The role such a client uses for `method` (read from the contract once per method). */
 export function callerRole(method: DescMethod): RoleName {
-  const allowed = allowedRoles(method);
-  return ROLE_NAMES.find((r) => allowed.includes(r))!;
+  let role = roles.get(method);
+  if (role === undefined) {
+    const allowed = allowedRoles(method);
+    role = ROLE_NAMES.find((r) => allowed.includes(r))!;
+    roles.set(method, role);
+  }
+  return role;
 }
 
 const methodsByPath = new Map<string, DescMethod>(

@@ -172,7 +172,7 @@ export interface AuthSettings {
 }
 
 /** RFC 7518 §3.2: an HS256 key must be at least as long as the hash. */
-export const MIN_SECRET_BYTES = 32;
+const MIN_SECRET_BYTES = 32;
 
 /** Bearer-token settings, the same variables for every Holdfast service (docs/security.md). */
 export const authEnv = {

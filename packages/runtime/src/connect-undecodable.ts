@@ -3,7 +3,7 @@ import type { UniversalHandler, UniversalServerRequest, UniversalServerResponse 
 import { codeToHttpStatus, endStreamFlag, errorToJson, errorToJsonBytes } from "@connectrpc/connect/protocol-connect";
 import { findTrailerError, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import { trailerFlag, trailerParse, trailerSerialize } from "@connectrpc/connect/protocol-grpc-web";
-import { invalidArgument } from "./errors.js";
+import { invalidArgument, undecodableRequest } from "./errors.js";
 
 /**
  * How connect-es words a request body it could not read, which it answers INTERNAL
@@ -20,10 +20,9 @@ const DECOMPRESSION_FAILURE = /^decompression failed$/;
 
 /** The caller's mistake, answered as the gRPC adapter answers undecodable bytes (grpc-service.ts). */
 function undecodable(rawMessage: string): ConnectError {
-  const description = DECOMPRESSION_FAILURE.test(rawMessage)
-    ? "the request body could not be decompressed"
-    : `the request is not a valid protobuf message: ${rawMessage.replace(PARSE_FAILURE, "")}`;
-  return invalidArgument([{ field: "", description }]);
+  return DECOMPRESSION_FAILURE.test(rawMessage)
+    ? invalidArgument([{ field: "", description: "the request body could not be decompressed" }])
+    : undecodableRequest(rawMessage.replace(PARSE_FAILURE, ""));
 }
 
 const isUnreadable = (message: unknown): message is string => typeof message === "string" && (PARSE_FAILURE.test(message) || DECOMPRESSION_FAILURE.test(message));
@@ -48,16 +47,27 @@ function envelope(flags: number, data: Uint8Array): Uint8Array {
 /** Passes an enveloped body through, envelope by envelope, letting `rewrite` replace the payload of any. */
 async function* rewriteEnvelopes(body: AsyncIterable<Uint8Array>, rewrite: (flags: number, data: Uint8Array) => Uint8Array | undefined): AsyncGenerator<Uint8Array> {
   let pending: Uint8Array = new Uint8Array(0);
+  // Once a response message went out the request was decoded, so nothing after it can
+  // be a parse failure: the rest (a Watch stream's whole life) passes through untouched.
+  let decoded = false;
   for await (const chunk of body) {
+    if (decoded) {
+      yield chunk;
+      continue;
+    }
     pending = concat(pending, chunk);
-    while (pending.length >= 5) {
+    while (pending.length >= 5 && !decoded) {
       const length = new DataView(pending.buffer, pending.byteOffset, pending.byteLength).getUint32(1);
       if (pending.length < 5 + length) break;
-      const flags = pending[0];
-      const data = pending.subarray(5, 5 + length);
-      const replaced = rewrite(flags, data);
+      const flags = pending[0]!;
+      const replaced = rewrite(flags, pending.subarray(5, 5 + length));
       yield replaced === undefined ? pending.subarray(0, 5 + length) : envelope(flags, replaced);
       pending = pending.subarray(5 + length);
+      decoded = (flags & (endStreamFlag | trailerFlag)) === 0;
+    }
+    if (decoded && pending.length > 0) {
+      yield pending;
+      pending = new Uint8Array(0);
     }
   }
   if (pending.length > 0) yield pending;

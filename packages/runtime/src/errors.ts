@@ -192,6 +192,11 @@ export function toConnectError(err: unknown): ConnectError {
   return rpcError(Code.Internal, ErrorReason.INTERNAL_ERROR, "internal error", { cause: err });
 }
 
+/** A request whose bytes are not a message of its type (every transport answers it alike). */
+export function undecodableRequest(reason: string): ConnectError {
+  return invalidArgument([{ field: "", description: `the request is not a valid protobuf message: ${reason}` }]);
+}
+
 function invalidArgumentFromDatabase(err: unknown): ConnectError {
   return rpcError(Code.InvalidArgument, ErrorReason.BAD_REQUEST, "a value in the request is not acceptable", { cause: err });
 }

@@ -3,7 +3,7 @@ import { once } from "node:events";
 import { create, fromBinary, toBinary, type DescMessage, type DescMethod, type DescService, type MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, createHandlerContext, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import { grpcStatusFromConnectError } from "./grpc-status.js";
-import { invalidArgument, toConnectError } from "./errors.js";
+import { toConnectError, undecodableRequest } from "./errors.js";
 
 /**
  * A request the server could not decode. grpc-js answers INTERNAL when a
@@ -23,9 +23,6 @@ function decodeRequest(method: DescMethod, bytes: Buffer): object {
   }
 }
 
-function undecodable(request: UndecodableRequest): ConnectError {
-  return invalidArgument([{ field: "", description: `the request is not a valid protobuf message: ${request.reason}` }]);
-}
 
 /**
  * A grpc-js service definition built from a protobuf-es service descriptor:
@@ -113,7 +110,7 @@ export function addServiceImpl<S extends DescService>(
         const context = contextFor(service, method, call);
         Promise.resolve()
           .then(() => {
-            if (call.request instanceof UndecodableRequest) throw undecodable(call.request);
+            if (call.request instanceof UndecodableRequest) throw undecodableRequest(call.request.reason);
             return fn.call(impl, call.request, context);
           })
           .then(
@@ -129,7 +126,7 @@ export function addServiceImpl<S extends DescService>(
       handlers[method.localName] = (call: grpc.ServerWritableStream<unknown, unknown>) => {
         const context = contextFor(service, method, call);
         (async () => {
-          if (call.request instanceof UndecodableRequest) throw undecodable(call.request);
+          if (call.request instanceof UndecodableRequest) throw undecodableRequest(call.request.reason);
           let headersSent = false;
           for await (const message of fn.call(impl, call.request, context) as AsyncIterable<unknown>) {
             if (call.cancelled) break;

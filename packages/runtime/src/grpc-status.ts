@@ -22,7 +22,7 @@ export const MAX_STATUS_DETAILS_BYTES = 8 * 1024;
 const MAX_METADATA_VALUE_BYTES = 256;
 
 /** `text` cut to at most `maxBytes` of UTF-8 (on a code point boundary), marked when cut. */
-export function truncateUtf8(text: string, maxBytes: number): string {
+function truncateUtf8(text: string, maxBytes: number): string {
   if (Buffer.byteLength(text) <= maxBytes) return text;
   const marker = "… (truncated)";
   let bytes = Buffer.byteLength(marker);

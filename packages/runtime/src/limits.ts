@@ -55,12 +55,8 @@ export function requestReceiveDeadline(timeoutMs: number, logger: Logger): grpc.
     const stream = streamOf(call);
     let timer: NodeJS.Timeout | undefined;
     let answered = false;
-    const clear = () => {
-      clearTimeout(timer);
-      timer = undefined;
-    };
+    const clear = () => clearTimeout(timer);
     const expire = () => {
-      timer = undefined;
       if (stream !== undefined && (stream.closed || stream.destroyed)) return;
       logger.info(
         { method: method.path, peer: call.getPeer(), timeoutMs, answered },

@@ -217,12 +217,15 @@ async function headsThatFit(db: Db, sku: string, available: number, firstFit: bo
  * worker's next sweep's.
  */
 async function expireLapsedWaiting(db: Db, sku: string): Promise<WaitlistEntryRow[]> {
-  const lapsed = await query<WaitlistEntryRow>(
+  const expired = await query<WaitlistEntryRow>(
     db,
-    `SELECT * FROM waitlist_entries WHERE status = 'WAITING' AND expires_at <= now() AND sku_code = ? ORDER BY seq`,
+    `UPDATE waitlist_entries SET status = 'EXPIRED', closed_at = now(), updated_at = now()
+      WHERE sku_code = ? AND status = 'WAITING' AND expires_at <= now()
+      RETURNING *`,
     [sku],
   );
-  return closeWaiting(db, sku, lapsed, 'EXPIRED');
+  await moveWaitlistCounters(db, sku, -expired.length, -expired.reduce((n, e) => n + e.quantity, 0));
+  return expired;
 }
 
 /** WAITING entries (locked by the caller, under the SKU's row lock) leave the queue. */

@@ -39,10 +39,10 @@ export interface WorkerSettings {
   heartbeatIntervalMs: number;
   /**
    * Terms of the holds that the worker's waitlist promotions create (expired units go to
-   * the SKU's waitlist in the sweep's transaction). Unset = the contract's defaults
-   * (DEFAULT_HOLD_TERMS); set from the same HOLD_TTL_* settings as the reservation-service.
+   * the SKU's waitlist in the sweep's transaction), from the same HOLD_TTL_* settings as
+   * the reservation-service.
    */
-  holdTerms?: HoldTermSettings;
+  holdTerms: HoldTermSettings;
 }
 
 /**

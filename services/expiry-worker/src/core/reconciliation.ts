@@ -88,7 +88,6 @@ import {
   type ReconciliationRunRow,
   type SkuRecount,
   promoteWaiting,
-  DEFAULT_HOLD_TERMS,
 } from "@holdfast/schema";
 import type { Knex } from "knex";
 import type { Call, WorkerDeps } from "./context.js";
@@ -597,7 +596,7 @@ async function repairLocked(trx: Knex.Transaction, deps: WorkerDeps, run: Reconc
   // A repair that made units available gives them to the SKUs' waitlists first, in this
   // transaction (the rows are locked; promoteWaiting re-locks them in SKU order).
   const freed = corrections.filter((c) => c.onHand - c.reserved - c.allocated > 0).map((c) => c.sku);
-  await promoteWaiting(trx, freed, origin, deps.settings.holdTerms ?? DEFAULT_HOLD_TERMS);
+  await promoteWaiting(trx, freed, origin, deps.settings.holdTerms);
   await notifyInventoryChanged(trx, applied.events.map((e) => e.sku_code));
 
   const driftBySku = new Map(driftEvents.map((e) => [e.sku_code, e.id]));

@@ -55,7 +55,6 @@ import {
 import { Idempotency, durationDistribution, idempotencyKey, ts } from "@holdfast/core";
 import { isTransientDatabaseError } from "@holdfast/runtime";
 import {
-  DEFAULT_HOLD_TERMS,
   EXPIRY_CHANNEL,
   NotificationListener,
   expireClaimedHolds,
@@ -145,7 +144,7 @@ interface BatchResult {
   units: number;
   lagMs: number[];
   /** Waitlist entries promoted with the returned units (in the batch's transaction). */
-  promotions?: number;
+  promotions: number;
 }
 
 interface WaitlistBatchResult {
@@ -301,7 +300,7 @@ export class ExpirySweeper {
         if (batch.expired > 0) done.batches++;
         done.expired += batch.expired;
         done.units += batch.units;
-        done.promotions += batch.promotions ?? 0;
+        done.promotions += batch.promotions;
         done.lag.push(...batch.lagMs);
         if (batch.claimed < limit && !isolating && this.suspects.length === 0) break;
       }
@@ -344,7 +343,7 @@ export class ExpirySweeper {
         const claimed = await query<{ id: string; expires_at: Date }>(trx, CLAIM, [[...this.poisoned.keys()], only, only, limit]);
         claimedIds = claimed.map((c) => c.id);
         if (claimed.length === 0) return { claimed: 0, expired: [] as string[], events: [], clock: new Date(), expiresAt: new Map<string, Date>() };
-        const applied = await expireClaimedHolds(trx, claimedIds, this.origin, this.deps.settings.holdTerms ?? DEFAULT_HOLD_TERMS);
+        const applied = await expireClaimedHolds(trx, claimedIds, this.origin, this.deps.settings.holdTerms);
         // Promotions happen on the same SKUs, so the same notification covers them.
         await notifyInventoryChanged(trx, applied.events.map((e) => e.sku_code));
         promotions = applied.promotions.length;
@@ -362,22 +361,19 @@ export class ExpirySweeper {
       return { claimed: result.claimed, expired: result.expired.length, units, lagMs, promotions };
     } catch (err) {
       // Says nothing about the holds themselves: the whole batch is retried later.
-      if (isTransientDatabaseError(err)) {
-        metrics.sweepErrors.inc();
-        throw err;
-      }
       metrics.sweepErrors.inc();
+      if (isTransientDatabaseError(err)) throw err;
       if (claimedIds.length === 1) {
         // Suspects not yet tried alone go back in the queue.
         this.suspects.push(...only.filter((id) => id !== claimedIds[0]));
         this.poisoned.set(claimedIds[0]!, Date.now() + POISON_RETRY_MS);
         logger.error({ err, reservationId: claimedIds[0] }, `hold cannot be expired; setting it aside for ${POISON_RETRY_MS / 1000} s (run a reconciliation)`);
-        return { claimed: 1, expired: 0, units: 0, lagMs: [] };
+        return { claimed: 1, expired: 0, units: 0, lagMs: [], promotions: 0 };
       }
       if (claimedIds.length > 1) {
         logger.warn({ err, holds: claimedIds.length }, "expiry batch failed and was rolled back; retrying its holds one at a time");
         this.suspects = claimedIds;
-        return { claimed: claimedIds.length, expired: 0, units: 0, lagMs: [] };
+        return { claimed: claimedIds.length, expired: 0, units: 0, lagMs: [], promotions: 0 };
       }
       throw err;
     }
@@ -441,7 +437,7 @@ export class ExpirySweeper {
       const rows = await query<{ sku_code: string }>(trx, LAPSED_WAITLIST_SKUS, [[...this.poisonedSkus.keys()], only, only, limit]);
       found.push(...rows.map((r) => r.sku_code));
       if (rows.length === 0) return { skus: 0, expired: 0, promotions: 0 };
-      const outcome = await promoteAndExpireWaiting(trx, found, this.origin, this.deps.settings.holdTerms ?? DEFAULT_HOLD_TERMS);
+      const outcome = await promoteAndExpireWaiting(trx, found, this.origin, this.deps.settings.holdTerms);
       await notifyInventoryChanged(trx, [...outcome.expired.map((e) => e.sku_code), ...outcome.promotions.map((p) => p.entry.sku_code)]);
       return { skus: rows.length, expired: outcome.expired.length, promotions: outcome.promotions.length };
     });

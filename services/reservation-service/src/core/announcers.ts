@@ -26,7 +26,7 @@
  *   version). A listener that reconnects re-reads every watched row.
  */
 import type { Logger } from "@holdfast/runtime";
-import { announceExpiry, notifyInventoryChanged, type Db } from "@holdfast/schema";
+import { announceExpiry, notifyInventoryChanged, type Db, type Promotion } from "@holdfast/schema";
 
 /** At most this many NOTIFYs per second per process and channel: 1000 / WINDOW_MS. */
 const WINDOW_MS = 50;
@@ -92,6 +92,11 @@ export class ExpiryAnnouncer {
    */
   holdCreated(expiresAt: Date): void {
     this.coalescer.add(expiresAt.getTime());
+  }
+
+  /** The holds of waitlist promotions were committed. */
+  promoted(promotions: readonly Promotion[]): void {
+    for (const p of promotions) this.holdCreated(p.expiresAt);
   }
 
   drain(): Promise<void> {

@@ -18,7 +18,7 @@ import { ConnectError } from "@connectrpc/connect";
 import { ErrorInfoSchema } from "@holdfast/contracts/rpc";
 import { LockingStrategy, type CreateHoldRequest, type CreateHoldResponse } from "@holdfast/contracts";
 import { toConnectError, type Logger } from "@holdfast/runtime";
-import { query, type Db } from "@holdfast/schema";
+import { query, skuOrder, type Db } from "@holdfast/schema";
 import { wasReplayed } from "@holdfast/core";
 import { Coalescer } from "./announcers.js";
 
@@ -116,7 +116,7 @@ export interface AttemptContext {
 function requestedLines(req: CreateHoldRequest): Array<{ sku: string; quantity: number }> {
   const bySku = new Map<string, number>();
   for (const line of req.lines) bySku.set(line.sku, Math.min(2 ** 31 - 1, (bySku.get(line.sku) ?? 0) + Math.max(0, line.quantity)));
-  return [...bySku].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([sku, quantity]) => ({ sku, quantity }));
+  return skuOrder(bySku.keys()).map((sku) => ({ sku, quantity: bySku.get(sku)! }));
 }
 
 const STRATEGY: Partial<Record<LockingStrategy, "OPTIMISTIC" | "PESSIMISTIC">> = {

@@ -457,8 +457,7 @@ async function updateSkuOnce(deps: Deps, call: Call, req: UpdateSkuRequest): Pro
     const [sku] = await withAvailability(trx, [row]);
     return create(UpdateSkuResponseSchema, { sku });
   });
-  if (promoted.length > 0) deps.inventory.changed([code]);
-  for (const p of promoted) deps.expiry.holdCreated(p.expiresAt);
+  deps.expiry.promoted(promoted);
   return response;
 }
 
@@ -481,7 +480,7 @@ async function adjustStockOnce(deps: Deps, call: Call, req: AdjustStockRequest):
   const expected = req.expectedVersion;
 
   const key = idempotencyKey(call.principal.id, method("AdjustStock"), AdjustStockRequestSchema, req);
-  let promoted: Date[] = [];
+  let promoted: Promotion[] = [];
   const response = await new Idempotency(deps.db, deps.settings.idempotencyWindowMs, call.signal).run(key, AdjustStockResponseSchema, async (trx) => {
     promoted = [];
     const [row] = await lockInventoryRows(trx, [req.sku]).catch((err: unknown) => {
@@ -502,7 +501,7 @@ async function adjustStockOnce(deps: Deps, call: Call, req: AdjustStockRequest):
     if (refused.length > 0) throw new Error(`STOCK_ADJUSTED of ${req.sku} refused by the guard although checked under the row lock`);
     // Added stock goes to the SKU's waitlist first, in this transaction (contract).
     const promotions = target > row.on_hand ? await promoteWaiting(trx, [req.sku], { actor: call.principal.id, requestId: req.requestId }, deps.settings) : [];
-    promoted = promotions.map((p) => p.expiresAt);
+    promoted = promotions;
     const [after] = await readInventoryRows(trx, [req.sku]);
     return create(AdjustStockResponseSchema, {
       availability: toAvailability(after),
@@ -511,7 +510,7 @@ async function adjustStockOnce(deps: Deps, call: Call, req: AdjustStockRequest):
     });
   });
   // Committed: wake the worker for the promoted holds' expiry.
-  for (const at of promoted) deps.expiry.holdCreated(at);
+  deps.expiry.promoted(promoted);
   return response;
 }
 

@@ -125,7 +125,7 @@ async function transition<D extends DescMessage, Req extends { requestId: string
       return create(responseSchema, { reservation: outcome } as never) as MessageShape<D>;
     });
     // Committed: promoted holds expire on their own schedule; wake the worker for them.
-    for (const p of ctx.promotions) deps.expiry.holdCreated(p.expiresAt);
+    deps.expiry.promoted(ctx.promotions);
     return response;
   } catch (err) {
     if (!isLockTimeout(err)) throw err;

@@ -58,7 +58,6 @@ import {
   type ReservationRow,
   type SkuRow,
 } from "@holdfast/schema";
-import { isLockTimeout } from "@holdfast/runtime";
 import type { Knex } from "knex";
 import type { Call, Deps } from "./context.js";
 import { answeredAttempt, refusedAttempt } from "./attempts.js";
@@ -66,7 +65,7 @@ import { enumName } from "@holdfast/core";
 import { toReservation } from "./convert.js";
 import {
   conflictRetriesExhausted,
-  requestIdTaken,
+  explainWriteError,
   insufficientStock,
   lockTimeout,
   skuNotFound,
@@ -271,7 +270,7 @@ async function reserve<D extends DescMessage>(
         promoted.length = 0;
         return reserveOnce(trx, deps.settings, call, key, spec, respond, claimed, began, promoted, onShort);
       });
-      for (const p of promoted) deps.expiry.holdCreated(p.expiresAt);
+      deps.expiry.promoted(promoted);
       return response;
     } catch (err) {
       if (err instanceof Conflict) {
@@ -281,19 +280,9 @@ async function reserve<D extends DescMessage>(
         await sleep(Math.random() * ceiling, undefined, { signal: call.signal });
         continue;
       }
-      throw await explain(deps.db, err, key, spec);
+      throw await explainWriteError(deps.db, err, key, spec.lines.map((l) => l.sku));
     }
   }
-}
-
-/** Database errors that mean something precise here. */
-async function explain(db: Knex, err: unknown, key: IdempotencyKey, spec: ReserveSpec): Promise<unknown> {
-  // The request id is attached to a reservation or waitlist entry whose idempotency
-  // record has gone (past the window): it stays taken forever (errors.proto, IDEMPOTENCY).
-  const taken = await requestIdTaken(db, err, key.caller, key.requestId);
-  if (taken !== undefined) return taken;
-  if (isLockTimeout(err)) return lockTimeout({ skus: spec.lines.map((l) => l.sku) }, err);
-  return err;
 }
 
 type SkuWithCounters = SkuRow & Pick<InventoryRow, "on_hand" | "reserved" | "allocated" | "available" | "version" | "waitlist_count">;

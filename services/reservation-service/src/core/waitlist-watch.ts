@@ -8,7 +8,8 @@
  *   reserved, a confirmation allocated, an expiry or release gives units back), so the
  *   availability feed (watch.ts: LISTEN holdfast_inventory, local announcements, the
  *   30 s safety re-read) already names every SKU whose queue may have changed. The
- *   WaitlistHub listens to it and, after each batch of changed SKUs, re-reads in ONE
+ *   WaitlistHub is told those codes at each of its flushes (onSkusChanged: no row is
+ *   read for it; "all" after a reconnection or the safety re-read) and, after each batch of changed SKUs, re-reads in ONE
  *   statement the entries that watched customers have on those SKUs (the live ones,
  *   and the ones a stream last saw live, to learn how they ended), with their places.
  *   A flash sale with thousands of waiters watching costs a replica one such read per
@@ -61,8 +62,8 @@ const LIVE = `e.status IN ('WAITING', 'PROMOTED')`;
 export class WaitlistHub {
   private readonly watchers = new Set<Watcher>();
   private unsubscribeFeed: (() => void) | undefined;
-  /** SKUs changed since the last read. */
-  private dirty = new Set<string>();
+  /** SKUs changed since the last read ("all": maybe any, after a lost connection or the safety re-read). */
+  private dirty: Set<string> | "all" = new Set();
   private reading: Promise<void> | undefined;
   private retry: NodeJS.Timeout | undefined;
   /** Wait before reading again after a failed read; doubles up to 5 s. */
@@ -78,8 +79,8 @@ export class WaitlistHub {
   /** Starts delivering to `watcher` after each change to the SKUs of its customer's entries; returns the unsubscribe. */
   subscribe(watcher: Watcher): () => void {
     this.watchers.add(watcher);
-    // Listen to the whole catalog only while somebody watches a waitlist.
-    this.unsubscribeFeed ??= this.feed.subscribe("all", (rows) => this.changed(rows.map((r) => r.sku_code)));
+    // Follow the changed SKUs' codes (no rows are read for it) only while somebody watches a waitlist.
+    this.unsubscribeFeed ??= this.feed.onSkusChanged((skus) => this.changed(skus));
     return () => {
       this.watchers.delete(watcher);
       if (this.watchers.size === 0) {
@@ -96,13 +97,14 @@ export class WaitlistHub {
     await this.reading;
   }
 
-  private changed(skus: readonly string[]): void {
-    for (const sku of skus) this.dirty.add(sku);
+  private changed(skus: ReadonlySet<string> | "all"): void {
+    if (skus === "all") this.dirty = "all";
+    else if (this.dirty !== "all") for (const sku of skus) this.dirty.add(sku);
     this.read();
   }
 
   private read(): void {
-    if (this.closed || this.reading !== undefined || this.retry !== undefined || this.dirty.size === 0) return;
+    if (this.closed || this.reading !== undefined || this.retry !== undefined || (this.dirty !== "all" && this.dirty.size === 0)) return;
     const skus = this.dirty;
     this.dirty = new Set();
     this.reading = this.readNow(skus).finally(() => {
@@ -111,17 +113,21 @@ export class WaitlistHub {
     });
   }
 
-  private async readNow(skus: Set<string>): Promise<void> {
+  private async readNow(skus: Set<string> | "all"): Promise<void> {
     const watchers = [...this.watchers];
     if (watchers.length === 0) return;
     const customers = [...new Set(watchers.map((w) => w.customer))];
     const live = [...new Set(watchers.flatMap((w) => [...w.live()]))];
     let state: Awaited<ReturnType<typeof readState>>;
     try {
-      state = await readState(this.db, `e.customer_id = ANY(?::text[]) AND e.sku_code = ANY(?::text[]) AND (${LIVE} OR e.id = ANY(?::uuid[]))`, [customers, [...skus], live]);
+      state =
+        skus === "all"
+          ? await readState(this.db, `e.customer_id = ANY(?::text[]) AND (${LIVE} OR e.id = ANY(?::uuid[]))`, [customers, live])
+          : await readState(this.db, `e.customer_id = ANY(?::text[]) AND e.sku_code = ANY(?::text[]) AND (${LIVE} OR e.id = ANY(?::uuid[]))`, [customers, [...skus], live]);
     } catch (err) {
       if (this.retryMs === 50) this.logger.warn({ err }, "could not read changed waitlist entries; retrying with backoff");
-      for (const sku of skus) this.dirty.add(sku);
+      // Read them again after the backoff, with whatever changed meanwhile.
+      this.dirty = skus === "all" || this.dirty === "all" ? "all" : new Set([...skus, ...this.dirty]);
       this.retry = setTimeout(() => {
         this.retry = undefined;
         this.read();
@@ -195,7 +201,7 @@ class Inbox extends Mailbox {
       if (now.status === before.status) continue;
       this.told.set(now.id, now);
       // Promoted since the last read (and maybe settled since): tell the promotion first.
-      if (before.status === Status.WAITING && now.reservationId !== "") this.notify(Type.PROMOTED, now, now.promoteTime, hold, 0n, Status.PROMOTED);
+      if (before.status === Status.WAITING && now.reservationId !== "") this.notify(Type.PROMOTED, { ...now, status: Status.PROMOTED }, now.promoteTime, hold);
       const type = FINAL[now.status];
       if (type !== undefined) this.notify(type, now, now.updateTime, type === Type.CONFIRMED ? hold : undefined);
     }
@@ -206,11 +212,11 @@ class Inbox extends Mailbox {
     return this.queue.splice(0).map((value) => create(WatchWaitlistResponseSchema, { event: { case: "notification", value } }));
   }
 
-  private notify(type: Type, entry: WaitlistEntry, at: WaitlistEntry["updateTime"], reservation?: Reservation, previousPosition = 0n, status?: Status): void {
+  private notify(type: Type, entry: WaitlistEntry, at: WaitlistEntry["updateTime"], reservation?: Reservation, previousPosition = 0n): void {
     this.queue.push(
       create(WaitlistNotificationSchema, {
         type,
-        entry: status === undefined ? entry : { ...entry, status },
+        entry,
         reservation,
         previousPosition,
         eventTime: at ?? timestampNow(),

@@ -42,7 +42,6 @@ import {
   type SkuRow,
   type WaitlistEntryRow,
 } from "@holdfast/schema";
-import { isLockTimeout } from "@holdfast/runtime";
 import {
   Idempotency,
   Refusal,
@@ -53,8 +52,7 @@ import {
   effectivePageSize,
   encodePageToken,
   idempotencyKey,
-  requestIdTaken,
-  lockTimeout,
+  explainWriteError,
   skuNotFound,
   splitPage,
   storedNames,
@@ -147,14 +145,15 @@ export async function joinInTransaction(
   // longer stands in the way of joining again, nor counts against the length limit.
   const origin = { actor: call.principal.id, requestId: spec.requestId };
   const before = await promoteAndExpireWaiting(trx, [spec.sku], origin, deps.settings);
-  const row = before.expired.length > 0 ? (await lockInventoryRows(trx, [spec.sku]))[0]! : locked;
+  // Entries now waiting (the row read under the lock, less what just left the queue).
+  const waiting = locked.waitlist_count - before.expired.length - before.promotions.length;
   const [existing] = await query<{ id: string }>(
     trx,
     `SELECT id FROM waitlist_entries WHERE sku_code = ? AND customer_id = ? AND status IN ('WAITING', 'PROMOTED')`,
     [spec.sku, spec.customerId],
   );
   if (existing !== undefined) return new Refusal(waitlistEntryAlreadyExists(spec.sku, existing.id));
-  if (sku.max_waitlist_length !== null && row.waitlist_count >= sku.max_waitlist_length) throw waitlistFull(spec.sku, sku.max_waitlist_length);
+  if (sku.max_waitlist_length !== null && waiting >= sku.max_waitlist_length) throw waitlistFull(spec.sku, sku.max_waitlist_length);
   const [entry] = await query<WaitlistEntryRow>(
     trx,
     `INSERT INTO waitlist_entries (sku_code, customer_id, quantity, caller, request_id, expires_at)
@@ -166,14 +165,6 @@ export async function joinInTransaction(
   const promotions = [...before.promotions, ...(await promoteWaiting(trx, [spec.sku], origin, deps.settings))];
   const mine = promotions.find((p) => p.entry.id === entry!.id);
   return { entry: mine?.entry ?? entry!, promotions };
-}
-
-/** The request id stays attached to its entry (errors.proto, IDEMPOTENCY): a reuse past the window is refused. */
-async function explainJoinError(db: Db, err: unknown, caller: string, requestId: string, sku: string): Promise<unknown> {
-  const taken = await requestIdTaken(db, err, caller, requestId);
-  if (taken !== undefined) return taken;
-  if (isLockTimeout(err)) return lockTimeout({ skus: [sku] }, err);
-  return err;
 }
 
 export async function joinWaitlist(deps: Deps, call: Call, req: JoinWaitlistRequest): Promise<JoinWaitlistResponse> {
@@ -195,11 +186,12 @@ export async function joinWaitlist(deps: Deps, call: Call, req: JoinWaitlistRequ
         return create(JoinWaitlistResponseSchema, { entry, reservation });
       });
     } catch (err) {
-      throw await explainJoinError(deps.db, err, call.principal.id, req.requestId, req.sku);
+      // The request id stays attached to its entry (errors.proto, IDEMPOTENCY).
+      throw await explainWriteError(deps.db, err, key, [req.sku]);
     }
   };
   const response = await deps.inventory.around([req.sku], run());
-  for (const p of promotions) deps.expiry.holdCreated(p.expiresAt);
+  deps.expiry.promoted(promotions);
   // A waiting entry with a max_wait: the worker expires it then (and promotes whom it blocked).
   const waitsUntil = response.entry?.status === WaitlistEntryStatus.WAITING ? response.entry.expireTime : undefined;
   if (!response.replayed && waitsUntil !== undefined) deps.expiry.holdCreated(timestampDate(waitsUntil));
@@ -226,9 +218,9 @@ export async function leaveWaitlist(deps: Deps, call: Call, req: LeaveWaitlistRe
         const seen = await visibleEntry(trx, call, req.waitlistEntryId);
         sku = seen.sku_code;
         if (seen.status !== "WAITING") return create(LeaveWaitlistResponseSchema, { entry: toWaitlistEntry(seen) });
-        await lockInventoryRows(trx, [seen.sku_code]);
-        // An entry past its max_wait has expired (even if not swept yet), so it is not
-        // cancelled; lapsed entries leave first, and whoever they blocked is promoted.
+        // The SKU's row is locked first (by the promotion), then the entry. An entry past its
+        // max_wait has expired (even if not swept yet), so it is not cancelled; lapsed
+        // entries leave first, and whoever they blocked is promoted.
         const origin = { actor: call.principal.id, requestId: req.requestId };
         promotions = (await promoteAndExpireWaiting(trx, [seen.sku_code], origin, deps.settings)).promotions;
         const [locked] = await query<WaitlistEntryRow>(trx, `SELECT * FROM waitlist_entries WHERE id = ? FOR UPDATE`, [seen.id]);
@@ -239,13 +231,12 @@ export async function leaveWaitlist(deps: Deps, call: Call, req: LeaveWaitlistRe
         return create(LeaveWaitlistResponseSchema, { entry: toWaitlistEntry(closed!) });
       });
     } catch (err) {
-      if (isLockTimeout(err)) throw lockTimeout({ skus: sku === undefined ? [] : [sku] }, err);
-      throw err;
+      throw await explainWriteError(deps.db, err, key, sku === undefined ? [] : [sku]);
     }
   };
   const response = await run();
   if (sku !== undefined) deps.inventory.changed([sku]);
-  for (const p of promotions) deps.expiry.holdCreated(p.expiresAt);
+  deps.expiry.promoted(promotions);
   return response;
 }
 

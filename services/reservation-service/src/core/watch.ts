@@ -25,7 +25,7 @@ import { durationMs, timestampNow } from "@bufbuild/protobuf/wkt";
 import { WatchAvailabilityResponseSchema, type WatchAvailabilityRequest, type WatchAvailabilityResponse } from "@holdfast/contracts";
 import { skuNotFound, ts } from "@holdfast/core";
 import type { Logger } from "@holdfast/runtime";
-import { HEARTBEAT_INTERVAL_DEFAULT_MS, INVENTORY_CHANNEL, NotificationListener, parseInventoryPayload, query, skuOrder, type Db, type InventoryRow } from "@holdfast/schema";
+import { HEARTBEAT_INTERVAL_DEFAULT_MS, INVENTORY_CHANNEL, NotificationListener, parseInventoryPayload, query, readInventoryRows, skuOrder, type Db, type InventoryRow } from "@holdfast/schema";
 import type { Call, Deps } from "./context.js";
 import { toAvailability } from "./convert.js";
 import { Mailbox, deliver } from "./streams.js";
@@ -47,6 +47,8 @@ interface Subscriber {
 export class AvailabilityHub {
   private readonly listener: NotificationListener;
   private readonly subscribers = new Set<Subscriber>();
+  /** Told which SKUs changed ("all": maybe any) at each flush, without any row read (the waitlist feed). */
+  private readonly skuListeners = new Set<(skus: ReadonlySet<string> | "all") => void>();
   /** SKUs notified since the last flush; "all" after a reconnection. */
   private dirty: Set<string> | "all" = new Set();
   private timer: NodeJS.Timeout | undefined;
@@ -85,7 +87,7 @@ export class AvailabilityHub {
     // The safety net: a notification lost on its way (a failed send from another
     // process) is caught up with at the next full re-read.
     this.sweep = setInterval(() => {
-      if (this.subscribers.size === 0) return;
+      if (this.idle) return;
       this.dirty = "all";
       this.schedule();
     }, SAFETY_REREAD_MS);
@@ -103,9 +105,19 @@ export class AvailabilityHub {
 
   /** This process changed these SKUs' rows (after commit): re-read them without waiting for the notification. */
   changed(skus: Iterable<string>): void {
-    if (this.subscribers.size === 0) return; // a stream that subscribes later reads its initial state then
+    if (this.idle) return; // a stream that subscribes later reads its initial state then
     if (this.dirty !== "all") for (const sku of skus) this.dirty.add(sku);
     this.schedule();
+  }
+
+  /** Calls `listener` with the codes of the SKUs that changed (or "all"), once per flush; returns the unsubscribe. */
+  onSkusChanged(listener: (skus: ReadonlySet<string> | "all") => void): () => void {
+    this.skuListeners.add(listener);
+    return () => this.skuListeners.delete(listener);
+  }
+
+  private get idle(): boolean {
+    return this.subscribers.size === 0 && this.skuListeners.size === 0;
   }
 
   /** Calls `deliver` with the fresh rows of watched SKUs after each change; returns the unsubscribe. */
@@ -133,6 +145,7 @@ export class AvailabilityHub {
     this.lastFlushAt = Date.now();
     const dirty = this.dirty;
     this.dirty = new Set();
+    for (const listener of this.skuListeners) listener(dirty);
     if (this.subscribers.size === 0) return;
     // Which rows to read: of the dirty SKUs ("all": every SKU), those someone watches.
     const subscribers = [...this.subscribers];
@@ -196,9 +209,8 @@ export async function* watchAvailability(deps: Deps, call: Call, req: WatchAvail
   try {
     const initial =
       codes.length > 0
-        ? await query<InventoryRow>(deps.db, `SELECT * FROM inventory WHERE sku_code = ANY(?::text[])`, [codes])
-        : await query<InventoryRow>(deps.db, `SELECT * FROM inventory`);
-    initial.sort(bySku);
+        ? await readInventoryRows(deps.db, codes)
+        : await query<InventoryRow>(deps.db, `SELECT * FROM inventory ORDER BY sku_code`);
     const found = new Set(initial.map((r) => r.sku_code));
     const unknown = codes.filter((c) => !found.has(c));
     if (unknown.length > 0) throw skuNotFound(unknown);
