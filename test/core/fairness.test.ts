@@ -14,6 +14,7 @@ import {
   jainIndex,
   largestShare,
   latencyHistogram,
+  offeredUnderStrictFifo,
   oversellUnits,
   refusalClass,
   refusalCounts,
@@ -57,6 +58,23 @@ describe("core: flash-sale fairness metrics", () => {
       expect(lookup.at(15)).to.equal(3);
       expect(lookup.before(20)).to.equal(3);
       expect(lookup.at(20)).to.equal(2);
+    });
+
+    it("under STRICT_FIFO a new buyer is offered nothing while anyone waits", () => {
+      // Ledger: 0, then 1 at 10, 2 at 20, 0 at 30 (and a step back in time at 28 → 30).
+      const ledger: AvailabilityTimeline = { initial: 0, steps: [{ atUs: 10, available: 1 }, { atUs: 20, available: 2 }, { atUs: 30, available: 3 }, { atUs: 28, available: 0 }] };
+      // One entry waits from 5 to 15, another from 25 on; one waited from before the window until 12.
+      const offered = offeredUnderStrictFifo(ledger, [{ fromUs: 5, toUs: 15 }, { fromUs: 25, toUs: null }, { fromUs: -10, toUs: 12 }], 0);
+      expect(offered.initial).to.equal(0);
+      const lookup = availabilityLookup(offered);
+      expect([4, 5, 10, 14, 15, 19, 20, 24, 25, 30, 99].map((t) => lookup.at(t))).to.deep.equal([0, 0, 0, 0, 1, 1, 2, 2, 0, 0, 0]);
+      // Nobody waiting at all: the ledger as it is.
+      const none = availabilityLookup(offeredUnderStrictFifo(ledger, [], 0));
+      expect([5, 10, 20, 29, 30].map((t) => none.at(t))).to.deep.equal([0, 1, 2, 2, 0]);
+      // Waiting since before the window: nothing at the start, the ledger's value once it ends.
+      const before = offeredUnderStrictFifo({ initial: 4, steps: [] }, [{ fromUs: -5, toUs: 7 }], 0);
+      expect(before.initial).to.equal(0);
+      expect(availabilityLookup(before).at(7)).to.equal(4);
     });
 
     it("oversell is max(0, −lowest available)", () => {

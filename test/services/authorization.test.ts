@@ -25,8 +25,6 @@ const ALICE = "alice";
 const BOB = "bob";
 const UNKNOWN_ID = "00000000-0000-4000-8000-000000000000";
 
-/** RPCs that answer UNIMPLEMENTED to an allowed caller until their issue lands (waitlist, streams, report). */
-const NOT_YET = new Set(["GetFlashSaleReport"]);
 
 /** What an allowed caller gets from these fixtures, when it is not OK. */
 const ALLOWED_ANSWER: Record<string, string> = { GetReconciliationRun: "NotFound/RECONCILIATION_RUN_NOT_FOUND" };
@@ -193,7 +191,7 @@ describe("authorization: every RPC × every role, on every port", function () {
           const allowed = allowedRoles(method).includes(role);
           const before = allowed ? "" : await fingerprint();
           const answer = await invoke(client, method, request, bearer(tokens[role]));
-          const expected = allowed ? (NOT_YET.has(method.name) ? "Unimplemented/NOT_IMPLEMENTED" : (ALLOWED_ANSWER[method.name] ?? "OK")) : "PermissionDenied/ROLE_NOT_PERMITTED";
+          const expected = allowed ? (ALLOWED_ANSWER[method.name] ?? "OK") : "PermissionDenied/ROLE_NOT_PERMITTED";
           if (keyOf(answer) !== expected) problems.push(`${method.name}: expected ${expected}, got ${keyOf(answer)}${answer === "OK" ? "" : ` (${answer.message})`}`);
           if (!allowed) {
             if (answer !== "OK") expect(answer.metadata).to.deep.equal({ role, allowed_roles: allowedRoles(method).join(",") });

@@ -610,9 +610,7 @@ function table(grpc: () => Grpc): RpcDef<Record<string, unknown>>[] {
       base: () => create(ListAvailabilitySnapshotsRequestSchema, { pageSize: 10, sku: "BI-A", startTime: inHours(-1), endTime: inHours(1) }),
       cases: [...pageSizeCases(), ...skuCodeCases<ListAvailabilitySnapshotsRequest>("sku", (r, v) => void (r.sku = v), false), ...timeRangeCases(), ...pageTokenCases()],
     }),
-    // The waitlist, and GetFlashSaleReport (not implemented yet: a well-formed request is
-    // UNIMPLEMENTED, a bad one INVALID_ARGUMENT, the contract's annotations being checked
-    // before any RPC runs).
+    // The waitlist and GetFlashSaleReport.
     define({
       name: "JoinWaitlist",
       method: "joinWaitlist",
@@ -659,10 +657,14 @@ function table(grpc: () => Grpc): RpcDef<Record<string, unknown>>[] {
       name: "GetFlashSaleReport",
       method: "getFlashSaleReport",
       base: () => create(GetFlashSaleReportRequestSchema, { sku: "BI-A", startTime: inHours(-2), endTime: inHours(-1), timelineInterval: dur(60) }),
-      baseRefusals: ["Unimplemented/NOT_IMPLEMENTED"],
       cases: [
         ...skuCodeCases<GetFlashSaleReportRequest>("sku", (r, v) => void (r.sku = v)),
         { name: "missing start_time", corrupt: (r) => void (r.startTime = undefined), field: "start_time" },
+        { name: "end_time before start_time", corrupt: (r) => void (r.endTime = inHours(-3)), field: "end_time" },
+        { name: "a window of 31 days and 1 h", corrupt: (r) => void ((r.startTime = inHours(-31 * 24 - 1)), (r.endTime = inHours(0))), field: "end_time" },
+        { name: "an open window that began 32 days ago", corrupt: (r) => void ((r.startTime = inHours(-32 * 24)), (r.endTime = undefined)), field: "start_time" },
+        { name: "timeline_interval of 100 ms over 31 days (over 10,000 buckets)", corrupt: (r) => void ((r.startTime = inHours(-31 * 24)), (r.endTime = inHours(0)), (r.timelineInterval = dur(0, 100_000_000))), field: "timeline_interval" },
+        { name: "top_customers_limit = -1", corrupt: (r) => void (r.topCustomersLimit = -1), field: "top_customers_limit" },
         { name: "timeline_interval of 99 ms (minimum 100 ms)", corrupt: (r) => void (r.timelineInterval = dur(0, 99_000_000)), field: "timeline_interval" },
         { name: "timeline_interval of 1 day and 1 s", corrupt: (r) => void (r.timelineInterval = dur(86_401)), field: "timeline_interval" },
       ],

@@ -81,29 +81,29 @@ describe("reservation-service: process, transports, health, reflection, CORS", (
     }
   });
 
-  it("answers UNIMPLEMENTED to a @grpc/grpc-js client, with a machine-readable reason", async () => {
+  it("answers a refusal to a @grpc/grpc-js client with its status and machine-readable reason", async () => {
     const client = createGrpcJsClient(InventoryReservationService, svc.grpcAddress, undefined, testCaller);
     try {
       const failure = await rpcFailureOf(client.getFlashSaleReport(FLASH_SALE_REPORT));
-      expect(failure).to.include({ code: Code.Unimplemented, reason: "NOT_IMPLEMENTED" });
-      expect(failure.message).to.include("GetFlashSaleReport");
+      expect(failure).to.include({ code: Code.NotFound, reason: "SKU_NOT_FOUND" });
+      expect(failure.message).to.include("ANY-SKU");
     } finally {
       client.close();
     }
   });
 
-  it("answers UNIMPLEMENTED to Connect's gRPC transport on the gRPC port (HTTP/2)", async () => {
+  it("answers the same refusal to Connect's gRPC transport on the gRPC port (HTTP/2)", async () => {
     const client = createClient(InventoryReservationService, createGrpcTransport({ baseUrl: `http://${svc.grpcAddress}`, interceptors: [testCallerInterceptor] }));
-    expect(await rpcFailureOf(client.getFlashSaleReport(FLASH_SALE_REPORT))).to.include({ code: Code.Unimplemented, reason: "NOT_IMPLEMENTED" });
+    expect(await rpcFailureOf(client.getFlashSaleReport(FLASH_SALE_REPORT))).to.include({ code: Code.NotFound, reason: "SKU_NOT_FOUND" });
   });
 
   for (const [protocol, makeTransport] of [
     ["Connect", createConnectTransport],
     ["gRPC-Web", createGrpcWebTransport],
   ] as const) {
-    it(`answers UNIMPLEMENTED to a ${protocol} client over HTTP/1.1 on the HTTP port`, async () => {
+    it(`answers the same refusal to a ${protocol} client over HTTP/1.1 on the HTTP port`, async () => {
       const client = createClient(InventoryReservationService, makeTransport({ baseUrl: svc.httpUrl, httpVersion: "1.1", interceptors: [testCallerInterceptor] }));
-      expect(await rpcFailureOf(client.getFlashSaleReport(FLASH_SALE_REPORT))).to.include({ code: Code.Unimplemented, reason: "NOT_IMPLEMENTED" });
+      expect(await rpcFailureOf(client.getFlashSaleReport(FLASH_SALE_REPORT))).to.include({ code: Code.NotFound, reason: "SKU_NOT_FOUND" });
     });
   }
 

@@ -135,6 +135,58 @@ export function satisfiableOnArrival(attempt: Pick<AttemptRecord, "receivedAtUs"
   return attempt.quantity >= 1 && attempt.quantity <= availability.at(attempt.receivedAtUs);
 }
 
+/** A waitlist entry's WAITING span: from its join to its promotion or closing (null: still waiting). */
+export interface WaitingSpan {
+  fromUs: number;
+  toUs: number | null;
+}
+
+/**
+ * What a NEW buyer could have been granted over time under the STRICT_FIFO waitlist
+ * policy: the ledger's availability, except 0 while anyone waits (returned units are
+ * the queue's; the hold's guarded UPDATE refuses new buyers while waitlist_count > 0).
+ * An entry waits at t when fromUs ≤ t < toUs (steps are inclusive, as in
+ * availabilityLookup). Spans that began before the window and had not ended by its
+ * start make the initial value 0. Used for "satisfiable on arrival", so that refusing a
+ * new buyer while the queue waits is not taken for an inversion or an undersell.
+ */
+export function offeredUnderStrictFifo(ledger: AvailabilityTimeline, spans: readonly WaitingSpan[], startUs: number): AvailabilityTimeline {
+  let waiting = 0;
+  const changes: Array<{ atUs: number; delta: number }> = [];
+  for (const span of spans) {
+    if (span.toUs !== null && span.toUs <= span.fromUs) continue;
+    if (span.fromUs < startUs) {
+      if (span.toUs === null || span.toUs >= startUs) waiting += 1;
+      if (span.toUs !== null && span.toUs >= startUs) changes.push({ atUs: span.toUs, delta: -1 });
+    } else {
+      changes.push({ atUs: span.fromUs, delta: +1 });
+      if (span.toUs !== null) changes.push({ atUs: span.toUs, delta: -1 });
+    }
+  }
+  changes.sort((x, y) => x.atUs - y.atUs);
+  const offered = (available: number) => (waiting > 0 ? 0 : available);
+  const initial = offered(ledger.initial);
+  // Merge the ledger's steps (times made non-decreasing, as availabilityLookup does) with
+  // the waiting count's changes; every distinct time gets one step with the value after
+  // everything at that time.
+  const steps: AvailabilityStep[] = [];
+  let available = ledger.initial;
+  let latest = -Infinity;
+  let i = 0;
+  let j = 0;
+  while (i < ledger.steps.length || j < changes.length) {
+    const ledgerAt = i < ledger.steps.length ? Math.max(latest, ledger.steps[i]!.atUs) : Infinity;
+    const at = Math.min(ledgerAt, j < changes.length ? changes[j]!.atUs : Infinity);
+    while (i < ledger.steps.length && Math.max(latest, ledger.steps[i]!.atUs) === at) {
+      latest = at;
+      available = ledger.steps[i++]!.available;
+    }
+    while (j < changes.length && changes[j]!.atUs === at) waiting += changes[j++]!.delta;
+    steps.push({ atUs: at, available: offered(available) });
+  }
+  return { initial, steps };
+}
+
 /** Units reserved or allocated beyond on_hand at any moment: max(0, −min available), over the start value and every step. */
 export function oversellUnits(timeline: AvailabilityTimeline): number {
   let lowest = timeline.initial;

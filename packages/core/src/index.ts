@@ -14,3 +14,4 @@ export * from "./idempotency.js";
 export * from "./proto-values.js";
 export * from "./hold-terms.js";
 export * from "./fairness.js";
+export * from "./clock.js";

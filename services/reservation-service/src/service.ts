@@ -7,6 +7,7 @@ import * as catalog from "./core/catalog.js";
 import * as consistency from "./core/consistency.js";
 import * as lifecycle from "./core/lifecycle.js";
 import * as reads from "./core/reads.js";
+import * as report from "./core/report.js";
 import * as reserve from "./core/reserve.js";
 import * as waitlist from "./core/waitlist.js";
 import * as watch from "./core/watch.js";
@@ -47,5 +48,6 @@ export function createInventoryReservationService(deps: Deps): ServiceImpl<typeo
     getWaitlistEntry: (req, ctx) => waitlist.getWaitlistEntry(deps, callOf(ctx), req),
     listWaitlistEntries: (req, ctx) => waitlist.listWaitlistEntries(deps, callOf(ctx), req),
     watchWaitlist: (req, ctx) => waitlistWatch.watchWaitlist(deps, callOf(ctx), req),
+    getFlashSaleReport: (req, ctx) => report.getFlashSaleReport(deps, callOf(ctx), req),
   };
 }

@@ -19,13 +19,14 @@ import { ErrorInfoSchema } from "@holdfast/contracts/rpc";
 import { LockingStrategy, type CreateHoldRequest, type CreateHoldResponse } from "@holdfast/contracts";
 import { toConnectError, type Logger } from "@holdfast/runtime";
 import { query, skuOrder, type Db } from "@holdfast/schema";
-import { wasReplayed } from "@holdfast/core";
+import { isoMicros, wasReplayed } from "@holdfast/core";
 import { Coalescer } from "./announcers.js";
 
 /** One row of hold_attempts. */
 export interface AttemptRow {
   attemptId: string;
-  receivedAt: Date;
+  /** Arrival, µs since the epoch on the host's clock (nowMicros: finer than Date). */
+  receivedAtUs: number;
   latencyUs: number;
   caller: string;
   customerId: string;
@@ -87,7 +88,7 @@ function columns(rows: readonly AttemptRow[]): unknown[] {
   const pick = <K extends keyof AttemptRow>(k: K) => rows.map((r) => r[k]);
   return [
     pick("attemptId"),
-    pick("receivedAt"),
+    pick("receivedAtUs").map(isoMicros),
     pick("latencyUs"),
     pick("caller"),
     pick("customerId"),
@@ -106,7 +107,7 @@ function columns(rows: readonly AttemptRow[]): unknown[] {
 /** What every row of one attempt shares. */
 export interface AttemptContext {
   attemptId: string;
-  receivedAt: Date;
+  receivedAtUs: number;
   latencyUs: number;
   caller: string;
   customerId: string;

@@ -70,7 +70,7 @@ function timestampMicros(t: Timestamp): bigint {
 const MAX_TIMESTAMP_MICROS = 253_402_300_799_999_999n;
 
 /** start_time / end_time filters, validated (end before start is BAD_REQUEST), in microseconds. */
-function timeRange(v: Violations, start: Timestamp | undefined, end: Timestamp | undefined): { startUs?: bigint; endUs?: bigint } {
+export function timeRange(v: Violations, start: Timestamp | undefined, end: Timestamp | undefined): { startUs?: bigint; endUs?: bigint } {
   const startOk = v.timestamp("start_time", start) !== undefined;
   const endOk = v.timestamp("end_time", end) !== undefined;
   const startUs = startOk && start ? timestampMicros(start) : undefined;

@@ -61,7 +61,7 @@ import {
 import type { Knex } from "knex";
 import type { Call, Deps } from "./context.js";
 import { answeredAttempt, refusedAttempt } from "./attempts.js";
-import { enumName } from "@holdfast/core";
+import { enumName, nowMicros } from "@holdfast/core";
 import { toReservation } from "./convert.js";
 import {
   conflictRetriesExhausted,
@@ -161,11 +161,11 @@ const ALLOCATION_METHOD = `${InventoryReservationService.typeName}/CreateAllocat
  * requested SKU, whatever the answer, written after it (never part of its transaction).
  */
 export async function createHold(deps: Deps, call: Call, req: CreateHoldRequest): Promise<CreateHoldResponse> {
-  const receivedAt = new Date();
+  const receivedAtUs = nowMicros();
   const began = performance.now();
   const context = () => ({
     attemptId: randomUUID(),
-    receivedAt,
+    receivedAtUs,
     latencyUs: Math.round((performance.now() - began) * 1000),
     caller: call.principal.id,
     customerId: attemptCustomer(call, req),
