@@ -380,6 +380,30 @@ function table(grpc: () => Grpc): RpcDef<Record<string, unknown>>[] {
           field: "sku.policy.max_units_per_customer",
         },
         {
+          name: "sku.policy.max_units_per_customer = 1,000,001 (masked)",
+          corrupt: (r) => {
+            r.sku!.policy = create(SkuPolicySchema, { maxUnitsPerCustomer: 1_000_001 });
+            r.updateMask = create(FieldMaskSchema, { paths: ["policy.max_units_per_customer"] });
+          },
+          field: "sku.policy.max_units_per_customer",
+        },
+        {
+          name: "sku.policy.customer_attempt_rate_limit with a 0.5 s window (masked)",
+          corrupt: (r) => {
+            r.sku!.policy = create(SkuPolicySchema, { customerAttemptRateLimit: { maxAttempts: 5, window: dur(0, 500_000_000) } });
+            r.updateMask = create(FieldMaskSchema, { paths: ["policy.customer_attempt_rate_limit"] });
+          },
+          field: "sku.policy.customer_attempt_rate_limit.window",
+        },
+        {
+          name: "sku.policy.customer_attempt_rate_limit with max_attempts 1,000,001 (masked)",
+          corrupt: (r) => {
+            r.sku!.policy = create(SkuPolicySchema, { customerAttemptRateLimit: { maxAttempts: 1_000_001, window: dur(60) } });
+            r.updateMask = create(FieldMaskSchema, { paths: ["policy.customer_attempt_rate_limit"] });
+          },
+          field: "sku.policy.customer_attempt_rate_limit.max_attempts",
+        },
+        {
           name: "sku.policy.default_locking_strategy = 7 (masked)",
           corrupt: (r) => {
             r.sku!.policy = create(SkuPolicySchema, { defaultLockingStrategy: 7 as LockingStrategy });

@@ -185,10 +185,11 @@ describe("reservation-service: catalog and stock", () => {
       expect(noAttempts.fields).to.deep.equal(["policy.customer_attempt_rate_limit.max_attempts"]);
       const longWindow = await failureOf(createSku("RL-2", { policy: { customerAttemptRateLimit: { maxAttempts: 3, window: secs(7200) } } }));
       expect(longWindow.fields).to.deep.equal(["policy.customer_attempt_rate_limit.window"]);
-      // A valid rate limit is not enforced by this build yet: refused, not stored and ignored.
-      const valid = await failureOf(createSku("RL-3", { policy: { customerAttemptRateLimit: { maxAttempts: 3, window: secs(60) } } }));
-      expect(valid).to.include({ code: Code.Unimplemented, reason: "NOT_IMPLEMENTED" });
-      expect(await skuRow("RL-3")).to.equal(undefined);
+      // A valid rate limit is stored and read back as given.
+      const { sku: valid } = await createSku("RL-3", { policy: { customerAttemptRateLimit: { maxAttempts: 3, window: secs(60) } } });
+      expect(valid?.policy?.customerAttemptRateLimit).to.deep.include({ maxAttempts: 3 });
+      expect(valid?.policy?.customerAttemptRateLimit?.window?.seconds).to.equal(60n);
+      expect(await skuRow("RL-3")).to.include({ rate_limit_max_attempts: 3, rate_limit_window_ms: 60_000 });
       // All zero = no limit.
       const { sku: none } = await createSku("RL-4", { policy: { customerAttemptRateLimit: { maxAttempts: 0 } } });
       expect(none?.policy?.customerAttemptRateLimit).to.equal(undefined);
@@ -301,10 +302,13 @@ describe("reservation-service: catalog and stock", () => {
       expect(reset?.policy?.maxWaitlistLength).to.equal(0);
       expect(reset?.policy?.maxHoldTtl).to.equal(undefined);
       expect(await skuRow("UPD-POL")).to.include({ max_waitlist_length: null, max_hold_ttl_ms: null, waitlist_disabled: true });
-      // A fairness control this build does not enforce yet is refused, not stored.
-      const unenforced = await failureOf(update("UPD-POL", ["policy.max_units_per_customer"], { policy: { maxUnitsPerCustomer: 2 } }));
-      expect(unenforced).to.include({ code: Code.Unimplemented, reason: "NOT_IMPLEMENTED" });
-      expect(await skuRow("UPD-POL")).to.include({ max_units_per_customer: null });
+      // The fairness controls are set, and reset, like any other field.
+      const { sku: limited } = await update("UPD-POL", ["policy.max_units_per_customer", "policy.abandonment_aware_ttl"], { policy: { maxUnitsPerCustomer: 2, abandonmentAwareTtl: true } });
+      expect(limited?.policy).to.include({ maxUnitsPerCustomer: 2, abandonmentAwareTtl: true });
+      expect(await skuRow("UPD-POL")).to.include({ max_units_per_customer: 2, abandonment_aware_ttl: true });
+      const { sku: unlimited } = await update("UPD-POL", ["policy.max_units_per_customer", "policy.abandonment_aware_ttl"], { policy: {} });
+      expect(unlimited?.policy).to.include({ maxUnitsPerCustomer: 0, abandonmentAwareTtl: false });
+      expect(await skuRow("UPD-POL")).to.include({ max_units_per_customer: null, abandonment_aware_ttl: false });
     });
 
     it("replaces the whole policy with the path \"policy\"", async () => {

@@ -53,6 +53,8 @@ interface CounterRow {
  *   CANCELLED) and names the entry; an EXPIRED or CANCELLED entry holds nothing (its
  *   hold, if any, is not HELD); every reservation with a waitlist_entry_id is that
  *   entry's reservation_id (no entry promoted twice);
+ * - max_units_per_customer: no customer's live units of the SKU (ALLOCATED lines,
+ *   HELD lines not past their expiry, WAITING entries) exceed it;
  * and, globally, that no reservation has zero lines.
  * Throws one AssertionError listing every violation found.
  */
@@ -238,6 +240,27 @@ export async function assertInvariants(db: Knex, skus?: string[]): Promise<void>
   );
   for (const r of strays) {
     violations.push(`${r.sku_code ?? "?"}: reservation ${r.id} (${r.status}) names waitlist entry ${r.waitlist_entry_id}, whose reservation is ${r.entry_reservation ?? "none"}`);
+  }
+
+  // SkuPolicy.max_units_per_customer: no customer has more live units of a limited SKU
+  // (ALLOCATED lines, HELD lines not past their expiry, WAITING entries) than its limit.
+  const overLimit = await query<{ sku_code: string; customer_id: string; units: number; max_units_per_customer: number }>(
+    db,
+    `SELECT u.sku_code, u.customer_id, sum(u.quantity)::int AS units, s.max_units_per_customer
+       FROM (SELECT l.sku_code, r.customer_id, l.quantity
+               FROM reservation_items l JOIN reservations r ON r.id = l.reservation_id
+              WHERE l.status = 'ALLOCATED' OR (l.status = 'HELD' AND l.expires_at > now())
+             UNION ALL
+             SELECT w.sku_code, w.customer_id, w.quantity FROM waitlist_entries w WHERE w.status = 'WAITING') u
+       JOIN skus s ON s.code = u.sku_code
+      WHERE s.max_units_per_customer IS NOT NULL AND (?::text[] IS NULL OR u.sku_code = ANY(?::text[]))
+      GROUP BY u.sku_code, u.customer_id, s.max_units_per_customer
+     HAVING sum(u.quantity) > s.max_units_per_customer
+      ORDER BY u.sku_code, u.customer_id`,
+    [filter, filter],
+  );
+  for (const o of overLimit) {
+    violations.push(`${o.sku_code}: customer ${o.customer_id} has ${o.units} live units, more than max_units_per_customer ${o.max_units_per_customer}`);
   }
 
   const empty = await query<{ id: string; status: string }>(

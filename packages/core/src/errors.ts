@@ -259,3 +259,57 @@ export function waitlistFull(sku: string, limit: number): ConnectError {
     metadata: { sku, limit: String(limit) },
   });
 }
+
+/** A SKU on which a request would take a customer past SkuPolicy.max_units_per_customer. */
+export interface CustomerLimitExcess {
+  sku: string;
+  limit: number;
+  /** The customer's active units of the SKU before the request (HELD, ALLOCATED, WAITING). */
+  held: number;
+  requested: number;
+}
+
+/**
+ * FAILED_PRECONDITION / PER_CUSTOMER_LIMIT_EXCEEDED naming every offending SKU (SKU
+ * order); metadata "sku", "limit", "held" are comma-separated lists in that order.
+ */
+export function perCustomerLimitExceeded(customerId: string, excess: readonly CustomerLimitExcess[]): ConnectError {
+  const { shown, omitted, more } = listed([...excess].sort((a, b) => (a.sku < b.sku ? -1 : 1)));
+  const say = (e: CustomerLimitExcess) => `${e.sku} (limit ${e.limit}, has ${e.held}, requested ${e.requested})`;
+  return rpcError(
+    Code.FailedPrecondition,
+    ErrorReason.PER_CUSTOMER_LIMIT_EXCEEDED,
+    `customer ${customerId} would exceed the per-customer limit: ${shown.map(say).join(", ")}${more}`,
+    {
+      metadata: {
+        sku: shown.map((e) => e.sku).join(","),
+        limit: shown.map((e) => e.limit).join(","),
+        held: shown.map((e) => e.held).join(","),
+        ...omitted,
+      },
+      details: [
+        precondition(
+          shown.map((e) => ({
+            type: "CUSTOMER_LIMIT",
+            subject: `sku/${e.sku}`,
+            description: `at most ${e.limit} units per customer; the customer has ${e.held} and asked for ${e.requested} more`,
+          })),
+        ),
+      ],
+    },
+  );
+}
+
+/**
+ * RESOURCE_EXHAUSTED / RATE_LIMITED (SkuPolicy.customer_attempt_rate_limit) for the
+ * first refusing SKU: ErrorInfo ("sku", "limit", "window_ms"), QuotaFailure for
+ * "customer/<id>", RetryInfo = when the oldest admitted attempt leaves the window.
+ */
+export function rateLimited(customerId: string, refusal: { sku: string; maxAttempts: number; windowMs: number; retryAfterMs: number }): ConnectError {
+  const subject = `customer/${customerId}`;
+  const description = `at most ${refusal.maxAttempts} attempts per ${refusal.windowMs / 1000}s on SKU ${refusal.sku}`;
+  return rpcError(Code.ResourceExhausted, ErrorReason.RATE_LIMITED, `${subject}: ${description}; retry in ${refusal.retryAfterMs} ms`, {
+    metadata: { sku: refusal.sku, limit: String(refusal.maxAttempts), window_ms: String(refusal.windowMs) },
+    details: [{ desc: QuotaFailureSchema, value: { violations: [{ subject, description }] } }, retryAfter(refusal.retryAfterMs)],
+  });
+}

@@ -64,6 +64,18 @@ export {
   type Promotion,
   type WaitlistOutcome,
 } from './waitlist.js';
+export {
+  lockCustomerUnits,
+  customerActiveUnits,
+  admitAttempts,
+  abandonmentRecords,
+  abandonmentAwareTtl,
+  ABANDONMENT_WINDOW_MS,
+  ABANDONMENT_GRACE,
+  CUSTOMER_UNITS_LOCK_CLASS,
+  type AttemptAdmission,
+  type AbandonmentRecord,
+} from './fairness.js';
 export { recountSkus, skuFilter, type Recount, type SkuRecount, type LineDisagreement } from './recount.js';
 export {
   EXPIRY_CHANNEL,

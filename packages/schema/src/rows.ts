@@ -561,6 +561,22 @@ export type HoldAttemptInsert = Optional<
 >;
 export type HoldAttemptUpdate = Partial<Omit<HoldAttemptRow, 'id'>>;
 
+// customer_attempt_windows ------------------------------------------------------------
+
+/** The sliding log of SkuPolicy.customer_attempt_rate_limit for one (SKU, customer) (migration 0004). */
+export interface CustomerAttemptWindowRow {
+  sku_code: string;
+  customer_id: string;
+  max_attempts: number;
+  window_ms: number;
+  /** Admitted attempts still inside the window, oldest first (at most max_attempts). */
+  admitted: Date[];
+  last_attempt_at: Date;
+  last_admitted: boolean;
+  /** When the newest admitted attempt leaves the window (retention deletes the row after). */
+  expires_at: Date;
+}
+
 // ---------------------------------------------------------------------------------------
 // Knex table typing
 // ---------------------------------------------------------------------------------------
@@ -578,6 +594,7 @@ export interface HoldfastTables {
   waitlist_entries: Knex.CompositeTableType<WaitlistEntryRow, WaitlistEntryInsert, WaitlistEntryUpdate>;
   idempotency_records: Knex.CompositeTableType<IdempotencyRecordRow, IdempotencyRecordInsert, IdempotencyRecordUpdate>;
   hold_attempts: Knex.CompositeTableType<HoldAttemptRow, HoldAttemptInsert, HoldAttemptUpdate>;
+  customer_attempt_windows: Knex.CompositeTableType<CustomerAttemptWindowRow, CustomerAttemptWindowRow, Partial<CustomerAttemptWindowRow>>;
 }
 
 export type HoldfastTableName = keyof HoldfastTables;
@@ -595,6 +612,7 @@ export const HOLDFAST_TABLES = [
   'waitlist_entries',
   'idempotency_records',
   'hold_attempts',
+  'customer_attempt_windows',
 ] as const satisfies readonly HoldfastTableName[];
 
 // Module augmentation (knex docs, "TypeScript: Using custom types for tables"): with this,

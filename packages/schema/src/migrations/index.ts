@@ -14,6 +14,7 @@ import type { Knex } from 'knex';
 import * as m0001 from './0001_initial.js';
 import * as m0002 from './0002_hold_attempts.js';
 import * as m0003 from './0003_read_indexes.js';
+import * as m0004 from './0004_fairness_controls.js';
 
 export interface HoldfastMigration {
   /** Recorded in the migrations table; sorts in application order. */
@@ -26,6 +27,7 @@ export const migrations: readonly HoldfastMigration[] = Object.freeze([
   { name: '0001_initial', up: m0001.up, down: m0001.down },
   { name: '0002_hold_attempts', up: m0002.up, down: m0002.down },
   { name: '0003_read_indexes', up: m0003.up, down: m0003.down },
+  { name: '0004_fairness_controls', up: m0004.up, down: m0004.down },
 ]);
 
 /** A Knex `MigrationSource` over {@link migrations}; it never touches the file system. */

@@ -10,6 +10,10 @@
  * - inventory_snapshots older than SNAPSHOT_RETENTION_MS.
  * - worker_replicas rows without a heartbeat for a day (replicas that died without
  *   deregistering; they left the listing after a minute).
+ * - customer_attempt_windows rows (the rate limiter's sliding logs) whose newest
+ *   admitted attempt has left its window: such a row admits like an absent one, so
+ *   deleting it changes no decision. A concurrent attempt's upsert either finds the
+ *   row (and we skip it, locked) or inserts it afresh after our DELETE.
  * - The ledger (audit_events) is never pruned: it is the evidence the counters are
  *   checked against, and its append-only trigger would refuse anyway.
  *
@@ -26,7 +30,7 @@ import type { WorkerDeps } from "./context.js";
 /** Rows per DELETE. */
 const BATCH_SIZE = 5_000;
 
-type Table = "idempotency_records" | "inventory_snapshots" | "worker_replicas";
+type Table = "idempotency_records" | "inventory_snapshots" | "worker_replicas" | "customer_attempt_windows";
 
 interface Target {
   table: Table;
@@ -80,9 +84,16 @@ const TARGETS: readonly Target[] = [
     sql: batch("worker_replicas", `heartbeat_at < now() - interval '1 day'`, "heartbeat_at"),
     params: () => [],
   },
+  {
+    table: "customer_attempt_windows",
+    lock: [0x486f6c64, 0x52617465], // 'Rate'
+    // customer_attempt_windows_expires_at_idx.
+    sql: batch("customer_attempt_windows", `expires_at < now()`, "expires_at"),
+    params: () => [],
+  },
 ];
 
-/** Prunes idempotency records past their window, snapshots past theirs and long-dead replicas. */
+/** Prunes idempotency records past their window, snapshots past theirs, long-dead replicas and stale rate-limit logs. */
 export async function prune(deps: WorkerDeps): Promise<void> {
   const { db, state, metrics, logger } = deps;
   const pruned: Partial<Record<Table, number>> = {};

@@ -200,30 +200,12 @@ function readPolicy(v: Violations, prefix: string, policy: SkuPolicy | undefined
 /** Modes this build serves; the others are refused before anything is stored (HotSkuMode). */
 const IMPLEMENTED_HOT_SKU_MODES: readonly HotSkuMode[] = [HotSkuMode.UNSPECIFIED, HotSkuMode.OFF];
 
-/**
- * Policy fields that change how CreateHold decides, but that this build does not
- * enforce yet (the fairness controls land with the flash-sale work). Setting one is
- * refused with UNIMPLEMENTED rather than stored and silently ignored: a SKU that
- * claims a per-customer limit must have one. Their zero values ("no limit", off) are
- * accepted.
- */
-const UNENFORCED_POLICY_FIELDS: readonly { field: string; isSet: (p: SkuPolicy) => boolean }[] = [
-  { field: "max_units_per_customer", isSet: (p) => p.maxUnitsPerCustomer !== 0 },
-  { field: "customer_attempt_rate_limit", isSet: (p) => (p.customerAttemptRateLimit?.maxAttempts ?? 0) !== 0 },
-  { field: "abandonment_aware_ttl", isSet: (p) => p.abandonmentAwareTtl },
-];
-
 /** Refuses, before anything is stored, the named policy fields whose value this build cannot honour. */
 function refuseUnimplementedPolicy(policy: SkuPolicy | undefined, fields: ReadonlySet<string>): void {
   const mode = policy?.hotSkuMode ?? HotSkuMode.UNSPECIFIED;
   if (fields.has("hot_sku_mode") && !IMPLEMENTED_HOT_SKU_MODES.includes(mode)) {
     const name = HotSkuMode[mode];
     throw notImplementedFeature(`hot_sku_mode:${name}`, `hot_sku_mode ${name} is not implemented by this server version; use OFF`);
-  }
-  for (const { field, isSet } of UNENFORCED_POLICY_FIELDS) {
-    if (policy !== undefined && fields.has(field) && isSet(policy)) {
-      throw notImplementedFeature(`policy.${field}`, `policy.${field} is not enforced by this server version yet; leave it unset`);
-    }
   }
 }
 

@@ -76,6 +76,7 @@ import { Idempotency, Refusal, idempotencyKey, type Claimed, type IdempotencyKey
 import type { ReservationSettings } from "./settings.js";
 import { Violations, customerScope, waitlistDisabled, waitlistEntryAlreadyExists } from "@holdfast/core";
 import { joinInTransaction, withPositions } from "./waitlist.js";
+import { abandonmentAwareHoldTtl, admitAttempt, customerLimitRefusal } from "./fairness-controls.js";
 
 /** A request line after summing lines of one SKU. */
 export interface Line {
@@ -198,6 +199,8 @@ async function placeHold(deps: Deps, call: Call, req: CreateHoldRequest): Promis
   v.throwIfAny();
   // Below the server minimum whatever the SKUs (the SKU-dependent maximum is checked once they are read).
   if (ttlMs !== undefined && ttlMs < deps.settings.holdTtlMinMs) throw ttlOutOfRange("ttl", ttlMs, deps.settings.holdTtlMinMs, deps.settings.holdTtlMaxMs);
+  // The attempt rate limit, before the transaction: a refused attempt takes no lock.
+  await admitAttempt(deps.db, req.customerId, lines.map((l) => l.sku));
   const key = idempotencyKey(call.principal.id, HOLD_METHOD, CreateHoldRequestSchema, req);
   const spec: ReserveSpec = { type: "HOLD", customerId: req.customerId, lines, ttlMs, strategy: req.lockingStrategy };
   // join_waitlist_if_short: nothing is held, and the customer joins the waitlist of
@@ -326,7 +329,12 @@ async function reserveOnce<R>(
   const forBuyer = (inv: readonly Pick<InventoryRow, "sku_code" | "available" | "waitlist_count">[]) =>
     inv.map((r) => ({ sku_code: r.sku_code, available: r.waitlist_count > 0 && strict.has(r.sku_code) ? 0 : r.available }));
   const strategy = strategyFor(spec.strategy, rows, settings);
-  const terms = spec.type === "HOLD" ? holdTerms(rows, settings, spec.ttlMs) : undefined;
+  const bounded = spec.type === "HOLD" ? holdTerms(rows, settings, spec.ttlMs) : undefined;
+  // max_units_per_customer: takes the customer's lock (before any row lock of this
+  // transaction) and refuses, recorded, with nothing written.
+  const overLimit = await customerLimitRefusal(trx, spec.customerId, spec.lines, rows);
+  if (overLimit !== undefined) return overLimit;
+  const terms = bounded && { ...bounded, ttlMs: await abandonmentAwareHoldTtl(trx, spec.customerId, rows, bounded.ttlMs, settings.holdTtlMinMs) };
   const origin = { actor: call.principal.id, requestId: key.requestId };
   const operation: AuditOperation = spec.type === "HOLD" ? "HOLD_CREATED" : "ALLOCATION_CREATED";
   const changesFor = (reservationId: string) =>

@@ -65,6 +65,7 @@ import type { Knex } from "knex";
 import type { Call, Deps } from "./context.js";
 import { toWaitlistEntry } from "./convert.js";
 import { loadReservations } from "./reads.js";
+import { admitAttempt, customerLimitRefusal } from "./fairness-controls.js";
 
 const method = (name: string) => `${InventoryReservationService.typeName}/${name}`;
 
@@ -138,6 +139,10 @@ export async function joinInTransaction(
   const [sku] = await query<SkuRow>(trx, `SELECT * FROM skus WHERE code = ?`, [spec.sku]);
   if (sku === undefined) throw skuNotFound([spec.sku]);
   if (sku.waitlist_disabled) return new Refusal(waitlistDisabled(spec.sku));
+  // max_units_per_customer counts WAITING entries: checked (and the customer's lock
+  // taken) before the SKU's row lock, so a promotion can never take the customer past it.
+  const overLimit = await customerLimitRefusal(trx, spec.customerId, [{ sku: spec.sku, quantity: spec.quantity }], [sku]);
+  if (overLimit !== undefined) return overLimit;
   const [locked] = await lockInventoryRows(trx, [spec.sku]);
   if (locked === undefined) throw skuNotFound([spec.sku]);
   // Entries that lapsed (max_wait) without being swept yet leave the queue first, and
@@ -172,6 +177,8 @@ export async function joinWaitlist(deps: Deps, call: Call, req: JoinWaitlistRequ
   const v = new Violations().required("customer_id", req.customerId);
   const maxWaitMs = v.duration("max_wait", req.maxWait);
   v.throwIfAny();
+  // The attempt rate limit (shared with CreateHold), before the transaction.
+  await admitAttempt(deps.db, req.customerId, [req.sku]);
   const key = idempotencyKey(call.principal.id, method("JoinWaitlist"), JoinWaitlistRequestSchema, req);
   let promotions: Promotion[] = [];
   const run = async () => {

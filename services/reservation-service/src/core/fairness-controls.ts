@@ -1,0 +1,57 @@
+/**
+ * The per-SKU fairness controls, as CreateHold, CreateAllocation and JoinWaitlist
+ * apply them (the rules: docs/fairness.md, "Fairness controls"; the SQL and why it is
+ * race-free: packages/schema/src/fairness.ts and docs/concurrency.md).
+ *
+ * - `admitAttempt`: the attempt rate limit, before the attempt's transaction.
+ * - `customerLimitRefusal`: max_units_per_customer, in the transaction, before any row lock.
+ * - `abandonmentAwareHoldTtl`: the TTL of a new hold on abandonment-aware SKUs.
+ */
+import { Refusal, perCustomerLimitExceeded, rateLimited } from "@holdfast/core";
+import { abandonmentAwareTtl, abandonmentRecords, admitAttempts, customerActiveUnits, lockCustomerUnits, type Db, type SkuRow } from "@holdfast/schema";
+
+/**
+ * Counts this attempt against the rate limits of `skus` (one autocommitted statement on
+ * `db`, never a transaction's connection) and throws RESOURCE_EXHAUSTED / RATE_LIMITED
+ * if any of them refuses it. SKUs without a limit cost nothing but that statement.
+ */
+export async function admitAttempt(db: Db, customerId: string, skus: readonly string[]): Promise<void> {
+  const refused = (await admitAttempts(db, customerId, skus)).find((a) => !a.admitted);
+  if (refused !== undefined) throw rateLimited(customerId, refused);
+}
+
+/**
+ * PER_CUSTOMER_LIMIT_EXCEEDED naming every line that would take the customer past its
+ * SKU's max_units_per_customer, or undefined. On SKUs with a limit it first takes the
+ * customer's advisory lock (held until the transaction ends), so it must run before
+ * the transaction locks any reservation header or inventory row.
+ */
+export async function customerLimitRefusal(
+  trx: Db,
+  customerId: string,
+  lines: readonly { sku: string; quantity: number }[],
+  skus: readonly Pick<SkuRow, "code" | "max_units_per_customer">[],
+): Promise<Refusal | undefined> {
+  const limits = new Map(skus.flatMap((s) => (s.max_units_per_customer === null ? [] : [[s.code, s.max_units_per_customer] as const])));
+  const limited = lines.filter((l) => limits.has(l.sku));
+  if (limited.length === 0) return undefined;
+  await lockCustomerUnits(trx, customerId);
+  // A later statement than the lock's: its snapshot includes whatever the previous holder committed.
+  const units = await customerActiveUnits(trx, customerId, limited.map((l) => l.sku));
+  const excess = limited
+    .map((l) => ({ sku: l.sku, limit: limits.get(l.sku)!, held: units.get(l.sku) ?? 0, requested: l.quantity }))
+    .filter((e) => e.held + e.requested > e.limit);
+  return excess.length > 0 ? new Refusal(perCustomerLimitExceeded(customerId, excess)) : undefined;
+}
+
+/**
+ * The TTL a new hold of `customerId` gets: `ttlMs` (requested or default, already
+ * within bounds), shortened by the abandonment rule of each abandonment-aware SKU of
+ * the hold; the shortest wins (a hold has one expiry). Never below `minMs`.
+ */
+export async function abandonmentAwareHoldTtl(trx: Db, customerId: string, skus: readonly SkuRow[], ttlMs: number, minMs: number): Promise<number> {
+  const aware = skus.filter((s) => s.abandonment_aware_ttl).map((s) => s.code);
+  if (aware.length === 0) return ttlMs;
+  const records = await abandonmentRecords(trx, customerId, aware);
+  return Math.min(ttlMs, ...records.map((r) => abandonmentAwareTtl(ttlMs, r, minMs)));
+}
