@@ -78,6 +78,8 @@ describe("dashboard: served at /dashboard/ on the HTTP port", function () {
       expect(csp).to.not.include("unsafe");
       expect(index.headers["x-content-type-options"]).to.equal("nosniff");
       expect(index.headers["referrer-policy"]).to.equal("no-referrer");
+      expect(index.headers["cache-control"]).to.equal("no-cache");
+      expect(index.headers.etag).to.be.a("string");
       // No secret in what is served: the page is the same for everybody and asks for a token.
       expect(index.body).to.not.match(/eyJ[A-Za-z0-9_-]{10,}/);
 
@@ -296,12 +298,23 @@ describe("dashboard: served at /dashboard/ on the HTTP port", function () {
       expect(await open.page.textContent("#status")).to.match(/^the service refused the token \(Unauthenticated: .*\): paste a valid one$/);
       expect(await open.page.$$("tr[data-sku]")).to.have.length(0);
 
-      // A customer's token works too (reads only), and its report shows no other customer's id.
+      // A customer's token works too: availability and reports are theirs to read.
       await open.page.fill("#token-input", await token("customer", "shopper-1"));
       await open.page.click('#token-form button[type="submit"]');
       await shows(open, '#status[data-state="live"]', "the live stream");
       await shows(open, row("DASH-A", { available: 0 }), "DASH-A");
       expect(await open.page.inputValue("#token-input")).to.equal("");
+      await open.page.click('tr[data-sku="DASH-A"] td[data-field="report"] button');
+      await shows(open, '#report-status[data-state="shown"][data-sku="DASH-A"]', "the report");
+
+      // A service without GetFlashSaleReport (an older replica) answers Unimplemented: the page says so.
+      await open.page.route("**/holdfast.inventory.v1.InventoryReservationService/GetFlashSaleReport", (route) =>
+        route.fulfill({ status: 501, contentType: "application/json", body: JSON.stringify({ code: "unimplemented", message: "not here" }) }),
+      );
+      await open.page.selectOption("#report-sku", "DASH-B");
+      await open.page.click('#report-form button[type="submit"]');
+      await shows(open, '#report-status[data-state="unimplemented"][data-code="Unimplemented"]', "that reports are not served");
+      expect(await open.page.textContent("#report-status")).to.match(/does not serve flash-sale reports yet/);
 
       await open.page.click("#forget-token");
       await shows(open, '#status[data-state="no-token"]', "that the token is gone");
