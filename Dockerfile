@@ -14,12 +14,14 @@ COPY services ./services
 RUN npm ci --no-audit --no-fund --ignore-scripts
 ARG SERVICE=reservation-service
 RUN npx tsc -b services/${SERVICE} packages/schema
+# The reservation-service serves the dashboard page (/dashboard/): bundle it.
+RUN if [ "${SERVICE}" = reservation-service ]; then npm run build:web -w @holdfast/dashboard; fi
 # Keep what the service needs at run time: its production dependencies (and
 # those of the workspace packages it uses) and the compiled output.
 RUN rm -rf node_modules \
  && npm ci --no-audit --no-fund --omit=dev --ignore-scripts --workspace=@holdfast/${SERVICE} \
  && npm cache clean --force \
- && rm -rf packages/dev-stack packages/*/src services/*/src packages/*/tsconfig.json services/*/tsconfig.json
+ && rm -rf packages/dev-stack packages/*/src services/*/src packages/*/tsconfig.json services/*/tsconfig.json packages/dashboard/web packages/dashboard/scripts
 
 FROM ${NODE_IMAGE} AS runtime
 ARG SERVICE=reservation-service

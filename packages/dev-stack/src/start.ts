@@ -76,12 +76,13 @@ function banner(database: string, reservation: Record<string, unknown>, worker: 
           ...ROLE_NAMES.map((role) => `  ${role.padEnd(9)} ${tokens[role]}`),
           `  e.g. grpcurl -plaintext -H "authorization: Bearer <service token>" -d '{"skus":["SKU-1"]}' \\`,
           `         ${reservation.grpc} holdfast.inventory.v1.InventoryReservationService/GetAvailability`,
+          `  dashboard (admin):  ${reservation.http}/dashboard/#token=${tokens.admin}`,
         ];
   return [
     "",
     "Holdfast is running",
     `  reservation-service  gRPC           ${reservation.grpc}   (grpcurl -plaintext ${reservation.grpc} list)`,
-    `                       Connect/Web    ${reservation.http}   (/healthz, /metrics)`,
+    `                       Connect/Web    ${reservation.http}   (/dashboard/, /healthz, /metrics)`,
     `  expiry-worker        gRPC           ${worker.grpc}`,
     `                       metrics        ${worker.http}/metrics`,
     `  database             ${database}`,

@@ -17,7 +17,13 @@ export interface HttpServerOptions {
   registry: Registry;
   /** True while the process should receive traffic (`GET /healthz` answers 200, else 503). */
   isServing: () => boolean;
-  /** Everything that is not /healthz or /metrics, e.g. the connect-node adapter. */
+  /**
+   * Pages for browsers (the dashboard), asked first after /healthz and /metrics:
+   * they answer, or call `next` to pass the request on to `handler`. Same-origin
+   * static files, so not behind CORS.
+   */
+  pages?: (req: http.IncomingMessage, res: http.ServerResponse, next: () => void) => void;
+  /** Everything that is not /healthz, /metrics or a page, e.g. the connect-node adapter. */
   handler?: Handler;
   /**
    * Origins allowed to call `handler` from a browser. The page's own origin
@@ -123,18 +129,22 @@ export async function startHttpServer(options: HttpServerOptions): Promise<Runni
       );
       return;
     }
-    const handler = options.handler;
-    if (handler === undefined) {
-      res.writeHead(404, { "content-type": "text/plain" }).end("not found\n");
-      return;
-    }
-    const origin = req.headers.origin;
-    if (req.method === "OPTIONS" && origin !== undefined && !policy.isAllowed(req, origin)) {
-      options.logger.info({ origin, path }, "CORS preflight refused: origin not allowed");
-      res.writeHead(403, { "content-type": "text/plain" }).end("origin not allowed\n");
-      return;
-    }
-    policy.handle(req, res, () => handler(req, res));
+    const api = () => {
+      const handler = options.handler;
+      if (handler === undefined) {
+        res.writeHead(404, { "content-type": "text/plain" }).end("not found\n");
+        return;
+      }
+      const origin = req.headers.origin;
+      if (req.method === "OPTIONS" && origin !== undefined && !policy.isAllowed(req, origin)) {
+        options.logger.info({ origin, path }, "CORS preflight refused: origin not allowed");
+        res.writeHead(403, { "content-type": "text/plain" }).end("origin not allowed\n");
+        return;
+      }
+      policy.handle(req, res, () => handler(req, res));
+    };
+    if (options.pages === undefined) api();
+    else options.pages(req, res, api);
   });
   server.keepAliveTimeout = 65_000;
   // Node's own answer to a request it cannot take (408, 431, 400, then close), plus a log line.

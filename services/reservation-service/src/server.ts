@@ -3,6 +3,7 @@ import { InventoryReservationService } from "@holdfast/contracts";
 import { bind, createMetrics, knexLog, instrumentService, refuseUndecodableRequests, startGrpcServer, startHttpServer, validateService, type Logger } from "@holdfast/runtime";
 import { createKnex, assertDatabaseReady } from "@holdfast/schema";
 import { authorizeService, createAuthenticator } from "@holdfast/core";
+import { dashboardPages } from "@holdfast/dashboard/pages";
 import type { ReservationServiceConfig } from "./config.js";
 import { ExpiryAnnouncer, InventoryAnnouncer } from "./core/announcers.js";
 import { AttemptLog } from "./core/attempts.js";
@@ -19,7 +20,8 @@ export interface RunningReservationService {
 /**
  * The composition root: one implementation of InventoryReservationService,
  * served over gRPC (grpc-js, with health and reflection) and over
- * Connect / gRPC-Web (connect-node, with CORS) for browsers.
+ * Connect / gRPC-Web (connect-node, with CORS) for browsers, next to the
+ * dashboard page.
  */
 export async function startReservationService(config: ReservationServiceConfig, logger: Logger): Promise<RunningReservationService> {
   const db = createKnex({ ...config.database, applicationName: "holdfast-reservation-service", log: knexLog(logger) });
@@ -65,6 +67,8 @@ export async function startReservationService(config: ReservationServiceConfig, 
     logger,
     registry: metrics.registry,
     isServing: () => !stopping.signal.aborted,
+    // The dashboard (static files at /dashboard/; it calls the API below like any browser client).
+    pages: dashboardPages(),
     handler: connectNodeAdapter({
       routes: (router) => {
         router.service(InventoryReservationService, impl);
