@@ -51,9 +51,16 @@ function waitForReady(client: grpc.Client, target: string): Promise<void> {
   );
 }
 
+/** Calls one connection carries at once: the server's GRPC_MAX_CONCURRENT_STREAMS default. */
+const STREAMS_PER_CONNECTION = 100;
+
 async function main(options: CliOptions): Promise<number> {
   const caller = await simulatorCaller(options, options.maxSeconds + 600);
-  const client = createGrpcJsClient(InventoryReservationService, options.target, grpc.credentials.createInsecure(), caller);
+  // One connection per 100 calls in flight; a local subchannel pool keeps grpc-js from sharing one.
+  const clients = Array.from({ length: Math.ceil(options.concurrency / STREAMS_PER_CONNECTION) }, () =>
+    createGrpcJsClient(InventoryReservationService, options.target, grpc.credentials.createInsecure(), { ...caller, "grpc.use_local_subchannel_pool": 1 }),
+  );
+  const client = clients[0]!;
   const abort = new AbortController();
   const onSigint = () => {
     if (abort.signal.aborted) process.exit(130);
@@ -62,7 +69,7 @@ async function main(options: CliOptions): Promise<number> {
   };
   process.on("SIGINT", onSigint);
   try {
-    await waitForReady(client.raw, options.target);
+    await Promise.all(clients.map((c) => waitForReady(c.raw, options.target)));
     const bots = options.bots > 0 ? `, ${options.bots} bots × ${options.botAttempts}` : "";
     out(
       `Flash sale on ${options.target}: ${options.buyers} buyers${bots}, ${options.stock} units × ${options.cartSkus} SKU(s), ${options.strategy}, concurrency ${options.concurrency}, seed ${options.seed}`,
@@ -70,7 +77,7 @@ async function main(options: CliOptions): Promise<number> {
     const bar = progressBar();
     let run;
     try {
-      run = await runFlashSale(client, options, { onProgress: (p) => bar.update(p), signal: abort.signal });
+      run = await runFlashSale(clients, options, { onProgress: (p) => bar.update(p), signal: abort.signal });
     } finally {
       bar.stop();
     }
@@ -101,7 +108,7 @@ async function main(options: CliOptions): Promise<number> {
     return 0;
   } finally {
     process.off("SIGINT", onSigint);
-    client.close();
+    for (const c of clients) c.close();
   }
 }
 

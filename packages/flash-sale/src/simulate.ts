@@ -201,9 +201,22 @@ export function newRunId(): string {
   return `${Date.now().toString(36)}${Math.floor(Math.random() * 36 ** 3).toString(36).padStart(3, "0")}`.toUpperCase();
 }
 
-/** Provisions the SKUs and runs the burst. */
-export async function runFlashSale(client: ReservationClient, plan: FlashSalePlan, hooks: RunHooks = {}, runId = newRunId()): Promise<FlashSaleRun> {
-  const skus = await provisionSkus(client, plan, runId);
+/**
+ * Provisions the SKUs and runs the burst. With several clients (connections), the
+ * burst's calls take them in turn: one HTTP/2 connection carries at most the
+ * server's GRPC_MAX_CONCURRENT_STREAMS calls at once (100 by default), and grpc-js
+ * queues the rest, so a concurrency above that needs more connections.
+ */
+export async function runFlashSale(
+  clients: ReservationClient | readonly ReservationClient[],
+  plan: FlashSalePlan,
+  hooks: RunHooks = {},
+  runId = newRunId(),
+): Promise<FlashSaleRun> {
+  const pool: readonly ReservationClient[] = Array.isArray(clients) ? (clients as readonly ReservationClient[]) : [clients as ReservationClient];
+  let turn = 0;
+  const client = (): ReservationClient => pool[turn++ % pool.length]!;
+  const skus = await provisionSkus(pool[0]!, plan, runId);
   const lines = skus.map(({ sku }) => ({ sku, quantity: plan.quantity }));
   const strategy = lockingStrategy(plan.strategy);
   const random = prng(plan.seed);
@@ -333,7 +346,7 @@ export async function runFlashSale(client: ReservationClient, plan: FlashSalePla
       retries,
       PRIORITY_ATTEMPT,
       () =>
-        client.createHold(
+        client().createHold(
           { requestId, customerId, lines, lockingStrategy: strategy, ttl: seconds(plan.holdTtlSeconds), joinWaitlistIfShort: plan.joinWaitlist },
           { timeoutMs: CALL_TIMEOUT_MS },
         ),
@@ -341,7 +354,7 @@ export async function runFlashSale(client: ReservationClient, plan: FlashSalePla
     );
 
   const confirm = async (reservationId: string, requestId: string) => {
-    const settled = await withRetries(plan.retries, PRIORITY_CONFIRM, () => client.confirmHold({ requestId, reservationId }, { timeoutMs: CALL_TIMEOUT_MS }), () => undefined);
+    const settled = await withRetries(plan.retries, PRIORITY_CONFIRM, () => client().confirmHold({ requestId, reservationId }, { timeoutMs: CALL_TIMEOUT_MS }), () => undefined);
     if (settled.kind === "ok") tally.confirmed++;
     else if (settled.kind === "error") bump(tally.confirmFailed, failureOf(settled.error).reason ?? statusName(settled.error.code));
     else bump(tally.confirmFailed, "NOT_SENT");
