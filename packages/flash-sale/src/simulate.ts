@@ -341,10 +341,10 @@ export async function runFlashSale(
     progress();
   }
 
-  const createHold = (customerId: string, requestId: string, retries: number) =>
+  const createHold = (customerId: string, requestId: string, retries: number, priority = PRIORITY_ATTEMPT) =>
     withRetries(
       retries,
-      PRIORITY_ATTEMPT,
+      priority,
       () =>
         client().createHold(
           { requestId, customerId, lines, lockingStrategy: strategy, ttl: seconds(plan.holdTtlSeconds), joinWaitlistIfShort: plan.joinWaitlist },
@@ -374,12 +374,17 @@ export async function runFlashSale(
     await confirm(hold.id, `${customerId}-confirm`);
   }
 
-  /** A bot: attempts back to back with fresh request ids, holds or not (a scalper); confirms what it gets without waiting. */
+  /**
+   * A bot: attempts back to back with fresh request ids, holds or not (a scalper);
+   * each attempt after its first goes ahead of the queued first attempts, as a
+   * retry does (it fires again the moment it has an answer). Confirms what it gets
+   * without waiting.
+   */
   async function bot(index: number): Promise<void> {
     const customerId = `fs-${runId}-x${pad(index, 6)}`;
     const confirms: Promise<void>[] = [];
     for (let k = 0; k < plan.botAttempts && !stopped(); k++) {
-      const hold = granted(await createHold(customerId, `${customerId}-a${k}`, 0));
+      const hold = granted(await createHold(customerId, `${customerId}-a${k}`, 0, k === 0 ? PRIORITY_ATTEMPT : PRIORITY_RETRY));
       if (hold !== undefined) confirms.push(confirm(hold.id, `${customerId}-a${k}-confirm`));
     }
     await Promise.all(confirms);
