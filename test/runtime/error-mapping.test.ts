@@ -6,7 +6,7 @@ import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { InventoryReservationService } from "@holdfast/contracts";
 import { BadRequestSchema, ErrorInfoSchema, RequestInfoSchema, RetryInfoSchema } from "@holdfast/contracts/rpc";
-import { createGrpcJsClient, invalidArgument } from "@holdfast/runtime";
+import { createGrpcJsClient, invalidArgument, toConnectError } from "@holdfast/runtime";
 import { rejectionOf } from "../support/assertions.js";
 import { startInProcess, type InProcessServers } from "../support/in-process.js";
 
@@ -98,6 +98,21 @@ describe("runtime: one error mapping for both transports", () => {
         expect(reasonOf(err)).to.equal("BAD_REQUEST");
         expect(err.findDetails(BadRequestSchema)[0]?.fieldViolations.map((v) => v.field)).to.deep.equal(["reservation_id"]);
       });
+    });
+  }
+});
+
+describe("runtime: a lost database connection, however pg and knex word it", () => {
+  for (const [name, err] of [
+    ["a terminated backend (57P01)", pgError("57P01", "terminating connection due to administrator command")],
+    ["the ROLLBACK knex sends after it", new Error("ROLLBACK - Client has encountered a connection error and is not queryable")],
+    ["a connection ended under a query", new Error("Connection terminated unexpectedly")],
+    ["a refused connection", pgError("ECONNREFUSED", "connect ECONNREFUSED 127.0.0.1:5432")],
+  ] as const) {
+    it(`${name} is UNAVAILABLE / DATABASE_UNAVAILABLE, never INTERNAL`, () => {
+      const mapped = toConnectError(err);
+      expect(mapped.code).to.equal(Code.Unavailable);
+      expect(mapped.findDetails(ErrorInfoSchema)[0]?.reason).to.equal("DATABASE_UNAVAILABLE");
     });
   }
 });

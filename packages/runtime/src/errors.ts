@@ -100,7 +100,11 @@ function isPoolTimeout(err: unknown): boolean {
 function isConnectionLoss(err: unknown): boolean {
   const code = errorCodeOf(err);
   if (code !== undefined && (NODE_CONNECTION_ERRORS.has(code) || code.startsWith("08"))) return true;
-  return err instanceof Error && /Connection terminated|connection is closed|Client was closed/i.test(err.message);
+  // "not queryable": pg's answer to a statement on a client whose connection already
+  // failed, e.g. knex's ROLLBACK after the backend was terminated mid-transaction
+  // (knex then rejects with "ROLLBACK - Client has encountered a connection error and
+  // is not queryable" instead of the original 57P01).
+  return err instanceof Error && /Connection terminated|connection is closed|Client was closed|is not queryable/i.test(err.message);
 }
 
 /** Class 53, insufficient resources (disk full, out of memory, too many connections). */
