@@ -172,6 +172,28 @@ describe("flash-sale simulator", function () {
     });
   }
 
+  it("--join-waitlist: the short are waitlisted, and the report counts them as the client did", async () => {
+    const run = await runFlashSale(client, { ...PLAN, buyers: 60, stock: 6, bots: 0, abandon: 0, joinWaitlist: true });
+    const { report } = await fetchFlashSaleReport(client, run);
+    expect([run.tally.granted, run.tally.waitlisted, Object.keys(run.tally.refused).length]).to.deep.equal([6, 54, 0]);
+    expect([report.requestsGranted, report.requestsWaitlisted, report.waitlistJoins, report.requestsRefused]).to.deep.equal([6n, 54n, 54n, 0n]);
+    expect(comparisonTable(run, report)).to.not.include("≠");
+    await assertInvariants(knex, [run.skus[0]!.sku]);
+  });
+
+  it("a time limit stops new holds and says so; granted holds are still confirmed", async () => {
+    const abort = new AbortController();
+    const run = await runFlashSale(client, { ...PLAN, bots: 0, abandon: 0, concurrency: 4 }, {
+      signal: abort.signal,
+      onProgress: (p) => p.granted >= 5 && abort.abort(),
+    });
+    expect(run.cutShort).to.equal(true);
+    expect(run.tally.notSent).to.be.greaterThan(0);
+    expect(run.tally.attempts + run.tally.notSent).to.equal(PLAN.buyers + run.tally.retries); // each first attempt or retry: answered or not sent
+    expect(run.tally.confirmed).to.equal(run.tally.granted);
+    expect(tallyTable(run)).to.include("(cut short)");
+  });
+
   it("the CLI, in its own process: provisions, runs, prints the report and the tally", async () => {
     const out = path.join(scratch, "report.html");
     const result = await runCli(

@@ -101,7 +101,7 @@ export function tallyTable(run: FlashSaleRun): string {
     ["retries (same request id)", n(tally.retries)],
     ["replayed answers", n(tally.replayed)],
     ["no answer (transport)", counts(tally.unanswered)],
-    ["not sent (time limit)", n(tally.notSent)],
+    ["holds not sent (time limit, Ctrl-C)", n(tally.notSent)],
     ["client latency", l === null ? "no samples" : `p50 ${ms(l.p50)} · p95 ${ms(l.p95)} · p99 ${ms(l.p99)} · max ${ms(l.max)}`],
     ["throughput", `${tally.throughput.toFixed(0)} attempts/s over ${(run.durationMs / 1000).toFixed(2)} s${run.cutShort ? " (cut short)" : ""}`],
   );

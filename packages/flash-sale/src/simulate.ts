@@ -128,7 +128,7 @@ export interface Tally {
   unanswered: Record<string, number>;
   /** Calls repeated with the same request id. */
   retries: number;
-  /** Calls not started because --max-seconds passed or the run was interrupted. */
+  /** CreateHold calls not started because --max-seconds passed or the run was interrupted (confirmations still go). */
   notSent: number;
   /** Customers who got at least one hold. */
   customersGranted: number;
@@ -278,10 +278,13 @@ export async function runFlashSale(
     return cutShort;
   };
 
-  /** One call through the concurrency limit (higher priority first); skipped once the burst is over. */
+  /**
+   * One call through the concurrency limit (higher priority first). Once the burst is
+   * over, only confirmations are still sent (a buyer granted a hold still checks out).
+   */
   const send = <T>(call: () => Promise<T>, priority: number): Promise<Settled<T>> =>
     queue.add(async (): Promise<Settled<T>> => {
-      if (stopped()) {
+      if (priority < PRIORITY_CONFIRM && stopped()) {
         tally.notSent++;
         return { kind: "skipped" };
       }
@@ -300,13 +303,13 @@ export async function runFlashSale(
   /** Sends `call` again with the same request id while the server says it may succeed. */
   async function withRetries<T>(retries: number, priority: number, call: () => Promise<T>, record: (settled: Settled<T>) => void): Promise<Settled<T>> {
     for (let attempt = 0; ; attempt++) {
-      const settled = await send(call, attempt === 0 ? priority : PRIORITY_RETRY);
+      const settled = await send(call, attempt === 0 ? priority : Math.max(priority, PRIORITY_RETRY));
       record(settled);
       if (settled.kind !== "error" || attempt >= retries) return settled;
       const { retryAfterMs } = failureOf(settled.error);
       if (retryAfterMs === undefined) return settled;
       await sleep(Math.min(MAX_RETRY_DELAY_MS, retryAfterMs) + random() * 20);
-      if (stopped()) return settled;
+      if (priority < PRIORITY_CONFIRM && stopped()) return settled;
       tally.retries++;
     }
   }
