@@ -267,7 +267,7 @@ export async function runFlashSale(
   // Calls in flight are bounded; a confirmation or a retry goes ahead of first
   // attempts still queued (a buyer at checkout is not sent to the back of the sale).
   const queue = new PQueue({ concurrency: plan.concurrency });
-  // The window starts 1 ms after the last SKU's creation (see justAfter): the first attempt comes later.
+  // Each SKU's report window starts 1 ms after its creation (see justAfter): the first attempt comes later.
   await sleep(2);
   const startedAt = Date.now();
   const started = performance.now();
