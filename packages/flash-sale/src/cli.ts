@@ -99,7 +99,7 @@ async function main(options: CliOptions): Promise<number> {
     out(tallyTable(run));
     if (report !== undefined && options.html) {
       const file = await writeHtmlReport(report, options.out ?? defaultReportPath(report.sku), `Flash sale ${report.sku}`);
-      out(file === undefined ? "HTML report: not written (no renderer in this build)" : `HTML report: ${file}`);
+      out(`HTML report: ${file}`);
     }
     if (report !== undefined && report.oversellUnits > 0n) {
       err(`OVERSOLD: ${report.oversellUnits} units`);
