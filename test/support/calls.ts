@@ -50,14 +50,5 @@ export async function failure(call: Promise<unknown>): Promise<Failure> {
 /** 0, 1, …, n − 1. */
 export const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 
-/** A small seeded PRNG (mulberry32), so a failing random run can be replayed with its seed. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** A small seeded PRNG, so a failing random run can be replayed with its seed. */
+export { prng } from "@holdfast/core";

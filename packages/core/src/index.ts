@@ -15,3 +15,4 @@ export * from "./proto-values.js";
 export * from "./hold-terms.js";
 export * from "./fairness.js";
 export * from "./clock.js";
+export * from "./random.js";
