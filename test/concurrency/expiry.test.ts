@@ -18,7 +18,11 @@ import { seedHolds } from "../support/seed.js";
 import { until } from "../support/wait.js";
 import { testCaller } from "../support/auth.js";
 
-const WORKER_ENV = { RECONCILIATION_INTERVAL_MS: "0", SNAPSHOT_INTERVAL_MS: "0" };
+// Row-lock waits are not what these tests are about: on a starved machine a sweep
+// batch can hold a SKU's row past the default 2 s lock_timeout, and a hold or a
+// sweep then fails LOCK_TIMEOUT. A generous bound keeps the tests about expiry.
+const LOCK_TIMEOUT_MS = "20000";
+const WORKER_ENV = { RECONCILIATION_INTERVAL_MS: "0", SNAPSHOT_INTERVAL_MS: "0", LOCK_TIMEOUT_MS };
 
 /** Holds that left HELD more or less than once: (reservation, SKU) pairs whose count of closing events is not 1. */
 async function linesNotClosedExactlyOnce(knex: Knex, ids: readonly string[]): Promise<{ reservation_id: string; sku_code: string; closings: number }[]> {
@@ -47,7 +51,7 @@ describe("concurrency: expiry with two worker replicas", function () {
   before(async () => {
     db = await createTestDatabase("concurrency_expiry");
     knex = createKnex({ url: db.url, poolMax: 4 });
-    service = await startService("reservation-service", db.url, { HOLD_TTL_MIN_MS: "100" });
+    service = await startService("reservation-service", db.url, { HOLD_TTL_MIN_MS: "100", LOCK_TIMEOUT_MS });
     inventory = createGrpcJsClient(InventoryReservationService, service.grpcAddress, undefined, testCaller);
   });
 

@@ -42,11 +42,14 @@ describe("expiry-worker: expiring holds", function () {
   before(async function () {
     db = await createTestDatabase("expiry");
     knex = createKnex({ url: db.url, poolMax: 4 });
-    service = await startService("reservation-service", db.url, { HOLD_TTL_MIN_MS: "100" });
+    // A generous lock_timeout: on a starved machine a sweep can hold a row past the
+    // default 2 s, and these tests are about expiry, not about lock waits.
+    service = await startService("reservation-service", db.url, { HOLD_TTL_MIN_MS: "100", LOCK_TIMEOUT_MS: "20000" });
     // Ten minutes between looks: every prompt expiry below comes from sleeping until
     // the next known expiry or from being woken by a NOTIFY, never from polling.
     worker = await startService("expiry-worker", db.url, {
       WORKER_ID,
+      LOCK_TIMEOUT_MS: "20000",
       EXPIRY_MAX_SLEEP_MS: "600000",
       RECONCILIATION_INTERVAL_MS: "0",
       SNAPSHOT_INTERVAL_MS: "0",
