@@ -256,6 +256,28 @@ describe("concurrency: a GROUP_COMMIT hot SKU on two reservation-service process
     await checkConsistencyClean(admin(), [SKU]);
   });
 
+  it("the attempt rate limit holds for batched holds, even when set on another process after this one last read the SKU", async () => {
+    const SKU = "HOT-RATE";
+    await createHotSku(SKU, 1_000);
+    await teach(SKU); // both processes know the SKU without a limit: their batched holds skip the admission
+    const { sku } = await clients[1]!.updateSku({
+      requestId: rid("limit"),
+      sku: { code: SKU, policy: { customerAttemptRateLimit: { maxAttempts: 3, window: { seconds: 60n } } } },
+      updateMask: { paths: ["policy.customer_attempt_rate_limit"] },
+    });
+    expect(sku?.policy?.customerAttemptRateLimit?.maxAttempts).to.equal(3);
+    // Process 0 still believes the SKU unlimited: its batch finds the limit and sends
+    // the holds back to be admitted first. Then both know it; a second customer's
+    // holds are admitted before they are batched.
+    for (const customerId of ["eager-1", "eager-2"]) {
+      const results = await Promise.all(range(10).map(() => hold(clients[0]!, { requestId: rid("rate"), customerId, lines: [{ sku: SKU, quantity: 1 }] })));
+      const keys = results.map((r) => (r.ok ? "OK" : r.failure.key));
+      expect(keys.filter((k) => k === "OK"), `${customerId}: ${keys.join(", ")}`).to.have.length(3);
+      expect(keys.filter((k) => k === "ResourceExhausted/RATE_LIMITED")).to.have.length(7);
+    }
+    await assertInvariants(knex, [SKU]);
+  });
+
   it("join_waitlist_if_short: the short members of a batch join the waitlist (on the normal path)", async () => {
     const SKU = "HOT-WAIT";
     await createHotSku(SKU, 5);

@@ -9,7 +9,9 @@
  *   abandonment_aware_ttl, whose strategy resolves to PESSIMISTIC (the batch decides
  *   on one row, pessimistically by nature). Everything else takes the normal path
  *   (core/reserve.ts), correct, just not batched. The attempt rate limit was applied
- *   before (it is outside any transaction anyway).
+ *   before (it is outside any transaction anyway), unless the SKU had none at its last
+ *   read: then the hold skips that statement, and goes back to be admitted if the
+ *   batch's read finds a limit.
  * - Queue and leader: per SKU, one batch at a time in this process. Holds that arrive
  *   while a batch runs wait for the next one, which takes up to HOT_SKU_MAX_BATCH of
  *   them in arrival order. No timer: a lone hold goes at once; batching comes from
@@ -85,6 +87,8 @@ export interface HotHold {
   /** As requested (UNSPECIFIED: the SKU's default, else the server's). */
   strategy: LockingStrategy;
   joinWaitlistIfShort: boolean;
+  /** Counted by the attempt rate limit already (else its SKU had no limit when last read). */
+  admitted: boolean;
 }
 
 /** A member's answer: its response, its recorded refusal (or, `dropped`, its caller's abort), or undefined = take the normal path. */
@@ -95,7 +99,7 @@ interface Member extends HotHold {
 }
 
 /** The policy columns that decide whether a SKU's holds may be batched. */
-type Policy = Pick<SkuRow, "code" | "hot_sku_mode" | "max_units_per_customer" | "abandonment_aware_ttl" | "default_locking_strategy">;
+type Policy = Pick<SkuRow, "code" | "hot_sku_mode" | "max_units_per_customer" | "abandonment_aware_ttl" | "default_locking_strategy" | "rate_limit_max_attempts">;
 
 /** Whether a hold with this requested strategy on a SKU with this policy is made by the batch. */
 function batchable(policy: Policy, strategy: LockingStrategy, settings: ReservationSettings): boolean {
@@ -136,8 +140,8 @@ export class GroupCommit {
    */
   learn(rows: readonly Policy[]): void {
     for (const r of rows) {
-      const { code, hot_sku_mode, max_units_per_customer, abandonment_aware_ttl, default_locking_strategy } = r;
-      this.policies.set(code, { code, hot_sku_mode, max_units_per_customer, abandonment_aware_ttl, default_locking_strategy });
+      const { code, hot_sku_mode, max_units_per_customer, abandonment_aware_ttl, default_locking_strategy, rate_limit_max_attempts } = r;
+      this.policies.set(code, { code, hot_sku_mode, max_units_per_customer, abandonment_aware_ttl, default_locking_strategy, rate_limit_max_attempts });
     }
   }
 
@@ -145,6 +149,11 @@ export class GroupCommit {
   takes(sku: string, strategy: LockingStrategy): boolean {
     const policy = this.policies.get(sku);
     return policy !== undefined && batchable(policy, strategy, this.deps.settings);
+  }
+
+  /** Whether the SKU had an attempt rate limit at its last read (unknown: assume so). */
+  limitsAttempts(sku: string): boolean {
+    return this.policies.get(sku)?.rate_limit_max_attempts !== null;
   }
 
   /**
@@ -260,7 +269,8 @@ export class GroupCommit {
       if (row !== undefined) this.learn([row]);
       const terms = new Map<Member, { ttlMs: number; lifetimeMs: number }>();
       for (const m of members) {
-        if (row === undefined || !batchable(row, m.strategy, settings)) {
+        // (Not admitted, and the SKU has a rate limit now: admitted there first.)
+        if (row === undefined || !batchable(row, m.strategy, settings) || (!m.admitted && row.rate_limit_max_attempts !== null)) {
           handBack(m);
           continue;
         }

@@ -199,8 +199,19 @@ async function placeHold(deps: Deps, call: Call, req: CreateHoldRequest): Promis
   v.throwIfAny();
   // Below the server minimum whatever the SKUs (the SKU-dependent maximum is checked once they are read).
   if (ttlMs !== undefined && ttlMs < deps.settings.holdTtlMinMs) throw ttlOutOfRange("ttl", ttlMs, deps.settings.holdTtlMinMs, deps.settings.holdTtlMaxMs);
-  // The attempt rate limit, before the transaction: a refused attempt takes no lock.
-  await admitAttempt(deps.db, req.customerId, lines.map((l) => l.sku));
+  // A single-SKU hold on a GROUP_COMMIT SKU joins the SKU's next batch
+  // (core/group-commit.ts), which answers it, or hands it back to the normal path.
+  const hot = lines.length === 1 && deps.hotSku.takes(lines[0]!.sku, req.lockingStrategy);
+  // The attempt rate limit, before the transaction: a refused attempt takes no lock. A
+  // batched hold skips it (a statement per hold, where the batch's work is shared) if
+  // its SKU had no limit at its last read; the batch reads the policy again and hands
+  // the hold back, to be admitted here, if it finds one.
+  let admitted = false;
+  const admit = async () => {
+    if (!admitted) await admitAttempt(deps.db, req.customerId, lines.map((l) => l.sku));
+    admitted = true;
+  };
+  if (!hot || deps.hotSku.limitsAttempts(lines[0]!.sku)) await admit();
   const key = idempotencyKey(call.principal.id, HOLD_METHOD, CreateHoldRequestSchema, req);
   const spec: ReserveSpec = { type: "HOLD", customerId: req.customerId, lines, ttlMs, strategy: req.lockingStrategy };
   // join_waitlist_if_short: nothing is held, and the customer joins the waitlist of
@@ -233,10 +244,8 @@ async function placeHold(deps: Deps, call: Call, req: CreateHoldRequest): Promis
     : undefined;
   const response = await deps.inventory.around(spec.lines.map((l) => l.sku), hotOrNormal());
   async function hotOrNormal(): Promise<CreateHoldResponse> {
-    // A single-SKU hold on a GROUP_COMMIT SKU joins the SKU's next batch
-    // (core/group-commit.ts), which answers it, or hands it back to the normal path.
     const [line] = spec.lines;
-    if (spec.lines.length === 1 && deps.hotSku.takes(line!.sku, spec.strategy)) {
+    if (hot) {
       const batched = await deps.hotSku.submit({
         call,
         key,
@@ -246,9 +255,11 @@ async function placeHold(deps: Deps, call: Call, req: CreateHoldRequest): Promis
         ttlMs: spec.ttlMs,
         strategy: spec.strategy,
         joinWaitlistIfShort: req.joinWaitlistIfShort,
+        admitted,
       });
       if (batched !== undefined) return batched;
     }
+    await admit();
     return reserve(deps, call, key, spec, CreateHoldResponseSchema, (reservation) => create(CreateHoldResponseSchema, { reservation }), onShort);
   }
   const expireTime = response.reservation?.expireTime;
