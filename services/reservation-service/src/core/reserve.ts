@@ -21,6 +21,9 @@
  *   reclaim; deadlock rule in ledger.ts), and decide on the locked values. Otherwise
  *   the fresh read is the answer: FAILED_PRECONDITION / INSUFFICIENT_STOCK naming
  *   every short line, recorded for replay.
+ * - A hot SKU (HOT_SKU_MODE_GROUP_COMMIT): its single-SKU holds are made by the SKU's
+ *   batches (core/group-commit.ts), the same statements for many holds in one
+ *   transaction; whatever a batch does not take, or hands back, takes the path above.
  */
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { randomUUID } from "node:crypto";
