@@ -198,37 +198,15 @@ export class Idempotency {
    * True if this call now owns the record (new, or taken over after its window).
    * A request id attached to a reservation or a waitlist entry stays taken forever
    * (errors.proto): if one holds it, the claim is refused with IDEMPOTENCY_KEY_REUSED naming it, whatever
-   * the RPC (the record may have passed its window or been pruned). Same statement:
-   * the lookup costs no extra round trip.
+   * the RPC (the record may have passed its window or been pruned).
    */
   private async claim(trx: Knex.Transaction, key: IdempotencyKey, leaseMs: number | null = null): Promise<{ now: Date; token: string } | undefined> {
     try {
-      const [row] = await query<{ claimed: number; token: string | null; reservation_id: string | null; waitlist_entry_id: string | null; now: Date }>(
-        trx,
-        `WITH claim AS (
-           INSERT INTO idempotency_records (caller, request_id, method, request_hash, state, expires_at, lease_expires_at)
-           VALUES (?, ?, ?, ?, 'IN_FLIGHT', now() + ? * interval '1 millisecond', now() + ? * interval '1 millisecond')
-           ON CONFLICT (caller, request_id) DO UPDATE
-              SET method = EXCLUDED.method, request_hash = EXCLUDED.request_hash, state = 'IN_FLIGHT',
-                  response = NULL, status_code = NULL, created_at = now(), completed_at = NULL,
-                  expires_at = EXCLUDED.expires_at, lease_expires_at = EXCLUDED.lease_expires_at
-            -- A record committed ahead of its work (runLeased) is taken over only once
-            -- its lease ran out (the process that claimed it died), whatever its
-            -- window; any other record once it is past its window.
-            WHERE CASE WHEN idempotency_records.state = 'IN_FLIGHT' AND idempotency_records.lease_expires_at IS NOT NULL
-                       THEN idempotency_records.lease_expires_at < now()
-                       ELSE idempotency_records.expires_at <= now() END
-           RETURNING created_at::text AS token
-         )
-         SELECT (SELECT count(*) FROM claim)::int AS claimed, (SELECT token FROM claim) AS token,
-                (SELECT id FROM reservations WHERE caller = ? AND request_id = ?) AS reservation_id,
-                (SELECT id FROM waitlist_entries WHERE caller = ? AND request_id = ? ORDER BY seq LIMIT 1) AS waitlist_entry_id,
-                now() AS now`,
-        [key.caller, key.requestId, key.method, key.hash, this.windowMs, leaseMs, key.caller, key.requestId, key.caller, key.requestId],
-      );
-      if (row!.claimed === 1 && row!.reservation_id !== null) throw idempotencyKeyReused(key.requestId, { reservationId: row!.reservation_id });
-      if (row!.claimed === 1 && row!.waitlist_entry_id !== null) throw idempotencyKeyReused(key.requestId, { waitlistEntryId: row!.waitlist_entry_id });
-      return row!.claimed === 1 ? { now: row!.now, token: row!.token! } : undefined;
+      const { now, claims } = await claimKeys(trx, [key], this.windowMs, leaseMs);
+      const claim = claims[0]!;
+      if (claim.claimed && claim.reservationId !== null) throw idempotencyKeyReused(key.requestId, { reservationId: claim.reservationId });
+      if (claim.claimed && claim.waitlistEntryId !== null) throw idempotencyKeyReused(key.requestId, { waitlistEntryId: claim.waitlistEntryId });
+      return claim.claimed ? { now, token: claim.token! } : undefined;
     } catch (err) {
       // Waited lock_timeout for a duplicate still in flight.
       if (isLockTimeout(err)) throw requestInProgress(key.requestId);
@@ -263,6 +241,110 @@ export class Idempotency {
     REPLAYED.add(replayed);
     throw replayed;
   }
+}
+
+/** What claiming one key found (claimKeys). */
+export interface KeyClaim {
+  /** This transaction now owns the record (new, or taken over after its window). */
+  claimed: boolean;
+  /** The claim's token (created_at, to the microsecond), when claimed. */
+  token: string | null;
+  /** A reservation / waitlist entry that holds the request id forever (IDEMPOTENCY_KEY_REUSED if claimed). */
+  reservationId: string | null;
+  waitlistEntryId: string | null;
+}
+
+/*
+ * The claim of errors.proto's IDEMPOTENCY rules, for one key or many (a hot SKU's
+ * group commit claims every hold of its batch in one statement). Keys are inserted in
+ * (caller, request_id) order, so two transactions claiming overlapping sets lock the
+ * records in one order and cannot deadlock. The keys of one call must be distinct
+ * (ON CONFLICT cannot touch a row twice in one statement). The lookups of the ids that
+ * stay taken forever are part of the statement: they cost no round trip.
+ */
+const CLAIM_KEYS = `
+WITH k AS (
+  SELECT * FROM unnest(?::text[], ?::text[], ?::text[], ?::text[]) WITH ORDINALITY AS k(caller, request_id, method, request_hash, ord)
+), claim AS (
+  INSERT INTO idempotency_records (caller, request_id, method, request_hash, state, expires_at, lease_expires_at)
+  SELECT caller, request_id, method, request_hash, 'IN_FLIGHT', now() + ? * interval '1 millisecond', now() + ? * interval '1 millisecond'
+    FROM k ORDER BY caller COLLATE "C", request_id COLLATE "C"
+  ON CONFLICT (caller, request_id) DO UPDATE
+     SET method = EXCLUDED.method, request_hash = EXCLUDED.request_hash, state = 'IN_FLIGHT',
+         response = NULL, status_code = NULL, created_at = now(), completed_at = NULL,
+         expires_at = EXCLUDED.expires_at, lease_expires_at = EXCLUDED.lease_expires_at
+   -- A record committed ahead of its work (runLeased) is taken over only once
+   -- its lease ran out (the process that claimed it died), whatever its
+   -- window; any other record once it is past its window.
+   WHERE CASE WHEN idempotency_records.state = 'IN_FLIGHT' AND idempotency_records.lease_expires_at IS NOT NULL
+              THEN idempotency_records.lease_expires_at < now()
+              ELSE idempotency_records.expires_at <= now() END
+  RETURNING caller, request_id, created_at::text AS token
+)
+SELECT c.token, c.request_id IS NOT NULL AS claimed,
+       (SELECT id FROM reservations r WHERE r.caller = k.caller AND r.request_id = k.request_id) AS reservation_id,
+       (SELECT id FROM waitlist_entries w WHERE w.caller = k.caller AND w.request_id = k.request_id ORDER BY seq LIMIT 1) AS waitlist_entry_id,
+       now() AS now
+  FROM k LEFT JOIN claim c ON c.caller = k.caller AND c.request_id = k.request_id
+ ORDER BY k.ord`;
+
+/**
+ * Claims `keys` (distinct) in one statement of `trx`: what each claim found, in the
+ * order of `keys`, and the transaction's now(). A key held by another transaction in
+ * flight makes the statement wait for it (at most lock_timeout). Used by
+ * `Idempotency` for one key, and by the hot-SKU group commit for a batch.
+ */
+export async function claimKeys(
+  trx: Knex.Transaction,
+  keys: readonly IdempotencyKey[],
+  windowMs: number,
+  leaseMs: number | null = null,
+): Promise<{ now: Date; claims: KeyClaim[] }> {
+  const rows = await query<{ token: string | null; claimed: boolean; reservation_id: string | null; waitlist_entry_id: string | null; now: Date }>(trx, CLAIM_KEYS, [
+    keys.map((k) => k.caller),
+    keys.map((k) => k.requestId),
+    keys.map((k) => k.method),
+    keys.map((k) => k.hash),
+    windowMs,
+    leaseMs,
+  ]);
+  return {
+    now: rows[0]!.now,
+    claims: rows.map((r) => ({ claimed: r.claimed, token: r.token, reservationId: r.reservation_id, waitlistEntryId: r.waitlist_entry_id })),
+  };
+}
+
+/** An outcome to record: a response (status 0) or a recorded refusal. */
+export type KeyOutcome<D extends DescMessage> = { key: IdempotencyKey; schema: D; response: MessageShape<D> } | { key: IdempotencyKey; refusal: ConnectError };
+
+/**
+ * Records the outcomes of keys claimed by this transaction (claimKeys), and forgets
+ * the claims of `released` (handed to another path, which claims them again), as
+ * part of the caller's next statement: data-modifying statements to put in its WITH
+ * clause, with their parameters.
+ */
+export function recordOutcomesInline<D extends DescMessage>(outcomes: readonly KeyOutcome<D>[], released: readonly IdempotencyKey[]): { sql: string; params: unknown[] } {
+  const encoded = outcomes.map((o) =>
+    "refusal" in o ? { key: o.key, code: o.refusal.code, bytes: encodeError(o.refusal) } : { key: o.key, code: 0, bytes: toBinary(o.schema, o.response) },
+  );
+  return {
+    sql: `recorded AS (
+            UPDATE idempotency_records r SET state = 'COMPLETED', status_code = o.status_code, response = o.response, completed_at = now()
+              FROM unnest(?::text[], ?::text[], ?::int[], ?::bytea[]) AS o(caller, request_id, status_code, response)
+             WHERE r.caller = o.caller AND r.request_id = o.request_id
+          ), released AS (
+            DELETE FROM idempotency_records r USING unnest(?::text[], ?::text[]) AS x(caller, request_id)
+             WHERE r.caller = x.caller AND r.request_id = x.request_id
+          )`,
+    params: [
+      encoded.map((e) => e.key.caller),
+      encoded.map((e) => e.key.requestId),
+      encoded.map((e) => e.code),
+      encoded.map((e) => Buffer.from(e.bytes)),
+      released.map((k) => k.caller),
+      released.map((k) => k.requestId),
+    ],
+  };
 }
 
 /** A refusal as a binary google.rpc.Status (code, message, every detail). */

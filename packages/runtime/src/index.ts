@@ -9,7 +9,7 @@ export { createGrpcJsClient, type GrpcJsClient, type GrpcCallOptions } from "./g
 export { startGrpcServer, bind, type ServiceBinding, type GrpcServerOptions, type RunningGrpcServer } from "./grpc-server.js";
 export { refuseUndecodableRequests } from "./connect-undecodable.js";
 export { startHttpServer, type HttpServerOptions, type RunningHttpServer } from "./http-server.js";
-export { createMetrics, type Metrics } from "./metrics.js";
+export { createMetrics, exportCounts, type Metrics } from "./metrics.js";
 export { instrumentService, statusName, REQUEST_ID_HEADER } from "./instrument.js";
 export { validateService } from "./validation.js";
 export { unimplementedService } from "./unimplemented.js";

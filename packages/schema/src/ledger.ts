@@ -39,6 +39,12 @@ export interface CounterChange {
   reserved?: number;
   allocated?: number;
   reason?: string | null;
+  /**
+   * Who made this change, when one statement writes the changes of several requests
+   * (a hot SKU's group commit: one event per hold, each with its own caller and
+   * request id). Unset: the statement's `origin`.
+   */
+  origin?: ChangeOrigin;
 }
 
 /** Who made a change (the ledger's actor, request id and, for repairs, the run). */
@@ -111,8 +117,8 @@ export async function readInventoryRows(db: Db, skus: readonly string[]): Promis
 const APPLY_COUNTER_CHANGES = `
 WITH ch AS (
   SELECT *
-    FROM unnest(?::int[], ?::text[], ?::text[], ?::uuid[], ?::bigint[], ?::bigint[], ?::bigint[], ?::text[])
-      AS t(ord, sku_code, operation, reservation_id, d_on_hand, d_reserved, d_allocated, reason)
+    FROM unnest(?::int[], ?::text[], ?::text[], ?::uuid[], ?::bigint[], ?::bigint[], ?::bigint[], ?::text[], ?::text[], ?::text[])
+      AS t(ord, sku_code, operation, reservation_id, d_on_hand, d_reserved, d_allocated, reason, actor, request_id)
 ),
 expected AS (
   SELECT * FROM unnest(?::text[], ?::bigint[]) AS e(sku_code, version)
@@ -166,7 +172,7 @@ INSERT INTO audit_events (
 SELECT operation, sku_code, reservation_id, d_on_hand, d_reserved, d_allocated,
        f_on_hand - later_on_hand - d_on_hand, f_reserved - later_reserved - d_reserved, f_allocated - later_allocated - d_allocated,
        f_on_hand - later_on_hand, f_reserved - later_reserved, f_allocated - later_allocated,
-       f_version - later_events, ?, ?, reason, ?::uuid
+       f_version - later_events, actor, request_id, reason, ?::uuid
   FROM ev
  ORDER BY sku_code COLLATE "C", ord  -- SKU order whatever the database's default collation
 RETURNING *`;
@@ -203,11 +209,11 @@ export async function applyCounterChanges(
     changes.map((c) => c.reserved ?? 0),
     changes.map((c) => c.allocated ?? 0),
     changes.map((c) => c.reason ?? null),
+    changes.map((c) => (c.origin ?? origin).actor),
+    changes.map((c) => (c.origin ?? origin).requestId),
     expected.map(([sku]) => sku),
     expected.map(([, version]) => version),
     options.yieldToWaitlist === true,
-    origin.actor,
-    origin.requestId,
     origin.reconciliationRunId ?? null,
   ]);
   const changed = new Set(rows.map((r) => r.sku_code));

@@ -40,6 +40,8 @@ const environment = z
     // The request log of CreateHold attempts, for the flash-sale report (docs/fairness.md).
     REQUEST_LOG: envVar.boolean(true),
     OVERDUE_HOLD_GRACE_MS: envVar.positiveInt(60_000, 24 * 3_600_000),
+    // Holds per batch transaction of a GROUP_COMMIT SKU (docs/concurrency.md).
+    HOT_SKU_MAX_BATCH: envVar.positiveInt(64, 1_000),
   })
   .superRefine((env, ctx) => {
     checkAuthEnv(env, ctx);
@@ -82,6 +84,7 @@ const environment = z
       ...holdTermSettings(env),
       idempotencyWindowMs: env.IDEMPOTENCY_WINDOW_MS,
       overdueHoldGraceMs: env.OVERDUE_HOLD_GRACE_MS,
+      hotSkuMaxBatch: env.HOT_SKU_MAX_BATCH,
     } satisfies ReservationSettings,
   }));
 

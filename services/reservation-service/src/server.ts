@@ -1,12 +1,13 @@
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { InventoryReservationService } from "@holdfast/contracts";
-import { bind, createMetrics, knexLog, instrumentService, refuseUndecodableRequests, startGrpcServer, startHttpServer, validateService, type Logger } from "@holdfast/runtime";
+import { bind, createMetrics, exportCounts, knexLog, instrumentService, refuseUndecodableRequests, startGrpcServer, startHttpServer, validateService, type Logger } from "@holdfast/runtime";
 import { createKnex, assertDatabaseReady } from "@holdfast/schema";
 import { authorizeService, createAuthenticator } from "@holdfast/core";
 import { dashboardPages } from "@holdfast/dashboard/pages";
 import type { ReservationServiceConfig } from "./config.js";
 import { ExpiryAnnouncer, InventoryAnnouncer } from "./core/announcers.js";
 import { AttemptLog } from "./core/attempts.js";
+import { GroupCommit } from "./core/group-commit.js";
 import { AvailabilityHub } from "./core/watch.js";
 import { WaitlistHub } from "./core/waitlist-watch.js";
 import { createInventoryReservationService } from "./service.js";
@@ -36,6 +37,9 @@ export async function startReservationService(config: ReservationServiceConfig, 
   const expiry = new ExpiryAnnouncer(db, logger);
   const inventory = new InventoryAnnouncer(db, logger, (skus) => hub.changed(skus));
   const attempts = new AttemptLog(db, logger, config.requestLog);
+  const hotSku = new GroupCommit({ db, settings: config.reservations, logger, expiry });
+  exportCounts(metrics.registry, "holdfast_hot_sku_batches_total", "Batch transactions of GROUP_COMMIT SKUs, committed or failed (then their holds took the normal path).", "outcome", () => hotSku.stats.batches);
+  exportCounts(metrics.registry, "holdfast_hot_sku_holds_total", "Holds that joined a GROUP_COMMIT batch, by how it answered them (normal: handed to the normal path).", "answer", () => hotSku.stats.holds);
   const logic = createInventoryReservationService({
     db,
     settings: config.reservations,
@@ -45,6 +49,7 @@ export async function startReservationService(config: ReservationServiceConfig, 
     attempts,
     hub,
     waitlistHub,
+    hotSku,
   });
   // Outermost first: instrument (log, metrics, error mapping), authenticate and authorize
   // (and count streams), validate the request, then the logic.

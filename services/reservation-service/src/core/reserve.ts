@@ -21,6 +21,9 @@
  *   reclaim; deadlock rule in ledger.ts), and decide on the locked values. Otherwise
  *   the fresh read is the answer: FAILED_PRECONDITION / INSUFFICIENT_STOCK naming
  *   every short line, recorded for replay.
+ * - A hot SKU (HOT_SKU_MODE_GROUP_COMMIT): its single-SKU holds are made by the SKU's
+ *   batches (core/group-commit.ts), the same statements for many holds in one
+ *   transaction; whatever a batch does not take, or hands back, takes the path above.
  */
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { randomUUID } from "node:crypto";
@@ -85,7 +88,7 @@ export interface Line {
 }
 
 /** At most this many expired holds are reclaimed in line by one request (the sweeper does the rest). */
-const RECLAIM_LIMIT = 500;
+export const RECLAIM_LIMIT = 500;
 
 /**
  * Sums request lines naming the same SKU (checking two lines of one SKU separately
@@ -127,7 +130,7 @@ export function ttlBounds(skus: readonly SkuRow[], settings: ReservationSettings
 }
 
 /** TTL and lifetime of a new hold. Throws INVALID_ARGUMENT / TTL_OUT_OF_RANGE for a requested TTL outside the bounds. */
-function holdTerms(skus: readonly SkuRow[], settings: ReservationSettings, requestedMs: number | undefined): { ttlMs: number; lifetimeMs: number } {
+export function holdTerms(skus: readonly SkuRow[], settings: ReservationSettings, requestedMs: number | undefined): { ttlMs: number; lifetimeMs: number } {
   const { minMs, maxMs, boundSku } = ttlBounds(skus, settings);
   if (requestedMs !== undefined && (requestedMs < minMs || requestedMs > maxMs)) throw ttlOutOfRange("ttl", requestedMs, minMs, maxMs, boundSku);
   const defaultMs = Math.min(settings.defaultHoldTtlMs, ...skus.map((s) => s.default_hold_ttl_ms ?? Infinity));
@@ -199,8 +202,19 @@ async function placeHold(deps: Deps, call: Call, req: CreateHoldRequest): Promis
   v.throwIfAny();
   // Below the server minimum whatever the SKUs (the SKU-dependent maximum is checked once they are read).
   if (ttlMs !== undefined && ttlMs < deps.settings.holdTtlMinMs) throw ttlOutOfRange("ttl", ttlMs, deps.settings.holdTtlMinMs, deps.settings.holdTtlMaxMs);
-  // The attempt rate limit, before the transaction: a refused attempt takes no lock.
-  await admitAttempt(deps.db, req.customerId, lines.map((l) => l.sku));
+  // A single-SKU hold on a GROUP_COMMIT SKU joins the SKU's next batch
+  // (core/group-commit.ts), which answers it, or hands it back to the normal path.
+  const hot = lines.length === 1 && deps.hotSku.takes(lines[0]!.sku, req.lockingStrategy);
+  // The attempt rate limit, before the transaction: a refused attempt takes no lock. A
+  // batched hold skips it (a statement per hold, where the batch's work is shared) if
+  // its SKU had no limit at its last read; the batch reads the policy again and hands
+  // the hold back, to be admitted here, if it finds one.
+  let admitted = false;
+  const admit = async () => {
+    if (!admitted) await admitAttempt(deps.db, req.customerId, lines.map((l) => l.sku));
+    admitted = true;
+  };
+  if (!hot || deps.hotSku.limitsAttempts(lines[0]!.sku)) await admit();
   const key = idempotencyKey(call.principal.id, HOLD_METHOD, CreateHoldRequestSchema, req);
   const spec: ReserveSpec = { type: "HOLD", customerId: req.customerId, lines, ttlMs, strategy: req.lockingStrategy };
   // join_waitlist_if_short: nothing is held, and the customer joins the waitlist of
@@ -231,10 +245,26 @@ async function placeHold(deps: Deps, call: Call, req: CreateHoldRequest): Promis
         return create(CreateHoldResponseSchema, { waitlistEntries: await withPositions(trx, entries) });
       }
     : undefined;
-  const response = await deps.inventory.around(
-    spec.lines.map((l) => l.sku),
-    reserve(deps, call, key, spec, CreateHoldResponseSchema, (reservation) => create(CreateHoldResponseSchema, { reservation }), onShort),
-  );
+  const response = await deps.inventory.around(spec.lines.map((l) => l.sku), hotOrNormal());
+  async function hotOrNormal(): Promise<CreateHoldResponse> {
+    const [line] = spec.lines;
+    if (hot) {
+      const batched = await deps.hotSku.submit({
+        call,
+        key,
+        customerId: spec.customerId,
+        sku: line!.sku,
+        quantity: line!.quantity,
+        ttlMs: spec.ttlMs,
+        strategy: spec.strategy,
+        joinWaitlistIfShort: req.joinWaitlistIfShort,
+        admitted,
+      });
+      if (batched !== undefined) return batched;
+    }
+    await admit();
+    return reserve(deps, call, key, spec, CreateHoldResponseSchema, (reservation) => create(CreateHoldResponseSchema, { reservation }), onShort);
+  }
   const expireTime = response.reservation?.expireTime;
   if (!response.replayed && expireTime !== undefined) deps.expiry.holdCreated(timestampDate(expireTime));
   return response;
@@ -271,7 +301,7 @@ async function reserve<D extends DescMessage>(
       const began = performance.now();
       const response = await idempotency.run(key, schema, (trx, claimed) => {
         promoted.length = 0;
-        return reserveOnce(trx, deps.settings, call, key, spec, respond, claimed, began, promoted, onShort);
+        return reserveOnce(trx, deps.settings, (rows) => deps.hotSku.learn(rows), call, key, spec, respond, claimed, began, promoted, onShort);
       });
       deps.expiry.promoted(promoted);
       return response;
@@ -288,11 +318,37 @@ async function reserve<D extends DescMessage>(
   }
 }
 
-type SkuWithCounters = SkuRow & Pick<InventoryRow, "on_hand" | "reserved" | "allocated" | "available" | "version" | "waitlist_count">;
+export type SkuWithCounters = SkuRow & Pick<InventoryRow, "on_hand" | "reserved" | "allocated" | "available" | "version" | "waitlist_count">;
+
+/**
+ * The SKUs' policies and counters in one read; `lock`: the inventory rows locked
+ * (FOR NO KEY UPDATE, the rows' order is the planner's, so only for one SKU).
+ */
+export async function readSkusWithCounters(trx: Knex.Transaction, skus: readonly string[], lock = false): Promise<SkuWithCounters[]> {
+  if (lock && skus.length > 1) throw new Error("readSkusWithCounters locks one row at most (several rows: lockInventoryRows, in SKU order)");
+  return query<SkuWithCounters>(
+    trx,
+    `SELECT s.*, i.on_hand, i.reserved, i.allocated, i.available, i.version, i.waitlist_count
+       FROM skus s JOIN inventory i ON i.sku_code = s.code
+      WHERE s.code = ANY(?::text[])${lock ? " FOR NO KEY UPDATE OF i" : ""}`,
+    [skus],
+  );
+}
+
+/** What a new buyer may take of each row: nothing on a STRICT_FIFO SKU whose waitlist has WAITING entries (their units are the queue's). */
+export function availableToBuyers(
+  rows: readonly Pick<InventoryRow, "sku_code" | "available" | "waitlist_count">[],
+  policies: readonly Pick<SkuRow, "code" | "waitlist_promotion_policy">[],
+): { sku_code: string; available: number }[] {
+  const strict = new Set(policies.filter((r) => r.waitlist_promotion_policy !== "FIRST_FIT").map((r) => r.code));
+  return rows.map((r) => ({ sku_code: r.sku_code, available: r.waitlist_count > 0 && strict.has(r.sku_code) ? 0 : r.available }));
+}
 
 async function reserveOnce<R>(
   trx: Knex.Transaction,
   settings: ReservationSettings,
+  /** Told the SKUs' policies as read (the hot-SKU batcher learns which SKUs it may take). */
+  learn: (rows: readonly SkuRow[]) => void,
   call: Call,
   key: IdempotencyKey,
   spec: ReserveSpec,
@@ -314,20 +370,13 @@ async function reserveOnce<R>(
   const skus = spec.lines.map((l) => l.sku);
   // Policies and counters in one plain read: no lock, so a sold-out SKU costs its
   // refused buyers no wait on the hot row.
-  const rows = await query<SkuWithCounters>(
-    trx,
-    `SELECT s.*, i.on_hand, i.reserved, i.allocated, i.available, i.version, i.waitlist_count
-       FROM skus s JOIN inventory i ON i.sku_code = s.code
-      WHERE s.code = ANY(?::text[])`,
-    [skus],
-  );
+  const rows = await readSkusWithCounters(trx, skus);
+  learn(rows);
   const known = new Set(rows.map((r) => r.code));
   if (known.size < skus.length) throw skuNotFound(skus.filter((s) => !known.has(s)));
 
   // STRICT_FIFO SKUs with WAITING entries: their units are the queue's, a new buyer sees none.
-  const strict = new Set(rows.filter((r) => r.waitlist_promotion_policy !== "FIRST_FIT").map((r) => r.code));
-  const forBuyer = (inv: readonly Pick<InventoryRow, "sku_code" | "available" | "waitlist_count">[]) =>
-    inv.map((r) => ({ sku_code: r.sku_code, available: r.waitlist_count > 0 && strict.has(r.sku_code) ? 0 : r.available }));
+  const forBuyer = (inv: readonly Pick<InventoryRow, "sku_code" | "available" | "waitlist_count">[]) => availableToBuyers(inv, rows);
   const strategy = strategyFor(spec.strategy, rows, settings);
   const bounded = spec.type === "HOLD" ? holdTerms(rows, settings, spec.ttlMs) : undefined;
   // max_units_per_customer: takes the customer's lock (before any row lock of this
@@ -350,7 +399,8 @@ async function reserveOnce<R>(
     // inserts it: one round trip for the reservation, its lines and the record.
     const header = plannedReservation(randomUUID(), spec, strategy, terms, key, claimed.now);
     const response = respond(toReservation(header, spec.lines.map((l) => ({ sku_code: l.sku, quantity: l.quantity })), claimed.now));
-    await insertReservation(trx, header, spec, terms, claimed.recordInline(response));
+    const record = claimed.recordInline(response);
+    await insertReservations(trx, [{ header, lines: spec.lines, terms }], { sql: `recorded AS (${record.sql})`, params: record.params });
     return { header, response };
   };
 
@@ -394,7 +444,7 @@ const COMMIT_MARGIN_MS = 100;
  * same id). Measured on this process's monotonic clock from before the transaction
  * began, so it can only overestimate the elapsed time.
  */
-function bornAlive<R>(response: R, terms: { ttlMs: number } | undefined, began: number, skus: string[]): R {
+export function bornAlive<R>(response: R, terms: { ttlMs: number } | undefined, began: number, skus: string[]): R {
   if (terms !== undefined && performance.now() - began + COMMIT_MARGIN_MS >= terms.ttlMs) throw lockTimeout({ skus });
   return response;
 }
@@ -425,9 +475,9 @@ async function refuseShort(trx: Knex.Transaction, header: ReservationRow | undef
  * truncated to the millisecond like every timestamp the driver reads back), so the
  * response and a later read of the row agree.
  */
-function plannedReservation(
+export function plannedReservation(
   id: string,
-  spec: ReserveSpec,
+  spec: Pick<ReserveSpec, "type" | "customerId">,
   strategy: StoredStrategy,
   terms: { ttlMs: number; lifetimeMs: number } | undefined,
   key: IdempotencyKey,
@@ -454,48 +504,54 @@ function plannedReservation(
   };
 }
 
+/** A reservation to insert: the row as planned, its lines, its terms. */
+export interface PlannedInsert {
+  header: ReservationRow;
+  lines: readonly Line[];
+  terms: { ttlMs: number; lifetimeMs: number } | undefined;
+}
+
 /**
- * The reservation, its lines and the idempotency record in one statement. Times are
+ * Reservations, their lines and idempotency records in one statement (`record`: the
+ * data-modifying CTEs that record the outcomes, with their parameters). Times are
  * the database's (now(), the transaction's start): expiry is judged by the database
- * clock only; `header` only supplies the id and the values decided here.
+ * clock only; `header` only supplies the id and the values decided here. One
+ * reservation for a request; a hot SKU's group commit inserts a batch.
  */
-async function insertReservation(
-  trx: Knex.Transaction,
-  header: ReservationRow,
-  spec: ReserveSpec,
-  terms: { ttlMs: number; lifetimeMs: number } | undefined,
-  record: { sql: string; params: unknown[] },
-): Promise<void> {
+export async function insertReservations(trx: Knex.Transaction, planned: readonly PlannedInsert[], record: { sql: string; params: unknown[] }): Promise<void> {
+  const column = <T>(f: (p: PlannedInsert) => T) => planned.map(f);
+  const lines = planned.flatMap((p) => p.lines.map((l) => ({ id: p.header.id, ...l })));
   await query(
     trx,
     `WITH h AS (
        INSERT INTO reservations (id, type, status, customer_id, caller, request_id, locking_strategy, expires_at, max_expires_at, confirmed_at)
-       VALUES (?::uuid, ?, ?, ?, ?, ?, ?,
-               now() + ?::bigint * interval '1 millisecond',
-               now() + ?::bigint * interval '1 millisecond',
-               CASE WHEN ?::text = 'ALLOCATED' THEN now() END)
+       SELECT id, type, status, customer_id, caller, request_id, locking_strategy,
+              now() + ttl_ms * interval '1 millisecond',
+              now() + lifetime_ms * interval '1 millisecond',
+              CASE WHEN status = 'ALLOCATED' THEN now() END
+         FROM unnest(?::uuid[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::bigint[], ?::bigint[])
+           AS t(id, type, status, customer_id, caller, request_id, locking_strategy, ttl_ms, lifetime_ms)
        RETURNING id, status, expires_at, created_at
      ), lines AS (
        INSERT INTO reservation_items (reservation_id, sku_code, quantity, status, expires_at, created_at)
        SELECT h.id, l.sku_code, l.quantity, h.status, h.expires_at, h.created_at
-         FROM h, unnest(?::text[], ?::int[]) AS l(sku_code, quantity)
-     ), recorded AS (
-       ${record.sql}
-     )
+         FROM unnest(?::uuid[], ?::text[], ?::int[]) AS l(reservation_id, sku_code, quantity)
+         JOIN h ON h.id = l.reservation_id
+     ), ${record.sql}
      SELECT 1`,
     [
-      header.id,
-      header.type,
-      header.status,
-      header.customer_id,
-      header.caller,
-      header.request_id,
-      header.locking_strategy,
-      terms?.ttlMs ?? null,
-      terms?.lifetimeMs ?? null,
-      header.status,
-      spec.lines.map((l) => l.sku),
-      spec.lines.map((l) => l.quantity),
+      column((p) => p.header.id),
+      column((p) => p.header.type),
+      column((p) => p.header.status),
+      column((p) => p.header.customer_id),
+      column((p) => p.header.caller),
+      column((p) => p.header.request_id),
+      column((p) => p.header.locking_strategy),
+      column((p) => p.terms?.ttlMs ?? null),
+      column((p) => p.terms?.lifetimeMs ?? null),
+      lines.map((l) => l.id),
+      lines.map((l) => l.sku),
+      lines.map((l) => l.quantity),
       ...record.params,
     ],
   );
