@@ -15,7 +15,8 @@
 //     --strategy PESSIMISTIC [--seconds 10] [--warmup 2] [--run r1]
 import { parseArgs } from "node:util";
 import { InventoryReservationService, LockingStrategy } from "@holdfast/contracts";
-import { createGrpcJsClient } from "@holdfast/runtime";
+import * as grpc from "@grpc/grpc-js";
+import { DEFAULT_MAX_CONCURRENT_STREAMS, createGrpcJsClient } from "@holdfast/runtime";
 import { benchCaller } from "./auth.js";
 import { drive, refusalReason } from "./lib/drive.js";
 import { skuCode } from "./scenarios.js";
@@ -37,12 +38,18 @@ if (strategy === undefined) throw new Error(`unknown --strategy ${values.strateg
 const skus = Number(values.skus);
 const emit = (line: unknown) => process.stdout.write(`${JSON.stringify(line)}\n`);
 
-const client = createGrpcJsClient(InventoryReservationService, values.target, undefined, benchCaller);
+const concurrency = Number(values.concurrency);
+// One HTTP/2 connection per 100 workers: a connection carries at most 100 calls at once
+// (the server's default), and more workers on one would queue in the client. A local
+// subchannel pool keeps grpc-js from sharing one connection between the clients.
+const clients = Array.from({ length: Math.ceil(concurrency / DEFAULT_MAX_CONCURRENT_STREAMS) }, () =>
+  createGrpcJsClient(InventoryReservationService, values.target!, grpc.credentials.createInsecure(), { ...benchCaller, "grpc.use_local_subchannel_pool": 1 }),
+);
 let cpuAtStart = 0;
 let cpuAtEnd = 0;
 const result = await drive(
   {
-    concurrency: Number(values.concurrency),
+    concurrency,
     seconds: Number(values.seconds),
     warmupSeconds: Number(values.warmup),
     onWindow: (edge) => {
@@ -54,7 +61,7 @@ const result = await drive(
   },
   async (worker, i) => {
     try {
-      await client.createHold({
+      await clients[worker % clients.length]!.createHold({
         requestId: `${values.run}-${worker}-${i}`,
         customerId: `c${worker}`,
         lines: [{ sku: skuCode(Math.floor(Math.random() * skus)), quantity: 1 }],
@@ -67,5 +74,5 @@ const result = await drive(
     }
   },
 );
-client.close();
+for (const client of clients) client.close();
 emit({ result: { ...result, cpuMicros: cpuAtEnd - cpuAtStart } });

@@ -17,17 +17,23 @@ export interface Scenario {
   skus: number;
   /** The SKUs' policy, given to CreateSku (zero fields: server defaults). */
   policy?: MessageInitShape<typeof SkuPolicySchema>;
+  /** Its client counts, unless --concurrency names others (default: the run's). */
+  concurrency?: number[];
+  /** The strategies that mean something for it (default: the run's). */
+  strategies?: string[];
 }
 
 export const SCENARIOS: readonly Scenario[] = [
   { name: "hot", title: "1 hot SKU", skus: 1 },
   { name: "spread", title: "10,000 SKUs", skus: 10_000 },
-  // Not run by default: CreateSku answers UNIMPLEMENTED / NOT_IMPLEMENTED until the
-  // mode lands, and the harness then records the scenario as skipped.
-  { name: "hot-group-commit", title: "1 hot SKU, GROUP_COMMIT", skus: 1, policy: { hotSkuMode: HotSkuMode.GROUP_COMMIT } },
+  // Batches form from the calls in flight at once, so more clients than the others
+  // (the ceiling is measured at the same counts; the goal compares against the best
+  // single-row ceiling of the run). Only PESSIMISTIC holds are batched: an
+  // OPTIMISTIC one takes the one-at-a-time path (docs/concurrency.md).
+  { name: "hot-group-commit", title: "1 hot SKU, GROUP_COMMIT", skus: 1, policy: { hotSkuMode: HotSkuMode.GROUP_COMMIT }, concurrency: [64, 256], strategies: ["PESSIMISTIC"] },
 ];
 
-export const DEFAULT_SCENARIOS = ["hot", "spread"];
+export const DEFAULT_SCENARIOS = ["hot", "spread", "hot-group-commit"];
 
 /**
  * The code of SKU `i`; bench/pgbench/*.sql build the same codes

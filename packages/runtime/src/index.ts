@@ -1,5 +1,6 @@
 export { ConfigError, loadConfig, envVar, commonEnv, databaseSettings, authEnv, checkAuthEnv, authSettings, type AuthSettings } from "./config.js";
 export { serverLimitsEnv, serverLimits } from "./config.js";
+export { DEFAULT_MAX_CONCURRENT_STREAMS } from "./limits.js";
 export { createLogger, knexLog, type Logger } from "./logger.js";
 export { exitOnShutdownSignal } from "./shutdown.js";
 export { ERROR_DOMAIN, rpcError, invalidArgument, unimplemented, toConnectError, isServerFault, isLockTimeout, isTransientDatabaseError, type FieldViolation } from "./errors.js";
