@@ -85,7 +85,8 @@ const completeParams = (key: IdempotencyKey, statusCode: number, response: Uint8
 export class Idempotency {
   /**
    * @param signal the call's: once it aborts (deadline passed, client gone) no new
-   *   transaction starts, and one in progress rolls back instead of committing, so
+   *   transaction starts (nor its work, if it aborted while the call waited for a
+   *   connection), and one in progress rolls back instead of committing, so
    *   nobody's abandoned request takes stock. A commit that races the abort stands and
    *   is replayed to a retry with the same request id.
    */
@@ -107,6 +108,9 @@ export class Idempotency {
       let outcome: { kind: "done"; value: R | Refusal } | { kind: "exists" };
       try {
         outcome = await this.db.transaction(async (trx) => {
+          // The caller may have gone while this call waited for a pooled connection:
+          // then nothing of its work runs (knex rolls the empty transaction back).
+          this.signal?.throwIfAborted();
           const claim = await this.claim(trx, key);
           if (claim === undefined) return { kind: "exists" } as const;
           const { now } = claim;
