@@ -78,23 +78,40 @@ export interface Claimed<R> {
 /** The work of one request, run once its request id is claimed. */
 export type Work<R> = (trx: Knex.Transaction, claimed: Claimed<R>) => Promise<R | Refusal>;
 
+/**
+ * The rest of the claim's transaction is bounded by the caller's deadline: a select-list
+ * item of the claim that sets statement_timeout for the transaction (SET LOCAL; the
+ * claim itself is already running) to the milliseconds left, or keeps the configured
+ * one if that is shorter (least() skips the NULL of "0 = none configured"). No deadline
+ * (NULL): nothing changes. Parameters: the milliseconds left, twice.
+ */
+const DEADLINE_BOUND = `CASE WHEN ?::int IS NULL THEN NULL ELSE set_config('statement_timeout',
+    least(?::int, nullif(extract(epoch FROM current_setting('statement_timeout')::interval) * 1000, 0)::int)::text, true) END AS deadline_bound`;
+
 const COMPLETE = `UPDATE idempotency_records SET state = 'COMPLETED', status_code = ?, response = ?, completed_at = now()
                    WHERE caller = ? AND request_id = ?`;
 const completeParams = (key: IdempotencyKey, statusCode: number, response: Uint8Array) => [statusCode, Buffer.from(response), key.caller, key.requestId];
 
 export class Idempotency {
   /**
-   * @param signal the call's: once it aborts (deadline passed, client gone) no new
-   *   transaction starts (nor its work, if it aborted while the call waited for a
-   *   connection), and one in progress rolls back instead of committing, so
+   * @param call the call's signal and deadline. Once the signal aborts (deadline passed,
+   *   client gone) no new transaction starts (nor its work, if it aborted while the call
+   *   waited for a connection), and one in progress rolls back instead of committing, so
    *   nobody's abandoned request takes stock. A commit that races the abort stands and
-   *   is replayed to a retry with the same request id.
+   *   is replayed to a retry with the same request id. With a deadline, the
+   *   transaction's statements after the claim (lock waits included) are cancelled when
+   *   it passes (statement_timeout, never above the configured one), so a call whose
+   *   caller has gone does not keep its connection waiting for a row lock.
    */
   constructor(
     private readonly db: Knex,
     private readonly windowMs: number,
-    private readonly signal?: AbortSignal,
+    private readonly call?: { signal: AbortSignal; deadline?: number },
   ) {}
+
+  private get signal(): AbortSignal | undefined {
+    return this.call?.signal;
+  }
 
   /**
    * Runs `work` at most once per key and returns its response, or the recorded
@@ -227,8 +244,8 @@ export class Idempotency {
          SELECT (SELECT count(*) FROM claim)::int AS claimed, (SELECT token FROM claim) AS token,
                 (SELECT id FROM reservations WHERE caller = ? AND request_id = ?) AS reservation_id,
                 (SELECT id FROM waitlist_entries WHERE caller = ? AND request_id = ? ORDER BY seq LIMIT 1) AS waitlist_entry_id,
-                now() AS now`,
-        [key.caller, key.requestId, key.method, key.hash, this.windowMs, leaseMs, key.caller, key.requestId, key.caller, key.requestId],
+                now() AS now, ${DEADLINE_BOUND}`,
+        [key.caller, key.requestId, key.method, key.hash, this.windowMs, leaseMs, key.caller, key.requestId, key.caller, key.requestId, ...this.deadlineParams()],
       );
       if (row!.claimed === 1 && row!.reservation_id !== null) throw idempotencyKeyReused(key.requestId, { reservationId: row!.reservation_id });
       if (row!.claimed === 1 && row!.waitlist_entry_id !== null) throw idempotencyKeyReused(key.requestId, { waitlistEntryId: row!.waitlist_entry_id });
@@ -238,6 +255,12 @@ export class Idempotency {
       if (isLockTimeout(err)) throw requestInProgress(key.requestId);
       throw err;
     }
+  }
+
+  /** DEADLINE_BOUND's parameters: the milliseconds left to the caller's deadline (at least 1), or NULL. */
+  private deadlineParams(): [number | null, number | null] {
+    const left = this.call?.deadline === undefined ? null : Math.max(1, Math.floor(this.call.deadline - Date.now()));
+    return [left, left];
   }
 
   /** Records a refusal in its own transaction; false if another request got the key first. */
