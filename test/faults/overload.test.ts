@@ -142,14 +142,16 @@ describe("faults: overload at several times the sustainable rate", function () {
       told.set(requestId, res.reservation!.id);
     };
 
-    // The sustainable rate, measured: as many clients as calls may be in flight, one call
-    // after another, for 1.5 s (after the pool's connections opened and the code warmed up).
+    // The sustainable rate, measured: as many clients as calls may be in flight or wait (so
+    // the server is never idle and nothing is shed), one call after another, for 1.5 s
+    // (after the pool's connections opened and the code warmed up).
     const inFlight = Number(LIMITS.MAX_CALLS_IN_FLIGHT);
-    await Promise.all(range(inFlight).map(async (c) => { for (const _ of range(5)) await hold(clients[c % CONNECTIONS]!); }));
+    const admitted = inFlight + Number(LIMITS.MAX_CALLS_WAITING);
+    await Promise.all(range(admitted).map(async (c) => { for (const _ of range(5)) await hold(clients[c % CONNECTIONS]!); }));
     const measuredFrom = performance.now();
     let measured = 0;
     await Promise.all(
-      range(inFlight).map(async (c) => {
+      range(admitted).map(async (c) => {
         while (performance.now() - measuredFrom < 1_500) {
           await hold(clients[c % CONNECTIONS]!);
           measured++;
@@ -236,7 +238,9 @@ describe("faults: overload at several times the sustainable rate", function () {
     // Shed, and only shed: nothing else went wrong.
     for (const key of byKey.keys()) expect(key, "every answer").to.match(/^(OK|Unavailable\/OVERLOADED)$/);
     expect(ok.length, "accepted").to.be.greaterThan(0);
-    expect(shed.length, "shed: more than half of the calls, at four times the sustainable rate").to.be.greaterThan(ok.length);
+    // At four times the rate measured moments before, about three calls in four; a third at
+    // least even if the shared machine got twice as fast meanwhile.
+    expect(shed.length, "shed").to.be.at.least(answers.length / 3);
     expect(shedWithoutRetryInfo, "shed answers without RetryInfo").to.equal(0);
     expect(await stack().metric("holdfast_rpc_shed_total", { method: CREATE_HOLD }), "holdfast_rpc_shed_total = the shed answers").to.equal(shed.length);
     // Early, not queued: in the server (from the handler's start to its answer, what shedding
@@ -324,6 +328,26 @@ describe("faults: callers that give up under load", function () {
     // Retried with the same request ids: made now, for the first time.
     for (const requestId of gaveUp) expect((await hold(requestId, FREE)).replayed, `${requestId} retried`).to.equal(false);
     await assertInvariants(knex, [LOCKED, FREE]);
+  });
+
+  it("a call whose deadline passes while it waits for a row lock is cancelled then, not after LOCK_TIMEOUT_MS: its slot and connection are free again", async () => {
+    const { knex, clients, metric } = stack();
+    const client = clients[0]!;
+    const serviceLockWaits = async () =>
+      (await query<{ n: number }>(knex, `SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name LIKE 'holdfast-reservation-service%' AND wait_event_type = 'Lock'`))[0]!.n;
+    const lock = await knex.transaction();
+    try {
+      await lock.raw(`SELECT 1 FROM inventory WHERE sku_code = ? FOR UPDATE`, [LOCKED]);
+      const late = client.createHold({ requestId: "lock-wait-deadline", customerId: "c-lock-wait", lines: [{ sku: LOCKED, quantity: 1 }] }, { timeoutMs: 500 });
+      expect(failureOf(await late.then(() => undefined, (err: unknown) => err)).code, "the call").to.equal(Code.DeadlineExceeded);
+      // The lock is still held (for up to LOCK_TIMEOUT_MS = 30 s it could wait), yet the server gave up.
+      await until("the server's statement cancelled and its slot freed", async () => (await serviceLockWaits()) === 0 && (await metric("holdfast_rpc_in_flight")) === 0, 5_000);
+    } finally {
+      await lock.rollback();
+    }
+    expect((await query(knex, `SELECT 1 FROM reservations WHERE request_id = 'lock-wait-deadline'`)).length, "holds made for it").to.equal(0);
+    const retried = await client.createHold({ requestId: "lock-wait-deadline", customerId: "c-lock-wait", lines: [{ sku: LOCKED, quantity: 1 }] });
+    expect(retried.replayed, "the retry").to.equal(false);
   });
 
   it("calls with deadlines of a few milliseconds end DEADLINE_EXCEEDED or CANCELLED; a hold committed for one is replayed to its retry, never made twice", async () => {
