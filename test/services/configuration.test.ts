@@ -54,9 +54,9 @@ describe("configuration", () => {
     expect(strategy.join("\n")).to.match(/DEFAULT_LOCKING_STRATEGY: must be PESSIMISTIC or OPTIMISTIC/);
   });
 
-  it("admission limits: twice the pool in flight and as many waiting unless set, bad values named", () => {
-    expect(loadReservationServiceConfig({ DATABASE_URL }).admission).to.deep.equal({ maxInFlight: 20, maxWaiting: 20, maxWaitMs: 500 });
-    expect(loadExpiryWorkerConfig({ DATABASE_URL, DATABASE_POOL_MAX: "3" }).admission).to.deep.equal({ maxInFlight: 6, maxWaiting: 6, maxWaitMs: 500 });
+  it("admission limits: twice the pool in flight and twice that waiting unless set, bad values named", () => {
+    expect(loadReservationServiceConfig({ DATABASE_URL }).admission).to.deep.equal({ maxInFlight: 20, maxWaiting: 40, maxWaitMs: 500 });
+    expect(loadExpiryWorkerConfig({ DATABASE_URL, DATABASE_POOL_MAX: "3", MAX_CALLS_IN_FLIGHT: "5" }).admission).to.deep.equal({ maxInFlight: 5, maxWaiting: 10, maxWaitMs: 500 });
     expect(loadReservationServiceConfig({ DATABASE_URL, MAX_CALLS_IN_FLIGHT: "7", MAX_CALLS_WAITING: "0", MAX_CALL_WAIT_MS: "50" }).admission).to.deep.equal({
       maxInFlight: 7,
       maxWaiting: 0,

@@ -148,7 +148,7 @@ export const serverLimitsEnv = {
   REQUEST_RECEIVE_TIMEOUT_MS: envVar.positiveInt(DEFAULT_REQUEST_RECEIVE_TIMEOUT_MS, 600_000),
   // Admission control (admission.ts, docs/operations.md "Overload"): unary calls served
   // at once (default 2 x DATABASE_POOL_MAX), calls that may wait for a slot (default
-  // MAX_CALLS_IN_FLIGHT; 0 = none wait) and how long; beyond, UNAVAILABLE / OVERLOADED.
+  // 2 x MAX_CALLS_IN_FLIGHT; 0 = none wait) and how long; beyond, UNAVAILABLE / OVERLOADED.
   MAX_CALLS_IN_FLIGHT: envVar.optionalInt(1, 100_000),
   MAX_CALLS_WAITING: envVar.optionalInt(0, 100_000),
   MAX_CALL_WAIT_MS: envVar.positiveInt(DEFAULT_MAX_CALL_WAIT_MS, 60_000),
@@ -158,6 +158,8 @@ export const serverLimitsEnv = {
  * The admission limits of `serverLimitsEnv`. Two calls in flight per pooled
  * connection by default: one in its transaction while another is decoded,
  * authenticated or answered, so the pool stays busy without a queue in front of it.
+ * Twice as many may wait: a burst is absorbed, and MAX_CALL_WAIT_MS, not the length
+ * of the queue, bounds how long a call waits.
  */
 export function admissionLimits(env: {
   DATABASE_POOL_MAX: number;
@@ -166,7 +168,7 @@ export function admissionLimits(env: {
   MAX_CALL_WAIT_MS: number;
 }): AdmissionLimits {
   const maxInFlight = env.MAX_CALLS_IN_FLIGHT ?? 2 * env.DATABASE_POOL_MAX;
-  return { maxInFlight, maxWaiting: env.MAX_CALLS_WAITING ?? maxInFlight, maxWaitMs: env.MAX_CALL_WAIT_MS };
+  return { maxInFlight, maxWaiting: env.MAX_CALLS_WAITING ?? 2 * maxInFlight, maxWaitMs: env.MAX_CALL_WAIT_MS };
 }
 
 /** The settings of `serverLimitsEnv`, as startGrpcServer / startHttpServer take them. */
