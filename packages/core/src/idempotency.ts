@@ -78,22 +78,40 @@ export interface Claimed<R> {
 /** The work of one request, run once its request id is claimed. */
 export type Work<R> = (trx: Knex.Transaction, claimed: Claimed<R>) => Promise<R | Refusal>;
 
+/**
+ * The rest of the claim's transaction is bounded by the caller's deadline: a select-list
+ * item of the claim that sets statement_timeout for the transaction (SET LOCAL; the
+ * claim itself is already running) to the milliseconds left, or keeps the configured
+ * one if that is shorter (least() skips the NULL of "0 = none configured"). No deadline
+ * (NULL): nothing changes. Parameters: the milliseconds left, twice.
+ */
+const DEADLINE_BOUND = `CASE WHEN ?::int IS NULL THEN NULL ELSE set_config('statement_timeout',
+    least(?::int, nullif(extract(epoch FROM current_setting('statement_timeout')::interval) * 1000, 0)::int)::text, true) END AS deadline_bound`;
+
 const COMPLETE = `UPDATE idempotency_records SET state = 'COMPLETED', status_code = ?, response = ?, completed_at = now()
                    WHERE caller = ? AND request_id = ?`;
 const completeParams = (key: IdempotencyKey, statusCode: number, response: Uint8Array) => [statusCode, Buffer.from(response), key.caller, key.requestId];
 
 export class Idempotency {
   /**
-   * @param signal the call's: once it aborts (deadline passed, client gone) no new
-   *   transaction starts, and one in progress rolls back instead of committing, so
+   * @param call the call's signal and deadline. Once the signal aborts (deadline passed,
+   *   client gone) no new transaction starts (nor its work, if it aborted while the call
+   *   waited for a connection), and one in progress rolls back instead of committing, so
    *   nobody's abandoned request takes stock. A commit that races the abort stands and
-   *   is replayed to a retry with the same request id.
+   *   is replayed to a retry with the same request id. With a deadline, the
+   *   transaction's statements after the claim (lock waits included) are cancelled when
+   *   it passes (statement_timeout, never above the configured one), so a call whose
+   *   caller has gone does not keep its connection waiting for a row lock.
    */
   constructor(
     private readonly db: Knex,
     private readonly windowMs: number,
-    private readonly signal?: AbortSignal,
+    private readonly call?: { signal: AbortSignal; deadline?: number },
   ) {}
+
+  private get signal(): AbortSignal | undefined {
+    return this.call?.signal;
+  }
 
   /**
    * Runs `work` at most once per key and returns its response, or the recorded
@@ -107,6 +125,9 @@ export class Idempotency {
       let outcome: { kind: "done"; value: R | Refusal } | { kind: "exists" };
       try {
         outcome = await this.db.transaction(async (trx) => {
+          // The caller may have gone while this call waited for a pooled connection:
+          // then nothing of its work runs (knex rolls the empty transaction back).
+          this.signal?.throwIfAborted();
           const claim = await this.claim(trx, key);
           if (claim === undefined) return { kind: "exists" } as const;
           const { now } = claim;
@@ -202,7 +223,7 @@ export class Idempotency {
    */
   private async claim(trx: Knex.Transaction, key: IdempotencyKey, leaseMs: number | null = null): Promise<{ now: Date; token: string } | undefined> {
     try {
-      const { now, claims } = await claimKeys(trx, [key], this.windowMs, leaseMs);
+      const { now, claims } = await claimKeys(trx, [key], this.windowMs, leaseMs, this.deadlineLeftMs());
       const claim = claims[0]!;
       if (claim.claimed && claim.reservationId !== null) throw idempotencyKeyReused(key.requestId, { reservationId: claim.reservationId });
       if (claim.claimed && claim.waitlistEntryId !== null) throw idempotencyKeyReused(key.requestId, { waitlistEntryId: claim.waitlistEntryId });
@@ -212,6 +233,11 @@ export class Idempotency {
       if (isLockTimeout(err)) throw requestInProgress(key.requestId);
       throw err;
     }
+  }
+
+  /** The milliseconds left to the caller's deadline (at least 1), or null: DEADLINE_BOUND's parameter. */
+  private deadlineLeftMs(): number | null {
+    return this.call?.deadline === undefined ? null : Math.max(1, Math.floor(this.call.deadline - Date.now()));
   }
 
   /** Records a refusal in its own transaction; false if another request got the key first. */
@@ -284,7 +310,7 @@ WITH k AS (
 SELECT c.token, c.request_id IS NOT NULL AS claimed,
        (SELECT id FROM reservations r WHERE r.caller = k.caller AND r.request_id = k.request_id) AS reservation_id,
        (SELECT id FROM waitlist_entries w WHERE w.caller = k.caller AND w.request_id = k.request_id ORDER BY seq LIMIT 1) AS waitlist_entry_id,
-       now() AS now
+       now() AS now, ${DEADLINE_BOUND}
   FROM k LEFT JOIN claim c ON c.caller = k.caller AND c.request_id = k.request_id
  ORDER BY k.ord`;
 
@@ -293,12 +319,15 @@ SELECT c.token, c.request_id IS NOT NULL AS claimed,
  * order of `keys`, and the transaction's now(). A key held by another transaction in
  * flight makes the statement wait for it (at most lock_timeout). Used by
  * `Idempotency` for one key, and by the hot-SKU group commit for a batch.
+ * `deadlineLeftMs` (one caller's): the rest of the transaction is bounded by it
+ * (DEADLINE_BOUND).
  */
 export async function claimKeys(
   trx: Knex.Transaction,
   keys: readonly IdempotencyKey[],
   windowMs: number,
   leaseMs: number | null = null,
+  deadlineLeftMs: number | null = null,
 ): Promise<{ now: Date; claims: KeyClaim[] }> {
   const rows = await query<{ token: string | null; claimed: boolean; reservation_id: string | null; waitlist_entry_id: string | null; now: Date }>(trx, CLAIM_KEYS, [
     keys.map((k) => k.caller),
@@ -307,6 +336,8 @@ export async function claimKeys(
     keys.map((k) => k.hash),
     windowMs,
     leaseMs,
+    deadlineLeftMs,
+    deadlineLeftMs,
   ]);
   return {
     now: rows[0]!.now,

@@ -1,9 +1,10 @@
 export { ConfigError, loadConfig, envVar, commonEnv, databaseSettings, authEnv, checkAuthEnv, authSettings, type AuthSettings } from "./config.js";
-export { serverLimitsEnv, serverLimits } from "./config.js";
+export { serverLimitsEnv, serverLimits, admissionLimits } from "./config.js";
 export { DEFAULT_MAX_CONCURRENT_STREAMS } from "./limits.js";
+export { Admission, type AdmissionLimits } from "./admission.js";
 export { createLogger, knexLog, type Logger } from "./logger.js";
 export { exitOnShutdownSignal } from "./shutdown.js";
-export { ERROR_DOMAIN, rpcError, invalidArgument, unimplemented, toConnectError, isServerFault, isLockTimeout, isTransientDatabaseError, type FieldViolation } from "./errors.js";
+export { ERROR_DOMAIN, rpcError, retryAfter, overloaded, OVERLOADED_RETRY_MS, invalidArgument, unimplemented, toConnectError, isServerFault, isLockTimeout, isTransientDatabaseError, type FieldViolation } from "./errors.js";
 export { grpcStatusFromConnectError, connectErrorFromGrpc, STATUS_DETAILS_KEY, MAX_STATUS_MESSAGE_BYTES } from "./grpc-status.js";
 export { grpcServiceDefinition, addServiceImpl } from "./grpc-service.js";
 export { createGrpcJsClient, type GrpcJsClient, type GrpcCallOptions } from "./grpc-client.js";

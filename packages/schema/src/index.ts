@@ -87,3 +87,4 @@ export {
   parseInventoryPayload,
   type ListenerOptions,
 } from './notifications.js';
+export { inventoryInvariantViolations } from './invariants.js';

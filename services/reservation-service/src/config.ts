@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { authEnv, authSettings, checkAuthEnv, commonEnv, databaseSettings, envVar, loadConfig, serverLimits, serverLimitsEnv } from "@holdfast/runtime";
+import { admissionLimits, authEnv, authSettings, checkAuthEnv, commonEnv, databaseSettings, envVar, loadConfig, serverLimits, serverLimitsEnv } from "@holdfast/runtime";
 import { IDEMPOTENCY_WINDOW_DEFAULT_MS, LINES_PER_REQUEST_MAX_DEFAULT } from "@holdfast/schema";
 import { DEFAULT_STREAM_LIMITS, checkHoldTermsEnv, holdTermSettings, holdTermsEnv } from "@holdfast/core";
 import type { ReservationSettings } from "./core/settings.js";
@@ -72,6 +72,8 @@ const environment = z
     http: { host: env.HTTP_HOST, port: env.HTTP_PORT, allowedOrigins: env.CORS_ALLOWED_ORIGINS },
     maxMessageBytes: env.MAX_MESSAGE_BYTES,
     limits: serverLimits(env),
+    // A hot SKU's batch gathers up to HOT_SKU_MAX_BATCH calls onto one connection.
+    admission: admissionLimits(env, env.HOT_SKU_MAX_BATCH),
     requestLog: env.REQUEST_LOG,
     streamLimits: { perCustomer: env.MAX_STREAMS_PER_CUSTOMER, perCaller: env.MAX_STREAMS_PER_CALLER },
     reservations: {

@@ -1,6 +1,6 @@
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { InventoryReservationService } from "@holdfast/contracts";
-import { bind, createMetrics, exportCounts, knexLog, instrumentService, refuseUndecodableRequests, startGrpcServer, startHttpServer, validateService, type Logger } from "@holdfast/runtime";
+import { Admission, bind, createMetrics, exportCounts, knexLog, instrumentService, refuseUndecodableRequests, startGrpcServer, startHttpServer, validateService, type Logger } from "@holdfast/runtime";
 import { createKnex, assertDatabaseReady } from "@holdfast/schema";
 import { authorizeService, createAuthenticator } from "@holdfast/core";
 import { dashboardPages } from "@holdfast/dashboard/pages";
@@ -29,6 +29,7 @@ export async function startReservationService(config: ReservationServiceConfig, 
   await assertDatabaseReady(db, { timeoutMs: config.database.connectTimeoutMs, logger });
 
   const metrics = createMetrics("reservation-service");
+  const admission = new Admission(config.admission, logger, metrics.registry);
   const stopping = new AbortController();
   const authenticator = createAuthenticator(config.auth, logger);
   const hub = new AvailabilityHub(db, config.database.url, logger);
@@ -51,12 +52,13 @@ export async function startReservationService(config: ReservationServiceConfig, 
     waitlistHub,
     hotSku,
   });
-  // Outermost first: instrument (log, metrics, error mapping), authenticate and authorize
+  // Outermost first: instrument (log, metrics, error mapping, admission of unary calls), authenticate and authorize
   // (and count streams), validate the request, then the logic.
   const impl = instrumentService(InventoryReservationService, authorizeService(InventoryReservationService, validateService(InventoryReservationService, logic), authenticator, config.streamLimits), {
     logger,
     metrics,
     stopping: stopping.signal,
+    admission,
   });
 
   const grpc = await startGrpcServer({
@@ -95,6 +97,7 @@ export async function startReservationService(config: ReservationServiceConfig, 
       // Refuse new work, let calls in flight finish, end streams, then release the pool.
       stopping.abort();
       await Promise.all([grpc.stop(config.shutdownGraceMs), http.stop(config.shutdownGraceMs)]);
+      admission.close();
       // Announce what the last calls committed, and write their attempts, before the pool closes.
       await Promise.all([expiry.drain(), inventory.drain(), attempts.drain()]);
       await waitlistHub.close();

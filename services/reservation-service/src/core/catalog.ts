@@ -357,7 +357,7 @@ async function createSkuOnce(deps: Deps, call: Call, req: CreateSkuRequest): Pro
 
   const key = idempotencyKey(call.principal.id, method("CreateSku"), CreateSkuRequestSchema, req);
   let created: SkuRow | undefined;
-  const response = await new Idempotency(deps.db, deps.settings.idempotencyWindowMs, call.signal).run(key, CreateSkuResponseSchema, async (trx) => {
+  const response = await new Idempotency(deps.db, deps.settings.idempotencyWindowMs, call).run(key, CreateSkuResponseSchema, async (trx) => {
     // A concurrent creation of the same code waits here for the other's outcome.
     const [sku] = await query<SkuRow>(trx, INSERT_SKU, [req.sku, req.name, ...POLICY_COLUMN_NAMES.map((c) => policy[c])]);
     if (sku === undefined) throw skuAlreadyExists(req.sku);
@@ -427,7 +427,7 @@ async function updateSkuOnce(deps: Deps, call: Call, req: UpdateSkuRequest): Pro
   const key = idempotencyKey(call.principal.id, method("UpdateSku"), UpdateSkuRequestSchema, canonical);
   let promoted: Promotion[] = [];
   let updated: SkuRow | undefined;
-  const response = await new Idempotency(deps.db, deps.settings.idempotencyWindowMs, call.signal).run(key, UpdateSkuResponseSchema, async (trx) => {
+  const response = await new Idempotency(deps.db, deps.settings.idempotencyWindowMs, call).run(key, UpdateSkuResponseSchema, async (trx) => {
     promoted = [];
     // FOR NO KEY UPDATE: serialises policy updates without blocking the foreign-key
     // checks (FOR KEY SHARE) of holds and ledger events that reference the SKU.
@@ -476,7 +476,7 @@ async function adjustStockOnce(deps: Deps, call: Call, req: AdjustStockRequest):
 
   const key = idempotencyKey(call.principal.id, method("AdjustStock"), AdjustStockRequestSchema, req);
   let promoted: Promotion[] = [];
-  const response = await new Idempotency(deps.db, deps.settings.idempotencyWindowMs, call.signal).run(key, AdjustStockResponseSchema, async (trx) => {
+  const response = await new Idempotency(deps.db, deps.settings.idempotencyWindowMs, call).run(key, AdjustStockResponseSchema, async (trx) => {
     promoted = [];
     const [row] = await lockInventoryRows(trx, [req.sku]).catch((err: unknown) => {
       throw isLockTimeout(err) ? lockTimeout({ skus: [req.sku] }, err) : err;

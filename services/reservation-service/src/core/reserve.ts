@@ -291,7 +291,7 @@ async function reserve<D extends DescMessage>(
   respond: (reservation: Reservation) => MessageShape<D>,
   onShort?: OnShort<MessageShape<D>>,
 ): Promise<MessageShape<D>> {
-  const idempotency = new Idempotency(deps.db, deps.settings.idempotencyWindowMs, call.signal);
+  const idempotency = new Idempotency(deps.db, deps.settings.idempotencyWindowMs, call);
   // Waitlist promotions made by the committed attempt (reclaimed holds' units, or a
   // join that found units): their holds' expiries are announced to the worker.
   const promoted: Promotion[] = [];
