@@ -30,8 +30,8 @@ import { ErrorInfoSchema } from "@holdfast/contracts/rpc";
 import { metricValue, residentBytes, scrapeMetrics } from "@holdfast/dev-stack";
 import { createGrpcJsClient } from "@holdfast/runtime";
 import { createKnex, inventoryInvariantViolations } from "@holdfast/schema";
-import { BENCH_AUTH_ENV, benchCaller } from "./auth.js";
-import { startBenchDatabase, startServiceProcess, stopProcesses, type BenchProcess } from "./stack.js";
+import { benchCaller } from "./auth.js";
+import { startBenchCluster, startService, type ServiceProcess } from "./lib/stack.js";
 
 const { values } = parseArgs({
   options: {
@@ -96,16 +96,16 @@ function outcomeOf(err: unknown): string {
 }
 
 async function main(): Promise<void> {
-  const database = await startBenchDatabase("soak");
-  const processes: BenchProcess[] = [];
+  const cluster = await startBenchCluster();
+  const processes: ServiceProcess[] = [];
   try {
-    const url = database.url;
+    const url = await cluster.migrated("soak");
     const knex = createKnex({ url, poolMax: 2 });
-    const env = { DATABASE_URL: url, ...BENCH_AUTH_ENV, ...TERMS_ENV };
-    const service = await startServiceProcess("@holdfast/reservation-service/main", env);
+    const env = { DATABASE_URL: url, ...TERMS_ENV };
+    const service = await startService("@holdfast/reservation-service/main", env);
     processes.push(service);
     // Scheduled reconciliation (CHECK) and snapshots run during the soak too.
-    const worker = await startServiceProcess("@holdfast/expiry-worker/main", { ...env, RECONCILIATION_INTERVAL_MS: "120000", SNAPSHOT_INTERVAL_MS: "60000" });
+    const worker = await startService("@holdfast/expiry-worker/main", { ...env, RECONCILIATION_INTERVAL_MS: "120000", SNAPSHOT_INTERVAL_MS: "60000" });
     processes.push(worker);
     const clients: Inventory[] = [0, 1].map(() => createGrpcJsClient(InventoryReservationService, service.grpc, undefined, { ...benchCaller, "grpc.use_local_subchannel_pool": 1 }));
     const ops = createGrpcJsClient(ExpiryWorkerService, worker.grpc, undefined, benchCaller);
@@ -221,7 +221,7 @@ async function main(): Promise<void> {
     const memory: { atS: number; service: { rssMiB: number; heapUsedMiB: number }; worker: { rssMiB: number; heapUsedMiB: number } }[] = [];
     const startedAt = performance.now();
     const sampleMemory = async () => {
-      const of = async (p: BenchProcess) => ({ rssMiB: MiB(await residentBytes(p.child.pid!)), heapUsedMiB: MiB(metricValue(await scrapeMetrics(p.http), "nodejs_heap_size_used_bytes")) });
+      const of = async (p: ServiceProcess) => ({ rssMiB: MiB(await residentBytes(p.child.pid!)), heapUsedMiB: MiB(metricValue(await scrapeMetrics(p.http), "nodejs_heap_size_used_bytes")) });
       memory.push({ atS: Math.round((performance.now() - startedAt) / 1000), service: await of(service), worker: await of(worker) });
     };
 
@@ -344,8 +344,8 @@ async function main(): Promise<void> {
     console.log(`written ${path.relative(process.cwd(), out)}`);
     if (summary.checksWithViolations > 0) process.exitCode = 1;
   } finally {
-    await stopProcesses(processes);
-    await database.stop();
+    await Promise.all(processes.map((p) => p.stop()));
+    await cluster.stop();
   }
 }
 

@@ -70,9 +70,17 @@ export interface ServiceProcess {
   child: ChildProcess;
   /** host:port of its gRPC listener, from its "ready" log line. */
   grpc: string;
+  /** http://host:port of its health / metrics port, from the same line. */
+  http: string;
+  /** Its log lines so far, by level name. */
+  logLevels: Record<string, number>;
+  /** Its first warn / error / fatal lines (at most 100). */
+  warnings: string[];
   /** SIGTERM, and wait for it to exit. */
   stop(): Promise<void>;
 }
+
+const LEVELS: Record<number, string> = { 10: "trace", 20: "debug", 30: "info", 40: "warn", 50: "error", 60: "fatal" };
 
 /** Loopback listeners on ports the OS picks, for both services. */
 export const LOOPBACK_PORTS = {
@@ -100,12 +108,17 @@ export function startService(entry: string, env: Record<string, string>): Promis
     if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
     await exited;
   };
+  const logLevels: Record<string, number> = {};
+  const warnings: string[] = [];
   return new Promise((resolve, reject) => {
     child.once("exit", (code) => reject(new Error(`${entry} exited with ${code}`)));
-    // Its "ready" line carries the address; later lines are read and dropped.
+    // Its "ready" line carries the addresses; every line is counted by level.
     createInterface({ input: child.stdout! }).on("line", (line) => {
-      const entry = JSON.parse(line) as { msg?: string; grpc?: string };
-      if (entry.msg === "ready") resolve({ child, grpc: entry.grpc!, stop });
+      const record = JSON.parse(line) as { level: number; msg?: string; grpc?: string; http?: string };
+      const level = LEVELS[record.level] ?? String(record.level);
+      logLevels[level] = (logLevels[level] ?? 0) + 1;
+      if (record.level >= 40 && warnings.length < 100) warnings.push(line);
+      if (record.msg === "ready") resolve({ child, grpc: record.grpc!, http: record.http!, logLevels, warnings, stop });
     });
   });
 }
