@@ -62,10 +62,31 @@ type Record = {
   response: Buffer | null;
 };
 
+/**
+ * A read to run in the claim's own statement (a round trip saved): `sql` is a SELECT
+ * with `?` parameters; its column names must not start with `claim_`. Its snapshot is
+ * the claim statement's, taken before the claim waits for a duplicate in flight (if it
+ * has to): it may miss what committed during that wait, so it must only serve
+ * decisions that a later statement re-checks, or for which any moment of the request's
+ * lifetime is a valid one (a plain read).
+ */
+export interface ClaimRead<Row> {
+  sql: string;
+  params: unknown[];
+  /**
+   * Runs on the rows inside the transaction, right after the claim, whether it won the
+   * request id or found it taken (before `work` and before a replay); what it throws
+   * rolls the transaction back (the claim too) and is thrown by `run`.
+   */
+  check?: (rows: Row[]) => void;
+}
+
 /** What `work` gets once the request id is claimed. */
-export interface Claimed<R> {
+export interface Claimed<R, Row = never> {
   /** The transaction's clock (now(), the time of every row it writes), read by the claim. */
   now: Date;
+  /** The rows of the ClaimRead given to `run` (none without one). */
+  rows: Row[];
   /** Records the response now, in its own statement (e.g. before touching hot rows). */
   record(response: R): Promise<void>;
   /**
@@ -76,7 +97,7 @@ export interface Claimed<R> {
 }
 
 /** The work of one request, run once its request id is claimed. */
-export type Work<R> = (trx: Knex.Transaction, claimed: Claimed<R>) => Promise<R | Refusal>;
+export type Work<R, Row = never> = (trx: Knex.Transaction, claimed: Claimed<R, Row>) => Promise<R | Refusal>;
 
 const COMPLETE = `UPDATE idempotency_records SET state = 'COMPLETED', status_code = ?, response = ?, completed_at = now()
                    WHERE caller = ? AND request_id = ?`;
@@ -100,19 +121,21 @@ export class Idempotency {
    * outcome of an earlier identical request (`replayed` set / ErrorInfo metadata
    * "replayed"). Throws refusals, and transient errors without recording them.
    */
-  async run<D extends DescMessage>(key: IdempotencyKey, schema: D, work: Work<MessageShape<D>>): Promise<MessageShape<D>> {
+  async run<D extends DescMessage, Row = never>(key: IdempotencyKey, schema: D, work: Work<MessageShape<D>, Row>, read?: ClaimRead<Row>): Promise<MessageShape<D>> {
     type R = MessageShape<D>;
     for (let attempt = 0; ; attempt++) {
       this.signal?.throwIfAborted();
       let outcome: { kind: "done"; value: R | Refusal } | { kind: "exists" };
       try {
         outcome = await this.db.transaction(async (trx) => {
-          const claim = await this.claim(trx, key);
-          if (claim === undefined) return { kind: "exists" } as const;
+          const claim = await this.claim(trx, key, null, read);
+          read?.check?.(claim.rows);
+          if (!claim.claimed) return { kind: "exists" } as const;
           const { now } = claim;
           let recorded = false;
-          const claimed: Claimed<R> = {
+          const claimed: Claimed<R, Row> = {
             now,
+            rows: claim.rows,
             record: async (response) => {
               await query(trx, COMPLETE, completeParams(key, 0, toBinary(schema, response)));
               recorded = true;
@@ -167,7 +190,7 @@ export class Idempotency {
     work: (renew: () => Promise<void>) => Promise<MessageShape<D>>,
   ): Promise<MessageShape<D>> {
     const claimed = await this.db.transaction((trx) => this.claim(trx, key, leaseMs));
-    if (claimed === undefined) {
+    if (!claimed.claimed) {
       const replay = await this.replay(key, schema);
       if (replay !== undefined) return replay;
       throw requestInProgress(key.requestId);
@@ -195,15 +218,22 @@ export class Idempotency {
   }
 
   /**
-   * True if this call now owns the record (new, or taken over after its window).
+   * `claimed` if this call now owns the record (new, or taken over after its window).
    * A request id attached to a reservation or a waitlist entry stays taken forever
    * (errors.proto): if one holds it, the claim is refused with IDEMPOTENCY_KEY_REUSED naming it, whatever
    * the RPC (the record may have passed its window or been pruned). Same statement:
-   * the lookup costs no extra round trip.
+   * the lookup costs no extra round trip, nor does `read` (its rows, one result row each,
+   * joined to the claim's; a read that finds nothing still leaves the claim's row).
    */
-  private async claim(trx: Knex.Transaction, key: IdempotencyKey, leaseMs: number | null = null): Promise<{ now: Date; token: string } | undefined> {
+  private async claim<Row>(
+    trx: Knex.Transaction,
+    key: IdempotencyKey,
+    leaseMs: number | null = null,
+    read?: ClaimRead<Row>,
+  ): Promise<{ claimed: boolean; now: Date; token: string; rows: Row[] }> {
     try {
-      const [row] = await query<{ claimed: number; token: string | null; reservation_id: string | null; waitlist_entry_id: string | null; now: Date }>(
+      type ClaimRow = { claim_claimed: number; claim_token: string | null; claim_reservation_id: string | null; claim_waitlist_entry_id: string | null; claim_now: Date; claim_read_row: boolean | null };
+      const rows = await query<ClaimRow>(
         trx,
         `WITH claim AS (
            INSERT INTO idempotency_records (caller, request_id, method, request_hash, state, expires_at, lease_expires_at)
@@ -220,15 +250,21 @@ export class Idempotency {
                        ELSE idempotency_records.expires_at <= now() END
            RETURNING created_at::text AS token
          )
-         SELECT (SELECT count(*) FROM claim)::int AS claimed, (SELECT token FROM claim) AS token,
-                (SELECT id FROM reservations WHERE caller = ? AND request_id = ?) AS reservation_id,
-                (SELECT id FROM waitlist_entries WHERE caller = ? AND request_id = ? ORDER BY seq LIMIT 1) AS waitlist_entry_id,
-                now() AS now`,
-        [key.caller, key.requestId, key.method, key.hash, this.windowMs, leaseMs, key.caller, key.requestId, key.caller, key.requestId],
+         , c AS (
+           SELECT (SELECT count(*) FROM claim)::int AS claim_claimed, (SELECT token FROM claim) AS claim_token,
+                  (SELECT id FROM reservations WHERE caller = ? AND request_id = ?) AS claim_reservation_id,
+                  (SELECT id FROM waitlist_entries WHERE caller = ? AND request_id = ? ORDER BY seq LIMIT 1) AS claim_waitlist_entry_id,
+                  now() AS claim_now
+         )
+         ${read === undefined ? "SELECT * FROM c" : `SELECT * FROM c LEFT JOIN LATERAL (SELECT true AS claim_read_row, x.* FROM (${read.sql}) x) r ON true`}`,
+        [key.caller, key.requestId, key.method, key.hash, this.windowMs, leaseMs, key.caller, key.requestId, key.caller, key.requestId, ...(read?.params ?? [])],
       );
-      if (row!.claimed === 1 && row!.reservation_id !== null) throw idempotencyKeyReused(key.requestId, { reservationId: row!.reservation_id });
-      if (row!.claimed === 1 && row!.waitlist_entry_id !== null) throw idempotencyKeyReused(key.requestId, { waitlistEntryId: row!.waitlist_entry_id });
-      return row!.claimed === 1 ? { now: row!.now, token: row!.token! } : undefined;
+      const row = rows[0]!;
+      const claimed = row.claim_claimed === 1;
+      if (claimed && row.claim_reservation_id !== null) throw idempotencyKeyReused(key.requestId, { reservationId: row.claim_reservation_id });
+      if (claimed && row.claim_waitlist_entry_id !== null) throw idempotencyKeyReused(key.requestId, { waitlistEntryId: row.claim_waitlist_entry_id });
+      const found = read === undefined ? [] : (rows.filter((r) => r.claim_read_row === true) as unknown as Row[]);
+      return { claimed, now: row.claim_now, token: row.claim_token!, rows: found };
     } catch (err) {
       // Waited lock_timeout for a duplicate still in flight.
       if (isLockTimeout(err)) throw requestInProgress(key.requestId);
@@ -239,7 +275,7 @@ export class Idempotency {
   /** Records a refusal in its own transaction; false if another request got the key first. */
   private async recordAlone(key: IdempotencyKey, error: ConnectError): Promise<boolean> {
     return this.db.transaction(async (trx) => {
-      if ((await this.claim(trx, key)) === undefined) return false;
+      if (!(await this.claim(trx, key)).claimed) return false;
       await query(trx, COMPLETE, completeParams(key, error.code, encodeError(error)));
       return true;
     });

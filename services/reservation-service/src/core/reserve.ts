@@ -3,8 +3,8 @@
  * locking strategy. docs/concurrency.md tells the story; the rules are:
  *
  * - One transaction per attempt. Its statements, in order: claim the idempotency
- *   record; read the SKUs' policies and counters (no lock); insert the reservation
- *   and its lines and record the response (one statement); then, last, change the
+ *   record and read the SKUs' policies and counters (no lock), one statement; insert
+ *   the reservation and its lines and record the response (one statement); then, last, change the
  *   counters and write the ledger (one statement, see packages/schema/src/ledger.ts);
  *   COMMIT. A hot
  *   inventory row is therefore locked for one statement plus the commit.
@@ -269,10 +269,15 @@ async function reserve<D extends DescMessage>(
     try {
       // Taken before the transaction begins, so never later than its now().
       const began = performance.now();
-      const response = await idempotency.run(key, schema, (trx, claimed) => {
-        promoted.length = 0;
-        return reserveOnce(trx, deps.settings, call, key, spec, respond, claimed, began, promoted, onShort);
-      });
+      const response = await idempotency.run(
+        key,
+        schema,
+        (trx, claimed) => {
+          promoted.length = 0;
+          return reserveOnce(trx, deps.settings, call, key, spec, respond, claimed, began, promoted, onShort);
+        },
+        { sql: SKUS_WITH_COUNTERS, params: [spec.lines.map((l) => l.sku)] },
+      );
       deps.expiry.promoted(promoted);
       return response;
     } catch (err) {
@@ -290,6 +295,19 @@ async function reserve<D extends DescMessage>(
 
 type SkuWithCounters = SkuRow & Pick<InventoryRow, "on_hand" | "reserved" | "allocated" | "available" | "version" | "waitlist_count">;
 
+/**
+ * The SKUs' policies and counters in one plain read: no lock, so a sold-out SKU costs
+ * its refused buyers no wait on the hot row. Run in the idempotency claim's statement
+ * (one round trip for both): its snapshot may predate a wait of the claim for a
+ * duplicate in flight. That is harmless here: whatever is decided on it is either
+ * checked again under the row lock (the guard, the version) or was true at a moment of
+ * the request's lifetime (a shortage refused without a second look, the policies).
+ */
+const SKUS_WITH_COUNTERS = `
+SELECT s.*, i.on_hand, i.reserved, i.allocated, i.available, i.version, i.waitlist_count
+  FROM skus s JOIN inventory i ON i.sku_code = s.code
+ WHERE s.code = ANY(?::text[])`;
+
 async function reserveOnce<R>(
   trx: Knex.Transaction,
   settings: ReservationSettings,
@@ -297,7 +315,7 @@ async function reserveOnce<R>(
   key: IdempotencyKey,
   spec: ReserveSpec,
   respond: (reservation: Reservation) => R,
-  claimed: Claimed<R>,
+  claimed: Claimed<R, SkuWithCounters>,
   began: number,
   promoted: Promotion[],
   onShort?: OnShort<R>,
@@ -312,15 +330,7 @@ async function reserveOnce<R>(
     return value;
   };
   const skus = spec.lines.map((l) => l.sku);
-  // Policies and counters in one plain read: no lock, so a sold-out SKU costs its
-  // refused buyers no wait on the hot row.
-  const rows = await query<SkuWithCounters>(
-    trx,
-    `SELECT s.*, i.on_hand, i.reserved, i.allocated, i.available, i.version, i.waitlist_count
-       FROM skus s JOIN inventory i ON i.sku_code = s.code
-      WHERE s.code = ANY(?::text[])`,
-    [skus],
-  );
+  const rows = claimed.rows;
   const known = new Set(rows.map((r) => r.code));
   if (known.size < skus.length) throw skuNotFound(skus.filter((s) => !known.has(s)));
 
