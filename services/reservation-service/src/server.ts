@@ -7,6 +7,7 @@ import { dashboardPages } from "@holdfast/dashboard/pages";
 import type { ReservationServiceConfig } from "./config.js";
 import { ExpiryAnnouncer, InventoryAnnouncer } from "./core/announcers.js";
 import { AttemptLog } from "./core/attempts.js";
+import { RateLimitHints } from "./core/fairness-controls.js";
 import { AvailabilityHub } from "./core/watch.js";
 import { WaitlistHub } from "./core/waitlist-watch.js";
 import { createInventoryReservationService } from "./service.js";
@@ -43,6 +44,7 @@ export async function startReservationService(config: ReservationServiceConfig, 
     expiry,
     inventory,
     attempts,
+    rateLimits: new RateLimitHints(),
     hub,
     waitlistHub,
   });

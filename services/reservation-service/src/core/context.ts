@@ -5,6 +5,7 @@ import type { AttemptLog } from "./attempts.js";
 import type { AvailabilityHub } from "./watch.js";
 import type { WaitlistHub } from "./waitlist-watch.js";
 import type { ReservationSettings } from "./settings.js";
+import type { RateLimitHints } from "./fairness-controls.js";
 
 export type { Call, Principal } from "@holdfast/core";
 
@@ -17,6 +18,8 @@ export interface Deps {
   expiry: ExpiryAnnouncer;
   /** Tells every replica's watchers which SKUs' availability changed (after commit). */
   inventory: InventoryAnnouncer;
+  /** Which SKUs had an attempt rate limit when this process last read them (a hint: fairness-controls.ts). */
+  rateLimits: RateLimitHints;
   /** The request log of CreateHold attempts (written in batches, after the answers). */
   attempts: AttemptLog;
   /** This process's feed of availability changes, for WatchAvailability. */

@@ -72,11 +72,11 @@ import {
   ttlOutOfRange,
   type ShortLine,
 } from "@holdfast/core";
-import { Idempotency, Refusal, idempotencyKey, type Claimed, type IdempotencyKey } from "@holdfast/core";
+import { Idempotency, Refusal, idempotencyKey, type ClaimRead, type Claimed, type IdempotencyKey } from "@holdfast/core";
 import type { ReservationSettings } from "./settings.js";
 import { Violations, customerScope, waitlistDisabled, waitlistEntryAlreadyExists } from "@holdfast/core";
 import { joinInTransaction, withPositions } from "./waitlist.js";
-import { abandonmentAwareHoldTtl, admitAttempt, customerLimitRefusal } from "./fairness-controls.js";
+import { AdmissionOwed, abandonmentAwareHoldTtl, admitAttempt, customerLimitRefusal } from "./fairness-controls.js";
 
 /** A request line after summing lines of one SKU. */
 export interface Line {
@@ -144,6 +144,8 @@ interface ReserveSpec {
   lines: Line[];
   ttlMs: number | undefined;
   strategy: LockingStrategy;
+  /** False while a CreateHold has not been through the attempt rate limiter (allocations are not limited). */
+  admitted: boolean;
 }
 
 /** An optimistic attempt lost its compare-and-set although stock was there: retry. */
@@ -200,9 +202,13 @@ async function placeHold(deps: Deps, call: Call, req: CreateHoldRequest): Promis
   // Below the server minimum whatever the SKUs (the SKU-dependent maximum is checked once they are read).
   if (ttlMs !== undefined && ttlMs < deps.settings.holdTtlMinMs) throw ttlOutOfRange("ttl", ttlMs, deps.settings.holdTtlMinMs, deps.settings.holdTtlMaxMs);
   // The attempt rate limit, before the transaction: a refused attempt takes no lock.
-  await admitAttempt(deps.db, req.customerId, lines.map((l) => l.sku));
+  // Skipped for SKUs that had no limit when last seen; the transaction's first read
+  // checks that they still have none (RateLimitHints, AdmissionOwed in reserve()).
+  const skus = lines.map((l) => l.sku);
+  const admitNow = deps.rateLimits.mayBeLimited(skus);
+  if (admitNow) await admitAttempt(deps.db, req.customerId, skus);
   const key = idempotencyKey(call.principal.id, HOLD_METHOD, CreateHoldRequestSchema, req);
-  const spec: ReserveSpec = { type: "HOLD", customerId: req.customerId, lines, ttlMs, strategy: req.lockingStrategy };
+  const spec: ReserveSpec = { type: "HOLD", customerId: req.customerId, lines, ttlMs, strategy: req.lockingStrategy, admitted: admitNow };
   // join_waitlist_if_short: nothing is held, and the customer joins the waitlist of
   // every short SKU (one entry each, for its summed quantity, all under this request_id).
   const onShort = req.joinWaitlistIfShort
@@ -245,7 +251,7 @@ export async function createAllocation(deps: Deps, call: Call, req: CreateAlloca
   const lines = summedLines(v, req.lines, deps.settings.maxLinesPerRequest);
   v.throwIfAny();
   const key = idempotencyKey(call.principal.id, ALLOCATION_METHOD, CreateAllocationRequestSchema, req);
-  const spec: ReserveSpec = { type: "ALLOCATION", customerId: req.customerId, lines, ttlMs: undefined, strategy: req.lockingStrategy };
+  const spec: ReserveSpec = { type: "ALLOCATION", customerId: req.customerId, lines, ttlMs: undefined, strategy: req.lockingStrategy, admitted: true };
   return deps.inventory.around(
     spec.lines.map((l) => l.sku),
     reserve(deps, call, key, spec, CreateAllocationResponseSchema, (reservation) => create(CreateAllocationResponseSchema, { reservation })),
@@ -265,6 +271,16 @@ async function reserve<D extends DescMessage>(
   // Waitlist promotions made by the committed attempt (reclaimed holds' units, or a
   // join that found units): their holds' expiries are announced to the worker.
   const promoted: Promotion[] = [];
+  const skus = spec.lines.map((l) => l.sku);
+  const read: ClaimRead<SkuWithCounters> = {
+    sql: SKUS_WITH_COUNTERS,
+    params: [skus],
+    // Also for a replay (a replay is an attempt too), before anything is written.
+    check: (rows) => {
+      deps.rateLimits.learn(rows);
+      if (!spec.admitted && rows.some((r) => r.rate_limit_max_attempts !== null)) throw new AdmissionOwed();
+    },
+  };
   for (let attempt = 1; ; attempt++) {
     try {
       // Taken before the transaction begins, so never later than its now().
@@ -276,11 +292,18 @@ async function reserve<D extends DescMessage>(
           promoted.length = 0;
           return reserveOnce(trx, deps.settings, call, key, spec, respond, claimed, began, promoted, onShort);
         },
-        { sql: SKUS_WITH_COUNTERS, params: [spec.lines.map((l) => l.sku)] },
+        read,
       );
       deps.expiry.promoted(promoted);
       return response;
     } catch (err) {
+      if (err instanceof AdmissionOwed) {
+        // Rolled back with nothing written: pass the limiter (or be refused by it), then start again.
+        await admitAttempt(deps.db, spec.customerId, skus);
+        spec.admitted = true;
+        attempt--;
+        continue;
+      }
       if (err instanceof Conflict) {
         if (attempt >= deps.settings.optimisticMaxAttempts) throw conflictRetriesExhausted(err.skus, attempt);
         // "Full jitter": spreads the retries of clients that lost the same race.
@@ -288,7 +311,7 @@ async function reserve<D extends DescMessage>(
         await sleep(Math.random() * ceiling, undefined, { signal: call.signal });
         continue;
       }
-      throw await explainWriteError(deps.db, err, key, spec.lines.map((l) => l.sku));
+      throw await explainWriteError(deps.db, err, key, skus);
     }
   }
 }
