@@ -4,9 +4,9 @@
  *
  * - One transaction per attempt. Its statements, in order: claim the idempotency
  *   record and read the SKUs' policies and counters (no lock), one statement; insert
- *   the reservation and its lines and record the response (one statement); then, last, change the
- *   counters and write the ledger (one statement, see packages/schema/src/ledger.ts);
- *   COMMIT. A hot
+ *   the reservation and its lines and record the response; then, last, change the
+ *   counters and write the ledger (see packages/schema/src/ledger.ts), in the same
+ *   statement as the insert for one SKU, in the next one for several; COMMIT. A hot
  *   inventory row is therefore locked for one statement plus the commit.
  * - PESSIMISTIC: the counter statement is guarded (`available >= q` per row) and
  *   waits for the row lock (at most lock_timeout, then ABORTED / LOCK_TIMEOUT).
@@ -377,22 +377,30 @@ async function reserveOnce<R>(
       reservationId,
       ...(spec.type === "HOLD" ? { reserved: l.quantity } : { allocated: l.quantity }),
     }));
-  const insert = async () => {
+  const plan = () => {
     // The reservation as it will be stored (its times are the transaction's now(), which
     // the claim read), so that the response is recorded by the same statement that
     // inserts it: one round trip for the reservation, its lines and the record.
     const header = plannedReservation(randomUUID(), spec, strategy, terms, key, claimed.now);
     const response = respond(toReservation(header, spec.lines.map((l) => ({ sku_code: l.sku, quantity: l.quantity })), claimed.now));
-    await insertReservation(trx, header, spec, terms, claimed.recordInline(response));
-    return { header, response };
+    return { header, response, insert: reservationInsert(header, spec, terms, claimed.recordInline(response)) };
+  };
+  const insert = async () => {
+    const planned = plan();
+    await query(trx, `WITH ${planned.insert.ctes} SELECT 1`, planned.insert.params);
+    return planned;
   };
 
   let shortNow = shortLines(spec.lines, forBuyer(rows.map(asInventory)));
   let inserted: { header: ReservationRow; response: R } | undefined;
   if (shortNow.length === 0) {
-    inserted = await insert();
+    // One SKU: the reservation is inserted by the counter statement itself (one round
+    // trip; its row lock is taken by that statement and held to the commit either way).
+    // Several: inserted first, then their rows are locked in SKU order.
+    const alongside = spec.lines.length === 1 ? plan() : undefined;
+    inserted = alongside ?? (await insert());
     const expectedVersions = strategy === "OPTIMISTIC" ? new Map(rows.map((r) => [r.code, r.version])) : undefined;
-    const applied = await applyCounterChanges(trx, changesFor(inserted.header.id), origin, { expectedVersions, yieldToWaitlist: true });
+    const applied = await applyCounterChanges(trx, changesFor(inserted.header.id), origin, { expectedVersions, yieldToWaitlist: true, alongside: alongside?.insert });
     if (applied.refused.length === 0) return bornAlive(inserted.response, terms, began, skus);
     // Refused by the guard (or the version): look again, without a lock.
     shortNow = shortLines(spec.lines, forBuyer(await readInventoryRows(trx, skus)));
@@ -488,20 +496,19 @@ function plannedReservation(
 }
 
 /**
- * The reservation, its lines and the idempotency record in one statement. Times are
- * the database's (now(), the transaction's start): expiry is judged by the database
- * clock only; `header` only supplies the id and the values decided here.
+ * The reservation, its lines and the idempotency record, as data-modifying CTEs of
+ * one statement (h, lines, recorded). Times are the database's (now(), the
+ * transaction's start): expiry is judged by the database clock only; `header` only
+ * supplies the id and the values decided here.
  */
-async function insertReservation(
-  trx: Knex.Transaction,
+function reservationInsert(
   header: ReservationRow,
   spec: ReserveSpec,
   terms: { ttlMs: number; lifetimeMs: number } | undefined,
   record: { sql: string; params: unknown[] },
-): Promise<void> {
-  await query(
-    trx,
-    `WITH h AS (
+): { ctes: string; params: unknown[] } {
+  return {
+    ctes: `h AS (
        INSERT INTO reservations (id, type, status, customer_id, caller, request_id, locking_strategy, expires_at, max_expires_at, confirmed_at)
        VALUES (?::uuid, ?, ?, ?, ?, ?, ?,
                now() + ?::bigint * interval '1 millisecond',
@@ -514,9 +521,8 @@ async function insertReservation(
          FROM h, unnest(?::text[], ?::int[]) AS l(sku_code, quantity)
      ), recorded AS (
        ${record.sql}
-     )
-     SELECT 1`,
-    [
+     )`,
+    params: [
       header.id,
       header.type,
       header.status,
@@ -531,5 +537,5 @@ async function insertReservation(
       spec.lines.map((l) => l.quantity),
       ...record.params,
     ],
-  );
+  };
 }
