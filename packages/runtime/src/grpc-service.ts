@@ -64,10 +64,21 @@ function timeoutOf(call: ServerCall): number | undefined {
   return Number.isFinite(at) ? Math.max(0, at - Date.now()) : undefined;
 }
 
-function contextFor(service: DescService, method: DescMethod, call: ServerCall) {
+/** The reason a call's signal gives once the call is over (one error for all: creating one per call costs). */
+const CALL_ENDED = new ConnectError("the call has ended", Code.Canceled);
+
+/**
+ * The HandlerContext of a call, and `end`, to call once it is over: it aborts the
+ * context's signal (and stops its deadline timer). grpc-js emits "cancelled" at the
+ * end of every call, answered or not, so the listener that turns it into the
+ * signal's abort is removed by `end` first: only a cancellation while the call is
+ * still running makes a ConnectError.
+ */
+function contextFor(service: DescService, method: DescMethod, call: ServerCall): { context: HandlerContext; end: () => void } {
   const requestAbort = new AbortController();
-  call.once("cancelled", () => requestAbort.abort(new ConnectError("the client cancelled the call", Code.Canceled)));
-  return createHandlerContext({
+  const onCancelled = () => requestAbort.abort(new ConnectError("the client cancelled the call", Code.Canceled));
+  call.once("cancelled", onCancelled);
+  const context = createHandlerContext({
     service,
     method,
     protocolName: "grpc",
@@ -77,6 +88,11 @@ function contextFor(service: DescService, method: DescMethod, call: ServerCall) 
     requestSignal: requestAbort.signal,
     requestHeader: headersFromMetadata(call.metadata),
   });
+  const end = () => {
+    call.removeListener("cancelled", onCancelled);
+    context.abort(CALL_ENDED);
+  };
+  return { context, end };
 }
 
 function responseMetadata(context: HandlerContext, into = new grpc.Metadata()): grpc.Metadata {
@@ -107,7 +123,7 @@ export function addServiceImpl<S extends DescService>(
     const fn = methods[method.localName];
     if (method.methodKind === "unary") {
       handlers[method.localName] = (call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
-        const context = contextFor(service, method, call);
+        const { context, end } = contextFor(service, method, call);
         Promise.resolve()
           .then(() => {
             if (call.request instanceof UndecodableRequest) throw undecodableRequest(call.request.reason);
@@ -120,11 +136,11 @@ export function addServiceImpl<S extends DescService>(
             },
             (err: unknown) => callback(failure(err, context)),
           )
-          .finally(() => context.abort());
+          .finally(end);
       };
     } else if (method.methodKind === "server_streaming") {
       handlers[method.localName] = (call: grpc.ServerWritableStream<unknown, unknown>) => {
-        const context = contextFor(service, method, call);
+        const { context, end } = contextFor(service, method, call);
         (async () => {
           if (call.request instanceof UndecodableRequest) throw undecodableRequest(call.request.reason);
           let headersSent = false;
@@ -141,7 +157,7 @@ export function addServiceImpl<S extends DescService>(
           .catch((err: unknown) => {
             if (!call.cancelled) call.emit("error", failure(err, context));
           })
-          .finally(() => context.abort());
+          .finally(end);
       };
     } else {
       throw new Error(`${service.typeName}.${method.name}: ${method.methodKind} methods are not supported by the gRPC adapter`);
