@@ -25,7 +25,7 @@ import { AnySchema, anyPack } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { ErrorInfoSchema, StatusSchema } from "@holdfast/contracts/rpc";
 import { isLockTimeout } from "@holdfast/runtime";
-import { query, type Db } from "@holdfast/schema";
+import { query, transaction, type Db, type PgTransaction } from "@holdfast/schema";
 import type { Knex } from "knex";
 import { idempotencyKeyReused, lockTimeout, requestInProgress } from "./errors.js";
 
@@ -97,7 +97,7 @@ export interface Claimed<R, Row = never> {
 }
 
 /** The work of one request, run once its request id is claimed. */
-export type Work<R, Row = never> = (trx: Knex.Transaction, claimed: Claimed<R, Row>) => Promise<R | Refusal>;
+export type Work<R, Row = never> = (trx: PgTransaction, claimed: Claimed<R, Row>) => Promise<R | Refusal>;
 
 const COMPLETE = `UPDATE idempotency_records SET state = 'COMPLETED', status_code = ?, response = ?, completed_at = now()
                    WHERE caller = ? AND request_id = ?`;
@@ -127,7 +127,7 @@ export class Idempotency {
       this.signal?.throwIfAborted();
       let outcome: { kind: "done"; value: R | Refusal } | { kind: "exists" };
       try {
-        outcome = await this.db.transaction(async (trx) => {
+        outcome = await transaction(this.db, async (trx) => {
           const claim = await this.claim(trx, key, null, read);
           read?.check?.(claim.rows);
           if (!claim.claimed) return { kind: "exists" } as const;
@@ -189,7 +189,7 @@ export class Idempotency {
     leaseMs: number,
     work: (renew: () => Promise<void>) => Promise<MessageShape<D>>,
   ): Promise<MessageShape<D>> {
-    const claimed = await this.db.transaction((trx) => this.claim(trx, key, leaseMs));
+    const claimed = await transaction(this.db, (trx) => this.claim(trx, key, leaseMs));
     if (!claimed.claimed) {
       const replay = await this.replay(key, schema);
       if (replay !== undefined) return replay;
@@ -226,7 +226,7 @@ export class Idempotency {
    * joined to the claim's; a read that finds nothing still leaves the claim's row).
    */
   private async claim<Row>(
-    trx: Knex.Transaction,
+    trx: PgTransaction,
     key: IdempotencyKey,
     leaseMs: number | null = null,
     read?: ClaimRead<Row>,
@@ -274,7 +274,7 @@ export class Idempotency {
 
   /** Records a refusal in its own transaction; false if another request got the key first. */
   private async recordAlone(key: IdempotencyKey, error: ConnectError): Promise<boolean> {
-    return this.db.transaction(async (trx) => {
+    return transaction(this.db, async (trx) => {
       if (!(await this.claim(trx, key)).claimed) return false;
       await query(trx, COMPLETE, completeParams(key, error.code, encodeError(error)));
       return true;

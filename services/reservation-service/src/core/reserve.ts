@@ -57,8 +57,8 @@ import {
   type LockingStrategy as StoredStrategy,
   type ReservationRow,
   type SkuRow,
+  type Db,
 } from "@holdfast/schema";
-import type { Knex } from "knex";
 import type { Call, Deps } from "./context.js";
 import { answeredAttempt, refusedAttempt } from "./attempts.js";
 import { enumName, nowMicros } from "@holdfast/core";
@@ -212,7 +212,7 @@ async function placeHold(deps: Deps, call: Call, req: CreateHoldRequest): Promis
   // join_waitlist_if_short: nothing is held, and the customer joins the waitlist of
   // every short SKU (one entry each, for its summed quantity, all under this request_id).
   const onShort = req.joinWaitlistIfShort
-    ? async (trx: Knex.Transaction, short: ShortLine[], promoted: Promotion[]): Promise<CreateHoldResponse | Refusal> => {
+    ? async (trx: Db, short: ShortLine[], promoted: Promotion[]): Promise<CreateHoldResponse | Refusal> => {
         const skus = short.map((l) => l.sku);
         // Refusals first, before any entry is written: a refusal is committed (recorded)
         // with the transaction's other changes, so it must find nothing half done.
@@ -332,7 +332,7 @@ SELECT s.*, i.on_hand, i.reserved, i.allocated, i.available, i.version, i.waitli
  WHERE s.code = ANY(?::text[])`;
 
 async function reserveOnce<R>(
-  trx: Knex.Transaction,
+  trx: Db,
   settings: ReservationSettings,
   call: Call,
   key: IdempotencyKey,
@@ -344,7 +344,7 @@ async function reserveOnce<R>(
   onShort?: OnShort<R>,
 ): Promise<R | Refusal> {
   // Short: refused (INSUFFICIENT_STOCK), or handed to onShort (the waitlist) with nothing held.
-  const refuse = async (trx: Knex.Transaction, header: ReservationRow | undefined, short: ShortLine[]): Promise<R | Refusal> => {
+  const refuse = async (trx: Db, header: ReservationRow | undefined, short: ShortLine[]): Promise<R | Refusal> => {
     if (onShort === undefined) return refuseShort(trx, header, short);
     if (header !== undefined) await query(trx, `DELETE FROM reservations WHERE id = ?`, [header.id]); // lines cascade
     const value = await onShort(trx, short, promoted);
@@ -452,10 +452,10 @@ function shortLines(lines: readonly Line[], rows: readonly Pick<InventoryRow, "s
 
 /** What to do instead of INSUFFICIENT_STOCK (CreateHold.join_waitlist_if_short). */
 /** Handles a shortage in the transaction; promotions it makes go to `promoted` (the worker is told after commit). */
-type OnShort<R> = (trx: Knex.Transaction, short: ShortLine[], promoted: Promotion[]) => Promise<R | Refusal>;
+type OnShort<R> = (trx: Db, short: ShortLine[], promoted: Promotion[]) => Promise<R | Refusal>;
 
 /** INSUFFICIENT_STOCK, committed with the attempt's reclaims; the reservation written optimistically is removed. */
-async function refuseShort(trx: Knex.Transaction, header: ReservationRow | undefined, short: ShortLine[]): Promise<Refusal> {
+async function refuseShort(trx: Db, header: ReservationRow | undefined, short: ShortLine[]): Promise<Refusal> {
   if (header !== undefined) await query(trx, `DELETE FROM reservations WHERE id = ?`, [header.id]); // lines cascade
   return new Refusal(insufficientStock(short));
 }
