@@ -73,6 +73,8 @@ export interface ApplyOptions {
    * (ch, expected, per_sku, u, ev) are taken.
    */
   alongside?: { ctes: string; params: readonly unknown[] };
+  /** False: the caller needs only `refused`, and `events` comes back empty. Default true. */
+  events?: boolean;
 }
 
 export interface AppliedChanges {
@@ -177,8 +179,12 @@ SELECT operation, sku_code, reservation_id, d_on_hand, d_reserved, d_allocated,
        f_version - later_events, ?, ?, reason, ?::uuid
   FROM ev
  ORDER BY sku_code COLLATE "C", ord  -- SKU order whatever the database's default collation
-RETURNING *`;
-const APPLY_COUNTER_CHANGES_ALONE = `WITH ${APPLY_COUNTER_CHANGES}`;
+`;
+/** The events written, or (ApplyOptions.events false) only their SKUs: fewer columns for the driver to parse. */
+const RETURNING_EVENTS = 'RETURNING *';
+const RETURNING_SKUS = 'RETURNING sku_code';
+const APPLY_ALONE_EVENTS = `WITH ${APPLY_COUNTER_CHANGES}${RETURNING_EVENTS}`;
+const APPLY_ALONE_SKUS = `WITH ${APPLY_COUNTER_CHANGES}${RETURNING_SKUS}`;
 
 /**
  * Applies counter changes and writes their audit events in one statement (see the
@@ -205,7 +211,13 @@ export async function applyCounterChanges(
     if (refused.length > 0) return { events: [], refused };
   }
   const expected = [...(options.expectedVersions ?? new Map<string, number>())];
-  const text = alongside === undefined ? APPLY_COUNTER_CHANGES_ALONE : `WITH ${alongside.ctes},\n${APPLY_COUNTER_CHANGES}`;
+  const events = options.events !== false;
+  const text =
+    alongside === undefined
+      ? events
+        ? APPLY_ALONE_EVENTS
+        : APPLY_ALONE_SKUS
+      : `WITH ${alongside.ctes},\n${APPLY_COUNTER_CHANGES}${events ? RETURNING_EVENTS : RETURNING_SKUS}`;
   const rows = await query<AuditEventRow>(db, text, [
     ...(alongside?.params ?? []),
     changes.map((_, i) => i),
@@ -224,7 +236,7 @@ export async function applyCounterChanges(
     origin.reconciliationRunId ?? null,
   ]);
   const changed = new Set(rows.map((r) => r.sku_code));
-  return { events: rows, refused: skus.filter((s) => !changed.has(s)) };
+  return { events: events ? rows : [], refused: skus.filter((s) => !changed.has(s)) };
 }
 
 /** Of these (locked) rows, the SKUs with WAITING entries under STRICT_FIFO: a new buyer takes nothing there. */

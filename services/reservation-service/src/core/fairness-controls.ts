@@ -88,7 +88,7 @@ export async function customerLimitRefusal(
  * within bounds), shortened by the abandonment rule of each abandonment-aware SKU of
  * the hold; the shortest wins (a hold has one expiry). Never below `minMs`.
  */
-export async function abandonmentAwareHoldTtl(trx: Db, customerId: string, skus: readonly SkuRow[], ttlMs: number, minMs: number): Promise<number> {
+export async function abandonmentAwareHoldTtl(trx: Db, customerId: string, skus: readonly Pick<SkuRow, "code" | "abandonment_aware_ttl">[], ttlMs: number, minMs: number): Promise<number> {
   const aware = skus.filter((s) => s.abandonment_aware_ttl).map((s) => s.code);
   if (aware.length === 0) return ttlMs;
   const records = await abandonmentRecords(trx, customerId, aware);

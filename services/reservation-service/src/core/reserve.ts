@@ -105,7 +105,7 @@ export function summedLines(v: Violations, lines: readonly ReservationLine[], ma
 }
 
 /** The strategy of a request: its own, else the SKUs' common default, else the server's. */
-export function strategyFor(requested: LockingStrategy, skus: readonly SkuRow[], settings: ReservationSettings): StoredStrategy {
+export function strategyFor(requested: LockingStrategy, skus: readonly Pick<SkuRow, "default_locking_strategy">[], settings: ReservationSettings): StoredStrategy {
   const own = enumName(LockingStrategy, requested) as StoredStrategy | null;
   if (own !== null) return own;
   const defaults = new Set(skus.map((s) => s.default_locking_strategy));
@@ -114,7 +114,7 @@ export function strategyFor(requested: LockingStrategy, skus: readonly SkuRow[],
 }
 
 /** The TTL bounds of a hold on these SKUs: the smallest applicable bound wins (contract). */
-export function ttlBounds(skus: readonly SkuRow[], settings: ReservationSettings): { minMs: number; maxMs: number; boundSku?: string } {
+export function ttlBounds(skus: readonly Pick<SkuRow, "code" | "max_hold_ttl_ms">[], settings: ReservationSettings): { minMs: number; maxMs: number; boundSku?: string } {
   let maxMs = settings.holdTtlMaxMs;
   let boundSku: string | undefined;
   for (const s of skus) {
@@ -127,7 +127,7 @@ export function ttlBounds(skus: readonly SkuRow[], settings: ReservationSettings
 }
 
 /** TTL and lifetime of a new hold. Throws INVALID_ARGUMENT / TTL_OUT_OF_RANGE for a requested TTL outside the bounds. */
-function holdTerms(skus: readonly SkuRow[], settings: ReservationSettings, requestedMs: number | undefined): { ttlMs: number; lifetimeMs: number } {
+function holdTerms(skus: readonly HoldPolicy[], settings: ReservationSettings, requestedMs: number | undefined): { ttlMs: number; lifetimeMs: number } {
   const { minMs, maxMs, boundSku } = ttlBounds(skus, settings);
   if (requestedMs !== undefined && (requestedMs < minMs || requestedMs > maxMs)) throw ttlOutOfRange("ttl", requestedMs, minMs, maxMs, boundSku);
   const defaultMs = Math.min(settings.defaultHoldTtlMs, ...skus.map((s) => s.default_hold_ttl_ms ?? Infinity));
@@ -316,7 +316,20 @@ async function reserve<D extends DescMessage>(
   }
 }
 
-type SkuWithCounters = SkuRow & Pick<InventoryRow, "on_hand" | "reserved" | "allocated" | "available" | "version" | "waitlist_count">;
+/** What a hold or an allocation needs of a SKU's policy. */
+type HoldPolicy = Pick<
+  SkuRow,
+  | "code"
+  | "default_locking_strategy"
+  | "default_hold_ttl_ms"
+  | "max_hold_ttl_ms"
+  | "max_hold_lifetime_ms"
+  | "max_units_per_customer"
+  | "rate_limit_max_attempts"
+  | "abandonment_aware_ttl"
+  | "waitlist_promotion_policy"
+>;
+type SkuWithCounters = HoldPolicy & Pick<InventoryRow, "available" | "version" | "waitlist_count">;
 
 /**
  * The SKUs' policies and counters in one plain read: no lock, so a sold-out SKU costs
@@ -327,7 +340,9 @@ type SkuWithCounters = SkuRow & Pick<InventoryRow, "on_hand" | "reserved" | "all
  * the request's lifetime (a shortage refused without a second look, the policies).
  */
 const SKUS_WITH_COUNTERS = `
-SELECT s.*, i.on_hand, i.reserved, i.allocated, i.available, i.version, i.waitlist_count
+SELECT s.code, s.default_locking_strategy, s.default_hold_ttl_ms, s.max_hold_ttl_ms, s.max_hold_lifetime_ms,
+       s.max_units_per_customer, s.rate_limit_max_attempts, s.abandonment_aware_ttl, s.waitlist_promotion_policy,
+       i.available, i.version, i.waitlist_count
   FROM skus s JOIN inventory i ON i.sku_code = s.code
  WHERE s.code = ANY(?::text[])`;
 
@@ -400,7 +415,7 @@ async function reserveOnce<R>(
     const alongside = spec.lines.length === 1 ? plan() : undefined;
     inserted = alongside ?? (await insert());
     const expectedVersions = strategy === "OPTIMISTIC" ? new Map(rows.map((r) => [r.code, r.version])) : undefined;
-    const applied = await applyCounterChanges(trx, changesFor(inserted.header.id), origin, { expectedVersions, yieldToWaitlist: true, alongside: alongside?.insert });
+    const applied = await applyCounterChanges(trx, changesFor(inserted.header.id), origin, { expectedVersions, yieldToWaitlist: true, alongside: alongside?.insert, events: false });
     if (applied.refused.length === 0) return bornAlive(inserted.response, terms, began, skus);
     // Refused by the guard (or the version): look again, without a lock.
     shortNow = shortLines(spec.lines, forBuyer(await readInventoryRows(trx, skus)));
@@ -420,7 +435,7 @@ async function reserveOnce<R>(
   shortNow = shortLines(spec.lines, forBuyer(after));
   if (shortNow.length > 0) return refuse(trx, inserted?.header, shortNow);
   inserted ??= await insert();
-  const applied = await applyCounterChanges(trx, changesFor(inserted.header.id), origin, { yieldToWaitlist: true });
+  const applied = await applyCounterChanges(trx, changesFor(inserted.header.id), origin, { yieldToWaitlist: true, events: false });
   if (applied.refused.length > 0) throw new Error(`counter change refused on locked rows ${applied.refused.join(", ")}`);
   return bornAlive(inserted.response, terms, began, skus);
 }
