@@ -187,6 +187,23 @@ const APPLY_ALONE_EVENTS = `WITH ${APPLY_COUNTER_CHANGES}${RETURNING_EVENTS}`;
 const APPLY_ALONE_SKUS = `WITH ${APPLY_COUNTER_CHANGES}${RETURNING_SKUS}`;
 
 /**
+ * The statement with `alongside` CTEs: one string per distinct CTE text (a handful),
+ * built once, so that a caller passing the same CTE string each time gets the same
+ * statement string back (its lookup on the way out is then cheap).
+ */
+const WITH_ALONGSIDE = { events: new Map<string, string>(), skus: new Map<string, string>() };
+function withAlongside(ctes: string, events: boolean): string {
+  const built = events ? WITH_ALONGSIDE.events : WITH_ALONGSIDE.skus;
+  let text = built.get(ctes);
+  if (text === undefined) {
+    text = `WITH ${ctes},\n${APPLY_COUNTER_CHANGES}${events ? RETURNING_EVENTS : RETURNING_SKUS}`;
+    if (built.size >= 100) built.clear();
+    built.set(ctes, text);
+  }
+  return text;
+}
+
+/**
  * Applies counter changes and writes their audit events in one statement (see the
  * rules at the top of this file), all or nothing. Locks the affected rows in SKU
  * order first when more than one SKU is involved; a single row is locked by the
@@ -217,7 +234,7 @@ export async function applyCounterChanges(
       ? events
         ? APPLY_ALONE_EVENTS
         : APPLY_ALONE_SKUS
-      : `WITH ${alongside.ctes},\n${APPLY_COUNTER_CHANGES}${events ? RETURNING_EVENTS : RETURNING_SKUS}`;
+      : withAlongside(alongside.ctes, events);
   const rows = await query<AuditEventRow>(db, text, [
     ...(alongside?.params ?? []),
     changes.map((_, i) => i),

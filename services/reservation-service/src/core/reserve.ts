@@ -511,6 +511,37 @@ function plannedReservation(
 }
 
 /**
+ * The CTEs of `reservationInsert` around the record's statement; the same string each
+ * time (the record's statement is a constant), so that building and sending it costs
+ * no string work per hold (statement texts are looked up by value on the way out).
+ */
+const reservationInsertCtes = (() => {
+  let last: { recordSql: string; ctes: string } | undefined;
+  return (recordSql: string): string => {
+    if (last?.recordSql !== recordSql) {
+      last = {
+        recordSql,
+        ctes: `h AS (
+       INSERT INTO reservations (id, type, status, customer_id, caller, request_id, locking_strategy, expires_at, max_expires_at, confirmed_at)
+       VALUES (?::uuid, ?, ?, ?, ?, ?, ?,
+               now() + ?::bigint * interval '1 millisecond',
+               now() + ?::bigint * interval '1 millisecond',
+               CASE WHEN ?::text = 'ALLOCATED' THEN now() END)
+       RETURNING id, status, expires_at, created_at
+     ), lines AS (
+       INSERT INTO reservation_items (reservation_id, sku_code, quantity, status, expires_at, created_at)
+       SELECT h.id, l.sku_code, l.quantity, h.status, h.expires_at, h.created_at
+         FROM h, unnest(?::text[], ?::int[]) AS l(sku_code, quantity)
+     ), recorded AS (
+       ${recordSql}
+     )`,
+      };
+    }
+    return last.ctes;
+  };
+})();
+
+/**
  * The reservation, its lines and the idempotency record, as data-modifying CTEs of
  * one statement (h, lines, recorded). Times are the database's (now(), the
  * transaction's start): expiry is judged by the database clock only; `header` only
@@ -523,20 +554,7 @@ function reservationInsert(
   record: { sql: string; params: unknown[] },
 ): { ctes: string; params: unknown[] } {
   return {
-    ctes: `h AS (
-       INSERT INTO reservations (id, type, status, customer_id, caller, request_id, locking_strategy, expires_at, max_expires_at, confirmed_at)
-       VALUES (?::uuid, ?, ?, ?, ?, ?, ?,
-               now() + ?::bigint * interval '1 millisecond',
-               now() + ?::bigint * interval '1 millisecond',
-               CASE WHEN ?::text = 'ALLOCATED' THEN now() END)
-       RETURNING id, status, expires_at, created_at
-     ), lines AS (
-       INSERT INTO reservation_items (reservation_id, sku_code, quantity, status, expires_at, created_at)
-       SELECT h.id, l.sku_code, l.quantity, h.status, h.expires_at, h.created_at
-         FROM h, unnest(?::text[], ?::int[]) AS l(sku_code, quantity)
-     ), recorded AS (
-       ${record.sql}
-     )`,
+    ctes: reservationInsertCtes(record.sql),
     params: [
       header.id,
       header.type,
