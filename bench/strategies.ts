@@ -8,6 +8,8 @@
 //     with no reservation rows, no idempotency record, no RPC: a ceiling;
 //   - PESSIMISTIC and OPTIMISTIC: single-unit CreateHold calls over real gRPC
 //     (@grpc/grpc-js) to a reservation-service process on the same database;
+//   - cpuUsPerHold of each strategy row: the service process's CPU time (user + system,
+//     /proc/<pid>/stat, Linux) over the row ÷ the holds it granted;
 //   - requestLog: PESSIMISTIC holds/s of the process that logs ÷ a second process
 //     started with REQUEST_LOG=false, three alternated pairs, the median ratio: what
 //     writing the request log of attempts costs.
@@ -17,6 +19,7 @@
 //
 //   npm run bench:strategies -- [--seconds 4] [--concurrency 16,64] [--skus 1000]
 import { spawn, type ChildProcess } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { mkdtemp, mkdir, writeFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -77,6 +80,17 @@ async function drive(concurrency: number, one: (worker: number, i: number) => Pr
   return { perSecond: Math.round((outcomes.OK ?? 0) / elapsed), outcomes, p50: q(0.5), p99: q(0.99) };
 }
 
+/** CPU time (user + system) process `pid` has used, in µs (Linux /proc, USER_HZ = 100); undefined elsewhere. */
+function cpuMicros(pid: number | undefined): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(fields[11]) + Number(fields[12])) * 10_000;
+  } catch {
+    return undefined;
+  }
+}
+
 function startService(databaseUrl: string, env: Record<string, string> = {}): Promise<{ child: ChildProcess; grpc: string }> {
   const main = fileURLToPath(import.meta.resolve("@holdfast/reservation-service/main"));
   const child = spawn(process.execPath, [main], {
@@ -107,6 +121,7 @@ async function main(): Promise<void> {
     service = await startService(url);
     // A second process with the request log off, to measure what logging attempts costs.
     unlogged = await startService(url, { REQUEST_LOG: "false" });
+    const unloggedPid = unlogged.child.pid;
     const client = createGrpcJsClient(InventoryReservationService, service.grpc, undefined, benchCaller);
     const unloggedClient = createGrpcJsClient(InventoryReservationService, unlogged.grpc, undefined, benchCaller);
     const hot = "HOT";
@@ -126,9 +141,10 @@ async function main(): Promise<void> {
         });
         await pool.end();
         const result: Record<string, unknown> = { scenario, concurrency, baselineTxPerSecond: baseline.perSecond, baselineP99Ms: baseline.p99 };
-        const holds = (target: typeof client, strategy: LockingStrategy) => {
+        const holds = async (target: typeof client, strategy: LockingStrategy, pid = service!.child.pid) => {
           run++;
-          return drive(concurrency, async (w, i) => {
+          const cpuBefore = cpuMicros(pid);
+          const measured = await drive(concurrency, async (w, i) => {
             try {
               await target.createHold({
                 requestId: `r${run}-${w}-${i}`,
@@ -143,11 +159,15 @@ async function main(): Promise<void> {
               return e.findDetails(ErrorInfoSchema)[0]?.reason ?? String(e.code);
             }
           });
+          const cpuAfter = cpuMicros(pid);
+          const granted = measured.outcomes.OK ?? 0;
+          const cpuUsPerHold = cpuBefore === undefined || cpuAfter === undefined || granted === 0 ? undefined : Math.round((cpuAfter - cpuBefore) / granted);
+          return { ...measured, cpuUsPerHold };
         };
         for (const strategy of [LockingStrategy.PESSIMISTIC, LockingStrategy.OPTIMISTIC]) {
           const measured = await holds(client, strategy);
           const name = LockingStrategy[strategy];
-          result[name] = { holdsPerSecond: measured.perSecond, ratio: Math.round((measured.perSecond / baseline.perSecond) * 100) / 100, p50Ms: measured.p50, p99Ms: measured.p99, outcomes: measured.outcomes };
+          result[name] = { holdsPerSecond: measured.perSecond, ratio: Math.round((measured.perSecond / baseline.perSecond) * 100) / 100, p50Ms: measured.p50, p99Ms: measured.p99, cpuUsPerHold: measured.cpuUsPerHold, outcomes: measured.outcomes };
         }
         // The request log's cost: PESSIMISTIC runs against the process that logs and the
         // one that does not, alternated (A B A B A B) so that drift in the machine's load
@@ -155,7 +175,7 @@ async function main(): Promise<void> {
         const pairs: Array<{ logged: number; unlogged: number }> = [];
         for (let round = 0; round < 3; round++) {
           const logged = (await holds(client, LockingStrategy.PESSIMISTIC)).perSecond;
-          const unlogged = (await holds(unloggedClient, LockingStrategy.PESSIMISTIC)).perSecond;
+          const unlogged = (await holds(unloggedClient, LockingStrategy.PESSIMISTIC, unloggedPid)).perSecond;
           pairs.push({ logged, unlogged });
         }
         const ratios = pairs.map((p) => p.logged / p.unlogged).sort((a, b) => a - b);
