@@ -16,19 +16,17 @@
 //     The ratio worker / bare is the price of the worker around the SQL.
 //
 //   npm run bench:expiry -- [--rate 1000] [--seconds 10] [--ttl-ms 2000] [--workers 2] [--backlog 20000]
-import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtemp, mkdir, writeFile, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
-import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { durationMs } from "@bufbuild/protobuf/wkt";
 import { ExpiryWorkerService, InventoryReservationService, type DurationDistribution } from "@holdfast/contracts";
-import { ensureDatabase, freePort, seedHolds, startEmbeddedPostgres } from "@holdfast/dev-stack";
+import { seedHolds } from "@holdfast/dev-stack";
 import { createGrpcJsClient } from "@holdfast/runtime";
-import { DEFAULT_HOLD_TERMS, createKnex, expireClaimedHolds, migrateLatest, query } from "@holdfast/schema";
-import { BENCH_AUTH_ENV, benchCaller } from "./auth.js";
+import { DEFAULT_HOLD_TERMS, createKnex, expireClaimedHolds, query } from "@holdfast/schema";
+import { benchCaller } from "./auth.js";
+import { startBenchCluster, startService, type ServiceProcess } from "./lib/stack.js";
 
 const { values } = parseArgs({
   options: {
@@ -46,20 +44,6 @@ const workerCount = Number(values.workers);
 const backlog = Number(values.backlog);
 const SKUS = Array.from({ length: 100 }, (_, i) => `E-${String(i).padStart(3, "0")}`);
 
-function startProcess(entry: string, env: NodeJS.ProcessEnv): Promise<{ child: ChildProcess; grpc: string }> {
-  const child = spawn(process.execPath, [fileURLToPath(import.meta.resolve(entry))], {
-    env: { PATH: process.env.PATH, LOG_LEVEL: "info", ...BENCH_AUTH_ENV, ...env },
-    stdio: ["ignore", "pipe", "inherit"],
-  });
-  return new Promise((resolve, reject) => {
-    child.once("exit", (code) => reject(new Error(`${entry} exited with ${code}`)));
-    createInterface({ input: child.stdout! }).on("line", (line) => {
-      const entry = JSON.parse(line) as { msg?: string; grpc?: string };
-      if (entry.msg === "ready") resolve({ child, grpc: entry.grpc! });
-    });
-  });
-}
-
 const ms = (d: DurationDistribution) => ({
   count: Number(d.count),
   p50Ms: d.p50 ? durationMs(d.p50) : null,
@@ -69,24 +53,20 @@ const ms = (d: DurationDistribution) => ({
 });
 
 async function main(): Promise<void> {
-  const root = await mkdtemp(path.join(tmpdir(), "holdfast-bench-"));
-  const cluster = await startEmbeddedPostgres({ dataDir: path.join(root, "data"), port: await freePort(), persistent: false });
-  const children: ChildProcess[] = [];
+  const cluster = await startBenchCluster();
+  const children: ServiceProcess[] = [];
   try {
-    await ensureDatabase(cluster.url("postgres"), "bench");
-    const url = cluster.url("bench");
+    const url = await cluster.migrated("bench");
     const knex = createKnex({ url, poolMax: 4 });
-    await migrateLatest(knex);
-    const ports = { GRPC_HOST: "127.0.0.1", GRPC_PORT: "0", HTTP_HOST: "127.0.0.1", HTTP_PORT: "0", WORKER_GRPC_HOST: "127.0.0.1", WORKER_GRPC_PORT: "0", WORKER_HTTP_HOST: "127.0.0.1", WORKER_HTTP_PORT: "0" };
-    const service = await startProcess("@holdfast/reservation-service/main", { DATABASE_URL: url, ...ports });
-    children.push(service.child);
+    const service = await startService("@holdfast/reservation-service/main", { DATABASE_URL: url });
+    children.push(service);
     const inventory = createGrpcJsClient(InventoryReservationService, service.grpc, undefined, benchCaller);
     for (const sku of SKUS) await inventory.createSku({ requestId: `c-${sku}`, sku, name: sku, initialOnHand: 100_000_000n });
     inventory.close();
 
-    const workerEnv = { DATABASE_URL: url, ...ports, RECONCILIATION_INTERVAL_MS: "0", SNAPSHOT_INTERVAL_MS: "0" };
-    const workers = await Promise.all(Array.from({ length: workerCount }, (_, i) => startProcess("@holdfast/expiry-worker/main", { ...workerEnv, WORKER_ID: `bench-${i}` })));
-    children.push(...workers.map((w) => w.child));
+    const workerEnv = { DATABASE_URL: url, RECONCILIATION_INTERVAL_MS: "0", SNAPSHOT_INTERVAL_MS: "0" };
+    const workers = await Promise.all(Array.from({ length: workerCount }, (_, i) => startService("@holdfast/expiry-worker/main", { ...workerEnv, WORKER_ID: `bench-${i}` })));
+    children.push(...workers);
     const ops = workers.map((w) => createGrpcJsClient(ExpiryWorkerService, w.grpc, undefined, benchCaller));
 
     // 1. Steady expiry: every 100 ms, rate/10 holds expiring ttl-ms later, spread over those 100 ms.
@@ -148,10 +128,8 @@ async function main(): Promise<void> {
     await writeFile(out, `${JSON.stringify({ date: new Date().toISOString(), steady, throughput }, null, 2)}\n`);
     console.log(`written ${path.relative(process.cwd(), out)}`);
   } finally {
-    for (const child of children) child.kill("SIGTERM");
-    await Promise.all(children.map((c) => new Promise((resolve) => (c.exitCode !== null ? resolve(null) : c.once("exit", resolve)))));
+    await Promise.all(children.map((c) => c.stop()));
     await cluster.stop();
-    await rm(root, { recursive: true, force: true });
   }
 }
 

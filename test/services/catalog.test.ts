@@ -137,16 +137,14 @@ describe("reservation-service: catalog and stock", () => {
       expect((await skuRow("DUP-1"))?.name).to.equal("Item DUP-1");
     });
 
-    it("refuses a hot-SKU mode this build does not implement, storing nothing", async () => {
-      for (const [mode, name] of [
-        [HotSkuMode.GROUP_COMMIT, "GROUP_COMMIT"],
-        [HotSkuMode.BUCKETED, "BUCKETED"],
-      ] as const) {
-        const failure = await failureOf(createSku(`HOT-${name}`, { policy: { hotSkuMode: mode } }));
-        expect(failure).to.include({ code: Code.Unimplemented, reason: "NOT_IMPLEMENTED" });
-        expect(failure.metadata).to.include({ feature: `hot_sku_mode:${name}` });
-        expect(await skuRow(`HOT-${name}`)).to.equal(undefined);
-      }
+    it("refuses a hot-SKU mode this build does not implement (BUCKETED), storing nothing; serves GROUP_COMMIT", async () => {
+      const failure = await failureOf(createSku("HOT-BUCKETED", { policy: { hotSkuMode: HotSkuMode.BUCKETED } }));
+      expect(failure).to.include({ code: Code.Unimplemented, reason: "NOT_IMPLEMENTED" });
+      expect(failure.metadata).to.include({ feature: "hot_sku_mode:BUCKETED" });
+      expect(await skuRow("HOT-BUCKETED")).to.equal(undefined);
+      const { sku } = await createSku("HOT-GROUP-COMMIT", { policy: { hotSkuMode: HotSkuMode.GROUP_COMMIT } });
+      expect(sku?.policy?.hotSkuMode).to.equal(HotSkuMode.GROUP_COMMIT);
+      expect((await skuRow("HOT-GROUP-COMMIT"))?.hot_sku_mode).to.equal("GROUP_COMMIT");
     });
 
     it("lists every bad field in one BadRequest, the contract's annotated limits first, and writes nothing", async () => {
@@ -382,6 +380,8 @@ describe("reservation-service: catalog and stock", () => {
       expect((await skuRow("UPD-HOT"))?.hot_sku_mode).to.equal(null);
       const { sku } = await update("UPD-HOT", ["policy.hot_sku_mode"], { policy: { hotSkuMode: HotSkuMode.OFF } });
       expect(sku?.policy?.hotSkuMode).to.equal(HotSkuMode.OFF);
+      const switched = await update("UPD-HOT", ["policy.hot_sku_mode"], { policy: { hotSkuMode: HotSkuMode.GROUP_COMMIT } });
+      expect(switched.sku?.policy?.hotSkuMode).to.equal(HotSkuMode.GROUP_COMMIT);
       const missing = await failureOf(update("UPD-NOPE", ["name"], { name: "X" }));
       expect(missing).to.include({ code: Code.NotFound, reason: "SKU_NOT_FOUND" });
     });

@@ -54,6 +54,24 @@ describe("configuration", () => {
     expect(strategy.join("\n")).to.match(/DEFAULT_LOCKING_STRATEGY: must be PESSIMISTIC or OPTIMISTIC/);
   });
 
+  it("admission limits: twice the pool in flight (plus a hot-SKU batch in the reservation-service) and twice that waiting unless set, bad values named", () => {
+    expect(loadReservationServiceConfig({ DATABASE_URL }).admission).to.deep.equal({ maxInFlight: 84, maxWaiting: 168, maxWaitMs: 500 });
+    expect(loadReservationServiceConfig({ DATABASE_URL, DATABASE_POOL_MAX: "4", HOT_SKU_MAX_BATCH: "16" }).admission).to.deep.equal({ maxInFlight: 24, maxWaiting: 48, maxWaitMs: 500 });
+    expect(loadExpiryWorkerConfig({ DATABASE_URL }).admission).to.deep.equal({ maxInFlight: 20, maxWaiting: 40, maxWaitMs: 500 });
+    expect(loadExpiryWorkerConfig({ DATABASE_URL, DATABASE_POOL_MAX: "3", MAX_CALLS_IN_FLIGHT: "5" }).admission).to.deep.equal({ maxInFlight: 5, maxWaiting: 10, maxWaitMs: 500 });
+    expect(loadReservationServiceConfig({ DATABASE_URL, MAX_CALLS_IN_FLIGHT: "7", MAX_CALLS_WAITING: "0", MAX_CALL_WAIT_MS: "50" }).admission).to.deep.equal({
+      maxInFlight: 7,
+      maxWaiting: 0,
+      maxWaitMs: 50,
+    });
+    const problems = problemsOf(() => loadReservationServiceConfig({ DATABASE_URL, MAX_CALLS_IN_FLIGHT: "0", MAX_CALLS_WAITING: "-1", MAX_CALL_WAIT_MS: "" }));
+    const text = problems.join("\n");
+    expect(problems).to.have.length(3);
+    expect(text).to.match(/MAX_CALLS_IN_FLIGHT: must be at least 1 \(got "0"\)/);
+    expect(text).to.match(/MAX_CALLS_WAITING: must be a whole number \(digits only\) \(got "-1"\)/);
+    expect(text).to.match(/MAX_CALL_WAIT_MS: must be a whole number \(digits only\) \(got ""\)/);
+  });
+
   it("requires both TLS files, and files that exist", () => {
     const halfTls = problemsOf(() => loadReservationServiceConfig({ DATABASE_URL, GRPC_TLS_CERT_FILE: "/etc/hostname" }));
     expect(halfTls.join("\n")).to.match(/GRPC_TLS_KEY_FILE: must be set together/);

@@ -220,8 +220,9 @@ describe("reservation-service: a caller's deadline bounds the work done for it",
       await query(blocker, `SELECT 1 FROM inventory WHERE sku_code = 'EDGE-D' FOR UPDATE`);
       const late = await failureOf(fx.client.createHold({ requestId, customerId: "c-late", lines: [{ sku: "EDGE-D", quantity: 1 }] }, { timeoutMs: 300 }));
       expect(late.code).to.equal(Code.DeadlineExceeded);
-      // The server's transaction is still parked on the lock. The retry below queues behind
-      // it on the request id's claim, so it answers only after the first one has ended.
+      // The server's statement was cancelled at the deadline (its statement_timeout is the
+      // time the caller had left). The retry below waits for the row lock itself, so it
+      // answers only after the blocker has ended.
       const retry = fx.client.createHold({ requestId, customerId: "c-late", lines: [{ sku: "EDGE-D", quantity: 1 }] }, { timeoutMs: 15_000 });
       // Nothing is committed while the lock is held.
       expect(await query(fx.sql, `SELECT id FROM reservations WHERE request_id = ?`, [requestId])).to.have.length(0);

@@ -52,6 +52,12 @@ function serviceEnv(databaseUrl: string, extra: NodeJS.ProcessEnv): NodeJS.Proce
     DATABASE_URL: databaseUrl,
     LOG_LEVEL: "info",
     SHUTDOWN_GRACE_MS: "5000",
+    // Bursts of hundreds of calls at once are how the concurrency tests make races; a
+    // loaded CI machine serves them slowly, and the default admission wait (500 ms)
+    // would shed some, which is not what those tests are about. Calls wait for a slot
+    // instead; the overload tests (test/faults/overload.test.ts) set their own limits.
+    MAX_CALLS_WAITING: "100000",
+    MAX_CALL_WAIT_MS: "60000",
     ...TEST_AUTH_ENV,
     ...EPHEMERAL_LOOPBACK_PORTS,
     ...extra,

@@ -9,6 +9,8 @@ export interface Call {
   principal: Principal;
   /** Aborts when the caller's deadline passes or it goes away. */
   signal: AbortSignal;
+  /** When the caller stops waiting (Date.now() milliseconds), if it set a deadline. */
+  deadline?: number;
 }
 
 /**
@@ -17,5 +19,6 @@ export interface Call {
  * `authorizeService`, otherwise this throws (fails closed).
  */
 export function callOf(context: HandlerContext): Call {
-  return { principal: principalOf(context), signal: context.signal };
+  const remaining = context.timeoutMs();
+  return { principal: principalOf(context), signal: context.signal, deadline: remaining === undefined ? undefined : Date.now() + remaining };
 }

@@ -5,18 +5,13 @@
  */
 import { Code, type ConnectError } from "@connectrpc/connect";
 import { ErrorReason } from "@holdfast/contracts";
-import { BadRequestSchema, PreconditionFailureSchema, QuotaFailureSchema, ResourceInfoSchema, RetryInfoSchema } from "@holdfast/contracts/rpc";
-import { rpcError } from "@holdfast/runtime";
+import { BadRequestSchema, PreconditionFailureSchema, QuotaFailureSchema, ResourceInfoSchema } from "@holdfast/contracts/rpc";
+import { retryAfter, rpcError } from "@holdfast/runtime";
 import { skuOrder } from "@holdfast/schema";
 
 const SKU_RESOURCE = "holdfast.inventory.v1.Sku";
 const RESERVATION_RESOURCE = "holdfast.inventory.v1.Reservation";
 const RECONCILIATION_RUN_RESOURCE = "holdfast.worker.v1.ReconciliationRun";
-
-const retryAfter = (ms: number) => ({
-  desc: RetryInfoSchema,
-  value: { retryDelay: { seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 } },
-});
 
 const precondition = (violations: { type: string; subject: string; description: string }[]) => ({
   desc: PreconditionFailureSchema,

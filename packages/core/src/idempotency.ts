@@ -25,7 +25,7 @@ import { AnySchema, anyPack } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { ErrorInfoSchema, StatusSchema } from "@holdfast/contracts/rpc";
 import { isLockTimeout } from "@holdfast/runtime";
-import { query, transaction, type Db, type PgTransaction } from "@holdfast/schema";
+import { builtOnce, query, transaction, type Db, type PgTransaction } from "@holdfast/schema";
 import type { Knex } from "knex";
 import { idempotencyKeyReused, lockTimeout, requestInProgress } from "./errors.js";
 
@@ -99,22 +99,40 @@ export interface Claimed<R, Row = never> {
 /** The work of one request, run once its request id is claimed. */
 export type Work<R, Row = never> = (trx: PgTransaction, claimed: Claimed<R, Row>) => Promise<R | Refusal>;
 
+/**
+ * The rest of the claim's transaction is bounded by the caller's deadline: a select-list
+ * item of the claim that sets statement_timeout for the transaction (SET LOCAL; the
+ * claim itself is already running) to the milliseconds left, or keeps the configured
+ * one if that is shorter (least() skips the NULL of "0 = none configured"). No deadline
+ * (NULL): nothing changes. Parameters: the milliseconds left, twice.
+ */
+const DEADLINE_BOUND = `CASE WHEN ?::int IS NULL THEN NULL ELSE set_config('statement_timeout',
+    least(?::int, nullif(extract(epoch FROM current_setting('statement_timeout')::interval) * 1000, 0)::int)::text, true) END AS claim_deadline_bound`;
+
 const COMPLETE = `UPDATE idempotency_records SET state = 'COMPLETED', status_code = ?, response = ?, completed_at = now()
                    WHERE caller = ? AND request_id = ?`;
 const completeParams = (key: IdempotencyKey, statusCode: number, response: Uint8Array) => [statusCode, Buffer.from(response), key.caller, key.requestId];
 
 export class Idempotency {
   /**
-   * @param signal the call's: once it aborts (deadline passed, client gone) no new
-   *   transaction starts, and one in progress rolls back instead of committing, so
+   * @param call the call's signal and deadline. Once the signal aborts (deadline passed,
+   *   client gone) no new transaction starts (nor its work, if it aborted while the call
+   *   waited for a connection), and one in progress rolls back instead of committing, so
    *   nobody's abandoned request takes stock. A commit that races the abort stands and
-   *   is replayed to a retry with the same request id.
+   *   is replayed to a retry with the same request id. With a deadline, the
+   *   transaction's statements after the claim (lock waits included) are cancelled when
+   *   it passes (statement_timeout, never above the configured one), so a call whose
+   *   caller has gone does not keep its connection waiting for a row lock.
    */
   constructor(
     private readonly db: Knex,
     private readonly windowMs: number,
-    private readonly signal?: AbortSignal,
+    private readonly call?: { signal: AbortSignal; deadline?: number },
   ) {}
+
+  private get signal(): AbortSignal | undefined {
+    return this.call?.signal;
+  }
 
   /**
    * Runs `work` at most once per key and returns its response, or the recorded
@@ -128,6 +146,9 @@ export class Idempotency {
       let outcome: { kind: "done"; value: R | Refusal } | { kind: "exists" };
       try {
         outcome = await transaction(this.db, async (trx) => {
+          // The caller may have gone while this call waited for a pooled connection:
+          // then nothing of its work runs (the empty transaction is rolled back).
+          this.signal?.throwIfAborted();
           const claim = await this.claim(trx, key, null, read);
           read?.check?.(claim.rows);
           if (!claim.claimed) return { kind: "exists" } as const;
@@ -221,9 +242,8 @@ export class Idempotency {
    * `claimed` if this call now owns the record (new, or taken over after its window).
    * A request id attached to a reservation or a waitlist entry stays taken forever
    * (errors.proto): if one holds it, the claim is refused with IDEMPOTENCY_KEY_REUSED naming it, whatever
-   * the RPC (the record may have passed its window or been pruned). Same statement:
-   * the lookup costs no extra round trip, nor does `read` (its rows, one result row each,
-   * joined to the claim's; a read that finds nothing still leaves the claim's row).
+   * the RPC (the record may have passed its window or been pruned). Same statement
+   * (claimKeys): the lookup costs no extra round trip, nor does `read`.
    */
   private async claim<Row>(
     trx: PgTransaction,
@@ -232,44 +252,21 @@ export class Idempotency {
     read?: ClaimRead<Row>,
   ): Promise<{ claimed: boolean; now: Date; token: string; rows: Row[] }> {
     try {
-      type ClaimRow = { claim_claimed: number; claim_token: string | null; claim_reservation_id: string | null; claim_waitlist_entry_id: string | null; claim_now: Date; claim_read_row: boolean | null };
-      const rows = await query<ClaimRow>(
-        trx,
-        `WITH claim AS (
-           INSERT INTO idempotency_records (caller, request_id, method, request_hash, state, expires_at, lease_expires_at)
-           VALUES (?, ?, ?, ?, 'IN_FLIGHT', now() + ? * interval '1 millisecond', now() + ? * interval '1 millisecond')
-           ON CONFLICT (caller, request_id) DO UPDATE
-              SET method = EXCLUDED.method, request_hash = EXCLUDED.request_hash, state = 'IN_FLIGHT',
-                  response = NULL, status_code = NULL, created_at = now(), completed_at = NULL,
-                  expires_at = EXCLUDED.expires_at, lease_expires_at = EXCLUDED.lease_expires_at
-            -- A record committed ahead of its work (runLeased) is taken over only once
-            -- its lease ran out (the process that claimed it died), whatever its
-            -- window; any other record once it is past its window.
-            WHERE CASE WHEN idempotency_records.state = 'IN_FLIGHT' AND idempotency_records.lease_expires_at IS NOT NULL
-                       THEN idempotency_records.lease_expires_at < now()
-                       ELSE idempotency_records.expires_at <= now() END
-           RETURNING created_at::text AS token
-         )
-         , c AS (
-           SELECT (SELECT count(*) FROM claim)::int AS claim_claimed, (SELECT token FROM claim) AS claim_token,
-                  (SELECT id FROM reservations WHERE caller = ? AND request_id = ?) AS claim_reservation_id,
-                  (SELECT id FROM waitlist_entries WHERE caller = ? AND request_id = ? ORDER BY seq LIMIT 1) AS claim_waitlist_entry_id,
-                  now() AS claim_now
-         )
-         ${read === undefined ? "SELECT * FROM c" : `SELECT * FROM c LEFT JOIN LATERAL (SELECT true AS claim_read_row, x.* FROM (${read.sql}) x) r ON true`}`,
-        [key.caller, key.requestId, key.method, key.hash, this.windowMs, leaseMs, key.caller, key.requestId, key.caller, key.requestId, ...(read?.params ?? [])],
-      );
-      const row = rows[0]!;
-      const claimed = row.claim_claimed === 1;
-      if (claimed && row.claim_reservation_id !== null) throw idempotencyKeyReused(key.requestId, { reservationId: row.claim_reservation_id });
-      if (claimed && row.claim_waitlist_entry_id !== null) throw idempotencyKeyReused(key.requestId, { waitlistEntryId: row.claim_waitlist_entry_id });
-      const found = read === undefined ? [] : (rows.filter((r) => r.claim_read_row === true) as unknown as Row[]);
-      return { claimed, now: row.claim_now, token: row.claim_token!, rows: found };
+      const { now, claims, rows } = await claimKeys(trx, [key], this.windowMs, leaseMs, this.deadlineLeftMs(), read);
+      const claim = claims[0]!;
+      if (claim.claimed && claim.reservationId !== null) throw idempotencyKeyReused(key.requestId, { reservationId: claim.reservationId });
+      if (claim.claimed && claim.waitlistEntryId !== null) throw idempotencyKeyReused(key.requestId, { waitlistEntryId: claim.waitlistEntryId });
+      return { claimed: claim.claimed, now, token: claim.token!, rows };
     } catch (err) {
       // Waited lock_timeout for a duplicate still in flight.
       if (isLockTimeout(err)) throw requestInProgress(key.requestId);
       throw err;
     }
+  }
+
+  /** The milliseconds left to the caller's deadline (at least 1), or null: DEADLINE_BOUND's parameter. */
+  private deadlineLeftMs(): number | null {
+    return this.call?.deadline === undefined ? null : Math.max(1, Math.floor(this.call.deadline - Date.now()));
   }
 
   /** Records a refusal in its own transaction; false if another request got the key first. */
@@ -299,6 +296,145 @@ export class Idempotency {
     REPLAYED.add(replayed);
     throw replayed;
   }
+}
+
+/** What claiming one key found (claimKeys). */
+export interface KeyClaim {
+  /** This transaction now owns the record (new, or taken over after its window). */
+  claimed: boolean;
+  /** The claim's token (created_at, to the microsecond), when claimed. */
+  token: string | null;
+  /** A reservation / waitlist entry that holds the request id forever (IDEMPOTENCY_KEY_REUSED if claimed). */
+  reservationId: string | null;
+  waitlistEntryId: string | null;
+}
+
+/*
+ * The claim of errors.proto's IDEMPOTENCY rules, for one key or many (a hot SKU's
+ * group commit claims every hold of its batch in one statement). Keys are inserted in
+ * (caller, request_id) order, so two transactions claiming overlapping sets lock the
+ * records in one order and cannot deadlock. The keys of one call must be distinct
+ * (ON CONFLICT cannot touch a row twice in one statement). The lookups of the ids that
+ * stay taken forever are part of the statement: they cost no round trip. Its result
+ * columns are named claim_* (a ClaimRead's rows are joined to them). Parameters: the
+ * keys' four arrays, the window, the lease, DEADLINE_BOUND's two.
+ */
+const CLAIM_KEYS = `
+WITH k AS (
+  SELECT * FROM unnest(?::text[], ?::text[], ?::text[], ?::text[]) WITH ORDINALITY AS k(caller, request_id, method, request_hash, ord)
+), claim AS (
+  INSERT INTO idempotency_records (caller, request_id, method, request_hash, state, expires_at, lease_expires_at)
+  SELECT caller, request_id, method, request_hash, 'IN_FLIGHT', now() + ? * interval '1 millisecond', now() + ? * interval '1 millisecond'
+    FROM k ORDER BY caller COLLATE "C", request_id COLLATE "C"
+  ON CONFLICT (caller, request_id) DO UPDATE
+     SET method = EXCLUDED.method, request_hash = EXCLUDED.request_hash, state = 'IN_FLIGHT',
+         response = NULL, status_code = NULL, created_at = now(), completed_at = NULL,
+         expires_at = EXCLUDED.expires_at, lease_expires_at = EXCLUDED.lease_expires_at
+   -- A record committed ahead of its work (runLeased) is taken over only once
+   -- its lease ran out (the process that claimed it died), whatever its
+   -- window; any other record once it is past its window.
+   WHERE CASE WHEN idempotency_records.state = 'IN_FLIGHT' AND idempotency_records.lease_expires_at IS NOT NULL
+              THEN idempotency_records.lease_expires_at < now()
+              ELSE idempotency_records.expires_at <= now() END
+  RETURNING caller, request_id, created_at::text AS token
+), c AS (
+  SELECT k.ord AS claim_ord, won.token AS claim_token, won.request_id IS NOT NULL AS claim_claimed,
+         (SELECT id FROM reservations r WHERE r.caller = k.caller AND r.request_id = k.request_id) AS claim_reservation_id,
+         (SELECT id FROM waitlist_entries w WHERE w.caller = k.caller AND w.request_id = k.request_id ORDER BY seq LIMIT 1) AS claim_waitlist_entry_id,
+         now() AS claim_now, ${DEADLINE_BOUND}
+    FROM k LEFT JOIN claim won ON won.caller = k.caller AND won.request_id = k.request_id
+)
+`;
+
+/** The claim statement's text, without a read or with one (a ClaimRead's text is a constant: the same string each time). */
+const CLAIM_ALONE = `${CLAIM_KEYS}SELECT * FROM c ORDER BY claim_ord`;
+// The read's rows are joined to the first key's row (a read that finds nothing still leaves it).
+const claimWithRead = builtOnce(
+  (readSql) => `${CLAIM_KEYS}SELECT * FROM c LEFT JOIN LATERAL (SELECT true AS claim_read_row, x.* FROM (${readSql}) x) r ON c.claim_ord = 1 ORDER BY c.claim_ord`,
+);
+
+/**
+ * Claims `keys` (distinct) in one statement of `trx`: what each claim found, in the
+ * order of `keys`, the transaction's now(), and the rows of `read` (a ClaimRead run in
+ * the same statement; none without one). A key held by another transaction in flight
+ * makes the statement wait for it (at most lock_timeout). Used by `Idempotency` for
+ * one key, and by the hot-SKU group commit for a batch. `deadlineLeftMs` (one
+ * caller's): the rest of the transaction is bounded by it (DEADLINE_BOUND).
+ */
+export async function claimKeys<Row = never>(
+  trx: Db,
+  keys: readonly IdempotencyKey[],
+  windowMs: number,
+  leaseMs: number | null = null,
+  deadlineLeftMs: number | null = null,
+  read?: Pick<ClaimRead<Row>, "sql" | "params">,
+): Promise<{ now: Date; claims: KeyClaim[]; rows: Row[] }> {
+  type ClaimRow = {
+    claim_ord: string;
+    claim_token: string | null;
+    claim_claimed: boolean;
+    claim_reservation_id: string | null;
+    claim_waitlist_entry_id: string | null;
+    claim_now: Date;
+    claim_read_row?: boolean | null;
+  };
+  const rows = await query<ClaimRow>(trx, read === undefined ? CLAIM_ALONE : claimWithRead(read.sql), [
+    keys.map((k) => k.caller),
+    keys.map((k) => k.requestId),
+    keys.map((k) => k.method),
+    keys.map((k) => k.hash),
+    windowMs,
+    leaseMs,
+    deadlineLeftMs,
+    deadlineLeftMs,
+    ...(read?.params ?? []),
+  ]);
+  // One row per key, in order; the first key's repeated once per row of the read.
+  const claims: KeyClaim[] = [];
+  let last: string | undefined;
+  for (const r of rows) {
+    if (r.claim_ord === last) continue;
+    last = r.claim_ord;
+    claims.push({ claimed: r.claim_claimed, token: r.claim_token, reservationId: r.claim_reservation_id, waitlistEntryId: r.claim_waitlist_entry_id });
+  }
+  return {
+    now: rows[0]!.claim_now,
+    claims,
+    rows: read === undefined ? [] : (rows.filter((r) => r.claim_read_row === true) as unknown as Row[]),
+  };
+}
+
+/** An outcome to record: a response (status 0) or a recorded refusal. */
+export type KeyOutcome<D extends DescMessage> = { key: IdempotencyKey; schema: D; response: MessageShape<D> } | { key: IdempotencyKey; refusal: ConnectError };
+
+/**
+ * Records the outcomes of keys claimed by this transaction (claimKeys), and forgets
+ * the claims of `released` (handed to another path, which claims them again), as
+ * part of the caller's next statement: data-modifying statements to put in its WITH
+ * clause, with their parameters.
+ */
+export function recordOutcomesInline<D extends DescMessage>(outcomes: readonly KeyOutcome<D>[], released: readonly IdempotencyKey[]): { sql: string; params: unknown[] } {
+  const encoded = outcomes.map((o) =>
+    "refusal" in o ? { key: o.key, code: o.refusal.code, bytes: encodeError(o.refusal) } : { key: o.key, code: 0, bytes: toBinary(o.schema, o.response) },
+  );
+  return {
+    sql: `recorded AS (
+            UPDATE idempotency_records r SET state = 'COMPLETED', status_code = o.status_code, response = o.response, completed_at = now()
+              FROM unnest(?::text[], ?::text[], ?::int[], ?::bytea[]) AS o(caller, request_id, status_code, response)
+             WHERE r.caller = o.caller AND r.request_id = o.request_id
+          ), released AS (
+            DELETE FROM idempotency_records r USING unnest(?::text[], ?::text[]) AS x(caller, request_id)
+             WHERE r.caller = x.caller AND r.request_id = x.request_id
+          )`,
+    params: [
+      encoded.map((e) => e.key.caller),
+      encoded.map((e) => e.key.requestId),
+      encoded.map((e) => e.code),
+      encoded.map((e) => Buffer.from(e.bytes)),
+      released.map((k) => k.caller),
+      released.map((k) => k.requestId),
+    ],
+  };
 }
 
 /** A refusal as a binary google.rpc.Status (code, message, every detail). */

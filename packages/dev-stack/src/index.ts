@@ -3,3 +3,4 @@ export { resolveDatabase, type ResolvedDatabase } from "./database.js";
 export { freePort } from "./ports.js";
 export { seedHolds, type SeededHold } from "./seed.js";
 export { mintCallerTokens, callerRole, grpcCaller, connectCaller, type CallerTokens } from "./callers.js";
+export { metricValue, scrapeMetrics, residentBytes } from "./probe.js";

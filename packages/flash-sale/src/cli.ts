@@ -6,7 +6,7 @@
 import * as grpc from "@grpc/grpc-js";
 import { SingleBar } from "cli-progress";
 import { InventoryReservationService, type FlashSaleReport } from "@holdfast/contracts";
-import { createGrpcJsClient } from "@holdfast/runtime";
+import { DEFAULT_MAX_CONCURRENT_STREAMS, createGrpcJsClient } from "@holdfast/runtime";
 import { simulatorCaller } from "./auth.js";
 import { comparisonTable, reportTable, tallyTable } from "./format.js";
 import { defaultReportPath, writeHtmlReport } from "./html.js";
@@ -51,13 +51,10 @@ function waitForReady(client: grpc.Client, target: string): Promise<void> {
   );
 }
 
-/** Calls one connection carries at once: the server's GRPC_MAX_CONCURRENT_STREAMS default. */
-const STREAMS_PER_CONNECTION = 100;
-
 async function main(options: CliOptions): Promise<number> {
   const caller = await simulatorCaller(options, options.maxSeconds + 600);
   // One connection per 100 calls in flight; a local subchannel pool keeps grpc-js from sharing one.
-  const clients = Array.from({ length: Math.ceil(options.concurrency / STREAMS_PER_CONNECTION) }, () =>
+  const clients = Array.from({ length: Math.ceil(options.concurrency / DEFAULT_MAX_CONCURRENT_STREAMS) }, () =>
     createGrpcJsClient(InventoryReservationService, options.target, grpc.credentials.createInsecure(), { ...caller, "grpc.use_local_subchannel_pool": 1 }),
   );
   const client = clients[0]!;

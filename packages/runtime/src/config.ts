@@ -1,6 +1,7 @@
 import { existsSync } from "node:fs";
 import { z } from "zod";
-import { DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_REQUEST_RECEIVE_TIMEOUT_MS } from "./limits.js";
+import type { AdmissionLimits } from "./admission.js";
+import { DEFAULT_MAX_CALL_WAIT_MS, DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_REQUEST_RECEIVE_TIMEOUT_MS } from "./limits.js";
 
 /**
  * Thrown when the environment does not describe a valid configuration.
@@ -54,6 +55,14 @@ const decimal = (fallback: number, message: string) =>
     .default(String(fallback))
     .transform((v) => Number(v));
 
+/** A whole number in decimal digits, or unset (its default then depends on other variables). */
+const optionalDecimal = (message: string) =>
+  z
+    .string()
+    .regex(/^\d+$/, message)
+    .optional()
+    .transform((v) => (v === undefined ? undefined : Number(v)));
+
 /** Field builders for environment variables; each gives a precise message. */
 export const envVar = {
   port: (fallback: number) =>
@@ -67,6 +76,11 @@ export const envVar = {
     ),
   nonNegativeInt: (fallback: number, max: number, message = "must be a whole number (digits only)") =>
     decimal(fallback, message).pipe(z.number().max(max, `must be at most ${max}`)),
+  /** A whole number from `min` to `max`, or unset: `undefined`, for a default computed from other variables. */
+  optionalInt: (min: number, max: number) =>
+    optionalDecimal("must be a whole number (digits only)").pipe(
+      z.number().min(min, `must be at least ${min}`).max(max, `must be at most ${max}`).optional(),
+    ),
   /** Milliseconds between runs of a periodic job; 0 switches the job off. */
   intervalOrOff: (fallback: number, max: number) => envVar.nonNegativeInt(fallback, max, "must be a whole number of milliseconds (digits only; 0 = off)"),
   boolean: (fallback: boolean) =>
@@ -132,7 +146,35 @@ export const commonEnv = {
 export const serverLimitsEnv = {
   GRPC_MAX_CONCURRENT_STREAMS: envVar.positiveInt(DEFAULT_MAX_CONCURRENT_STREAMS, 10_000),
   REQUEST_RECEIVE_TIMEOUT_MS: envVar.positiveInt(DEFAULT_REQUEST_RECEIVE_TIMEOUT_MS, 600_000),
+  // Admission control (admission.ts, docs/operations.md "Overload"): unary calls served
+  // at once (default 2 x DATABASE_POOL_MAX, + HOT_SKU_MAX_BATCH in the reservation-service), calls that may wait for a slot (default
+  // 2 x MAX_CALLS_IN_FLIGHT; 0 = none wait) and how long; beyond, UNAVAILABLE / OVERLOADED.
+  MAX_CALLS_IN_FLIGHT: envVar.optionalInt(1, 100_000),
+  MAX_CALLS_WAITING: envVar.optionalInt(0, 100_000),
+  MAX_CALL_WAIT_MS: envVar.positiveInt(DEFAULT_MAX_CALL_WAIT_MS, 60_000),
 };
+
+/**
+ * The admission limits of `serverLimitsEnv`. Two calls in flight per pooled
+ * connection by default: one in its transaction while another is decoded,
+ * authenticated or answered, so the pool stays busy without a queue in front of it;
+ * plus `batched` calls that share one connection between them (the reservation-
+ * service's hot-SKU batches: HOT_SKU_MAX_BATCH holds gathered while the pool is busy).
+ * Twice as many may wait: a burst is absorbed, and MAX_CALL_WAIT_MS, not the length
+ * of the queue, bounds how long a call waits.
+ */
+export function admissionLimits(
+  env: {
+    DATABASE_POOL_MAX: number;
+    MAX_CALLS_IN_FLIGHT?: number;
+    MAX_CALLS_WAITING?: number;
+    MAX_CALL_WAIT_MS: number;
+  },
+  batched = 0,
+): AdmissionLimits {
+  const maxInFlight = env.MAX_CALLS_IN_FLIGHT ?? 2 * env.DATABASE_POOL_MAX + batched;
+  return { maxInFlight, maxWaiting: env.MAX_CALLS_WAITING ?? 2 * maxInFlight, maxWaitMs: env.MAX_CALL_WAIT_MS };
+}
 
 /** The settings of `serverLimitsEnv`, as startGrpcServer / startHttpServer take them. */
 export function serverLimits(env: { GRPC_MAX_CONCURRENT_STREAMS: number; REQUEST_RECEIVE_TIMEOUT_MS: number }) {

@@ -37,6 +37,26 @@ export function rpcError(
   return new ConnectError(message, code, undefined, [errorInfo, ...(options.details ?? [])], options.cause);
 }
 
+/** `google.rpc.RetryInfo`: when retrying the same request may succeed. */
+export function retryAfter(ms: number): Detail {
+  return { desc: RetryInfoSchema, value: { retryDelay: { seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 } } };
+}
+
+/** How long an OVERLOADED caller is asked to wait before retrying. */
+export const OVERLOADED_RETRY_MS = 200;
+
+/**
+ * UNAVAILABLE / OVERLOADED (errors.proto): the server sheds load, too many calls
+ * in flight or no database connection free in time. Retry after the delay,
+ * preferably on another replica; nothing was done.
+ */
+export function overloaded(why: string, cause?: unknown): ConnectError {
+  return rpcError(Code.Unavailable, ErrorReason.OVERLOADED, `the server is overloaded (${why}); retry shortly, preferably on another replica`, {
+    cause,
+    details: [retryAfter(OVERLOADED_RETRY_MS)],
+  });
+}
+
 /**
  * Field violations sent at most (errors.proto, LISTS IN ERRORS: details travel in
  * gRPC trailers, which clients limit to a few KiB); ErrorInfo metadata "omitted"
@@ -148,10 +168,6 @@ export function isTransientDatabaseError(err: unknown): boolean {
 export function toConnectError(err: unknown): ConnectError {
   if (err instanceof ConnectError) return err;
   const code = errorCodeOf(err);
-  const retryAfter = (ms: number): Detail => ({
-    desc: RetryInfoSchema,
-    value: { retryDelay: { seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 } },
-  });
   if (code?.startsWith(SQLSTATE_CLASS_DATA_EXCEPTION) && code.length === 5) {
     return invalidArgumentFromDatabase(err);
   }
@@ -181,12 +197,7 @@ export function toConnectError(err: unknown): ConnectError {
         details: [retryAfter(500)],
       });
   }
-  if (isPoolTimeout(err)) {
-    return rpcError(Code.Unavailable, ErrorReason.OVERLOADED, "the server is overloaded (no database connection free in time); retry shortly", {
-      cause: err,
-      details: [retryAfter(200)],
-    });
-  }
+  if (isPoolTimeout(err)) return overloaded("no database connection free in time", err);
   if (isConnectionLoss(err)) {
     return rpcError(Code.Unavailable, ErrorReason.DATABASE_UNAVAILABLE, "the database is unavailable; retry shortly", {
       cause: err,

@@ -6,6 +6,7 @@ import { ErrorReason } from "@holdfast/contracts";
 import { ErrorInfoSchema, RequestInfoSchema } from "@holdfast/contracts/rpc";
 import { isServerFault, rpcError, toConnectError } from "./errors.js";
 import type { Metrics } from "./metrics.js";
+import type { Admission } from "./admission.js";
 
 /** Canonical gRPC status names, indexed by code, as they appear in logs and metrics. */
 const STATUS_NAMES = [
@@ -100,6 +101,14 @@ type AnyMethod = (request: unknown, context: HandlerContext) => unknown;
  * timeouts, overload...) log at info, server faults at error; whenever an error has a cause
  * (a database error behind UNAVAILABLE or ABORTED, say) the cause is logged.
  *
+ * With `admission`, a unary call first takes a slot of the process's bound on
+ * calls in flight (admission.ts), before anything else is done for it (not even
+ * token verification): refused at once with UNAVAILABLE / OVERLOADED when none
+ * can be had, and given up when its caller goes while it waits. Those refusals
+ * log at debug (the admission control summarises them). Server streams are not
+ * admitted here: they live for minutes, mostly idle, and have their own bound
+ * per caller (MAX_STREAMS_PER_*, authorizeService).
+ *
  * When `stopping` aborts, server streams end with UNAVAILABLE (reason
  * SHUTTING_DOWN) so that clients reconnect to another replica, while unary
  * calls in flight are left to finish: that is the drain.
@@ -107,7 +116,7 @@ type AnyMethod = (request: unknown, context: HandlerContext) => unknown;
 export function instrumentService<S extends DescService>(
   service: S,
   impl: ServiceImpl<S>,
-  deps: { logger: Logger; metrics: Metrics; stopping: AbortSignal },
+  deps: { logger: Logger; metrics: Metrics; stopping: AbortSignal; admission?: Admission },
 ): ServiceImpl<S> {
   const methods = impl as unknown as Record<string, AnyMethod>;
   const wrapped: Record<string, AnyMethod> = {};
@@ -119,7 +128,7 @@ export function instrumentService<S extends DescService>(
       context.responseHeader.set(REQUEST_ID_HEADER, requestId);
       return { requestId, startedAt: performance.now() };
     };
-    const finish = (context: HandlerContext, requestId: string, startedAt: number, error?: ConnectError) => {
+    const finish = (context: HandlerContext, requestId: string, startedAt: number, error?: ConnectError, quiet = false) => {
       const code = error?.code ?? 0;
       const durationMs = performance.now() - startedAt;
       deps.metrics.rpcDuration.observe({ method: name, protocol: context.protocolName, code: statusName(code) }, durationMs / 1000);
@@ -137,22 +146,27 @@ export function instrumentService<S extends DescService>(
       const reason = error.findDetails(ErrorInfoSchema)[0]?.reason;
       const cause = error.cause instanceof Error ? { err: error.cause } : {};
       if (isServerFault(error.code)) deps.logger.error({ ...fields, reason, ...cause }, "rpc failed");
-      else if (BUSINESS_OUTCOMES.has(error.code)) deps.logger.debug({ ...fields, reason, message: error.rawMessage }, "rpc refused");
+      else if (quiet || BUSINESS_OUTCOMES.has(error.code)) deps.logger.debug({ ...fields, reason, message: error.rawMessage }, "rpc refused");
       else deps.logger.info({ ...fields, reason, message: error.rawMessage, ...cause }, "rpc refused");
     };
 
     if (method.methodKind === "unary") {
       wrapped[method.localName] = async (request, context) => {
         const { requestId, startedAt } = begin(context);
+        let release: (() => void) | undefined;
         try {
+          if (deps.admission !== undefined) release = await deps.admission.enter(name, context.signal);
           const response = await fn(request, context);
           // Finished, but for nobody if the caller gave up meanwhile.
           finish(context, requestId, startedAt, abortOf(context));
           return response;
         } catch (err) {
           const error = asSent(err, requestId, context);
-          finish(context, requestId, startedAt, error);
+          // Never admitted (shed, or its caller went while it waited): summarised by the admission control.
+          finish(context, requestId, startedAt, error, deps.admission !== undefined && release === undefined);
           throw error;
+        } finally {
+          release?.();
         }
       };
     } else {

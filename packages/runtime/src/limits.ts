@@ -5,6 +5,9 @@ import type { Logger } from "pino";
 /** Calls one HTTP/2 connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS). */
 export const DEFAULT_MAX_CONCURRENT_STREAMS = 100;
 
+/** Longest wait of a unary call for a slot of MAX_CALLS_IN_FLIGHT (admission.ts). */
+export const DEFAULT_MAX_CALL_WAIT_MS = 500;
+
 /**
  * How long a request may take to arrive whole: on the gRPC port from the call's
  * HEADERS to its half-close, on the HTTP/1.1 port from the connection (or the end

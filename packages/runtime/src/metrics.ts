@@ -1,4 +1,4 @@
-import { Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import { Counter, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 
 /** Per-process Prometheus registry with Node's default metrics and RPC timings. */
 export function createMetrics(service: string) {
@@ -16,3 +16,20 @@ export function createMetrics(service: string) {
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;
+
+/**
+ * Counts the application keeps itself (plain numbers that only grow), exported as a
+ * counter `name` with one label, read whenever the registry is scraped.
+ */
+export function exportCounts(registry: Registry, name: string, help: string, label: string, read: () => Record<string, number>): void {
+  new Counter({
+    name,
+    help,
+    labelNames: [label],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [value, count] of Object.entries(read())) this.labels(value).inc(count);
+    },
+  });
+}

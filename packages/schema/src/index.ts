@@ -35,7 +35,7 @@ export * from './rows.js';
 export * from './limits.js';
 export { MIGRATION_COMMANDS, MIGRATION_USAGE, isMigrationCommand, runMigrationCommand, type MigrationCommand } from './commands.js';
 export { assertDatabaseReady } from './readiness.js';
-export { query, named, transaction, PgTransaction, type Db } from './query.js';
+export { query, named, transaction, builtOnce, PgTransaction, type Db } from './query.js';
 export {
   applyCounterChanges,
   lockInventoryRows,
@@ -87,3 +87,4 @@ export {
   parseInventoryPayload,
   type ListenerOptions,
 } from './notifications.js';
+export { inventoryInvariantViolations } from './invariants.js';

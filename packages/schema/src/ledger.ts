@@ -26,7 +26,7 @@
  *   SKUs are reported in `refused`; the CHECK constraints on `inventory` stay the last
  *   line of defence.
  */
-import { query, type Db } from './query.js';
+import { builtOnce, query, type Db } from './query.js';
 import type { AuditEventRow, AuditOperation, InventoryRow } from './rows.js';
 import { promoteWaiting, settlePromotedEntries, type HoldTermSettings, type Promotion } from './waitlist.js';
 
@@ -39,6 +39,12 @@ export interface CounterChange {
   reserved?: number;
   allocated?: number;
   reason?: string | null;
+  /**
+   * Who made this change, when one statement writes the changes of several requests
+   * (a hot SKU's group commit: one event per hold, each with its own caller and
+   * request id). Unset: the statement's `origin`.
+   */
+  origin?: ChangeOrigin;
 }
 
 /** Who made a change (the ledger's actor, request id and, for repairs, the run). */
@@ -121,8 +127,8 @@ export async function readInventoryRows(db: Db, skus: readonly string[]): Promis
 const APPLY_COUNTER_CHANGES = `
 ch AS (
   SELECT *
-    FROM unnest(?::int[], ?::text[], ?::text[], ?::uuid[], ?::bigint[], ?::bigint[], ?::bigint[], ?::text[])
-      AS t(ord, sku_code, operation, reservation_id, d_on_hand, d_reserved, d_allocated, reason)
+    FROM unnest(?::int[], ?::text[], ?::text[], ?::uuid[], ?::bigint[], ?::bigint[], ?::bigint[], ?::text[], ?::text[], ?::text[])
+      AS t(ord, sku_code, operation, reservation_id, d_on_hand, d_reserved, d_allocated, reason, actor, request_id)
 ),
 expected AS (
   SELECT * FROM unnest(?::text[], ?::bigint[]) AS e(sku_code, version)
@@ -176,7 +182,7 @@ INSERT INTO audit_events (
 SELECT operation, sku_code, reservation_id, d_on_hand, d_reserved, d_allocated,
        f_on_hand - later_on_hand - d_on_hand, f_reserved - later_reserved - d_reserved, f_allocated - later_allocated - d_allocated,
        f_on_hand - later_on_hand, f_reserved - later_reserved, f_allocated - later_allocated,
-       f_version - later_events, ?, ?, reason, ?::uuid
+       f_version - later_events, actor, request_id, reason, ?::uuid
   FROM ev
  ORDER BY sku_code COLLATE "C", ord  -- SKU order whatever the database's default collation
 `;
@@ -191,16 +197,12 @@ const APPLY_ALONE_SKUS = `WITH ${APPLY_COUNTER_CHANGES}${RETURNING_SKUS}`;
  * built once, so that a caller passing the same CTE string each time gets the same
  * statement string back (its lookup on the way out is then cheap).
  */
-const WITH_ALONGSIDE = { events: new Map<string, string>(), skus: new Map<string, string>() };
+const WITH_ALONGSIDE = {
+  events: builtOnce((ctes) => `WITH ${ctes},\n${APPLY_COUNTER_CHANGES}${RETURNING_EVENTS}`),
+  skus: builtOnce((ctes) => `WITH ${ctes},\n${APPLY_COUNTER_CHANGES}${RETURNING_SKUS}`),
+};
 function withAlongside(ctes: string, events: boolean): string {
-  const built = events ? WITH_ALONGSIDE.events : WITH_ALONGSIDE.skus;
-  let text = built.get(ctes);
-  if (text === undefined) {
-    text = `WITH ${ctes},\n${APPLY_COUNTER_CHANGES}${events ? RETURNING_EVENTS : RETURNING_SKUS}`;
-    if (built.size >= 100) built.clear();
-    built.set(ctes, text);
-  }
-  return text;
+  return (events ? WITH_ALONGSIDE.events : WITH_ALONGSIDE.skus)(ctes);
 }
 
 /**
@@ -245,11 +247,11 @@ export async function applyCounterChanges(
     changes.map((c) => c.reserved ?? 0),
     changes.map((c) => c.allocated ?? 0),
     changes.map((c) => c.reason ?? null),
+    changes.map((c) => (c.origin ?? origin).actor),
+    changes.map((c) => (c.origin ?? origin).requestId),
     expected.map(([sku]) => sku),
     expected.map(([, version]) => version),
     options.yieldToWaitlist === true,
-    origin.actor,
-    origin.requestId,
     origin.reconciliationRunId ?? null,
   ]);
   const changed = new Set(rows.map((r) => r.sku_code));

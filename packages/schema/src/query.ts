@@ -121,6 +121,25 @@ function positional(text: string): { text: string; count: number } {
 }
 
 /**
+ * A statement text built from a constant part (a CTE, a read) once: `build`'s result,
+ * the same string each time for the same part, so that building and sending it costs
+ * no string work per call (texts are looked up by value on the way out, see
+ * `positional`). For parts that are a handful of constants; past 100 it starts over.
+ */
+export function builtOnce(build: (part: string) => string): (part: string) => string {
+  const built = new Map<string, string>();
+  return (part) => {
+    let text = built.get(part);
+    if (text === undefined) {
+      text = build(part);
+      if (built.size >= 100) built.clear();
+      built.set(part, text);
+    }
+    return text;
+  };
+}
+
+/**
  * `$name` placeholders bound as positional `?`, for a statement that uses a value
  * several times (a SKU filter repeated in each branch of a UNION). The text must
  * contain no other "$". Returns the arguments of `query`.

@@ -1,6 +1,6 @@
 import { hostname } from "node:os";
 import { z } from "zod";
-import { authEnv, authSettings, checkAuthEnv, commonEnv, databaseSettings, envVar, loadConfig, serverLimits, serverLimitsEnv } from "@holdfast/runtime";
+import { admissionLimits, authEnv, authSettings, checkAuthEnv, commonEnv, databaseSettings, envVar, loadConfig, serverLimits, serverLimitsEnv } from "@holdfast/runtime";
 import { IDEMPOTENCY_WINDOW_DEFAULT_MS } from "@holdfast/schema";
 import { checkHoldTermsEnv, holdTermSettings, holdTermsEnv } from "@holdfast/core";
 import type { WorkerSettings } from "./core/context.js";
@@ -57,6 +57,7 @@ const environment = z
     grpc: { host: env.WORKER_GRPC_HOST, port: env.WORKER_GRPC_PORT, reflection: env.GRPC_REFLECTION },
     http: { host: env.WORKER_HTTP_HOST, port: env.WORKER_HTTP_PORT },
     limits: serverLimits(env),
+    admission: admissionLimits(env),
     worker: {
       workerId: env.WORKER_ID,
       expiryBatchSize: env.EXPIRY_BATCH_SIZE,

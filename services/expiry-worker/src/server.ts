@@ -1,5 +1,5 @@
 import { ExpiryWorkerService } from "@holdfast/contracts";
-import { bind, createMetrics, knexLog, instrumentService, startGrpcServer, startHttpServer, validateService, type Logger } from "@holdfast/runtime";
+import { Admission, bind, createMetrics, knexLog, instrumentService, startGrpcServer, startHttpServer, validateService, type Logger } from "@holdfast/runtime";
 import { createKnex, assertDatabaseReady } from "@holdfast/schema";
 import { authorizeService, createAuthenticator } from "@holdfast/core";
 import type { ExpiryWorkerConfig } from "./config.js";
@@ -47,12 +47,14 @@ export async function startExpiryWorker(config: ExpiryWorkerConfig, logger: Logg
   ];
 
   const authenticator = createAuthenticator(config.auth, logger);
-  // Outermost first: instrument (log, metrics, error mapping), authenticate and authorize,
+  const admission = new Admission(config.admission, logger, metrics.registry);
+  // Outermost first: instrument (log, metrics, error mapping, admission of unary calls), authenticate and authorize,
   // validate the request, then the logic.
   const impl = instrumentService(ExpiryWorkerService, authorizeService(ExpiryWorkerService, validateService(ExpiryWorkerService, createExpiryWorkerService(deps, sweeper)), authenticator), {
     logger,
     metrics,
     stopping: signal,
+    admission,
   });
   const grpc = await startGrpcServer({
     ...config.grpc,
@@ -75,6 +77,7 @@ export async function startExpiryWorker(config: ExpiryWorkerConfig, logger: Logg
       // end this replica's reconciliation runs, then release the database.
       stopping.abort();
       await Promise.all([grpc.stop(config.shutdownGraceMs), http.stop(config.shutdownGraceMs), ...loops]);
+      admission.close();
       await sweeper.drain();
       await reconciliation.stopRuns(deps);
       await replicas.deregister(deps).catch((err: unknown) => logger.warn({ err }, "could not remove this replica's heartbeat"));

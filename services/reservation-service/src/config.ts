@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { authEnv, authSettings, checkAuthEnv, commonEnv, databaseSettings, envVar, loadConfig, serverLimits, serverLimitsEnv } from "@holdfast/runtime";
+import { admissionLimits, authEnv, authSettings, checkAuthEnv, commonEnv, databaseSettings, envVar, loadConfig, serverLimits, serverLimitsEnv } from "@holdfast/runtime";
 import { IDEMPOTENCY_WINDOW_DEFAULT_MS, LINES_PER_REQUEST_MAX_DEFAULT } from "@holdfast/schema";
 import { DEFAULT_STREAM_LIMITS, checkHoldTermsEnv, holdTermSettings, holdTermsEnv } from "@holdfast/core";
 import type { ReservationSettings } from "./core/settings.js";
@@ -40,6 +40,8 @@ const environment = z
     // The request log of CreateHold attempts, for the flash-sale report (docs/fairness.md).
     REQUEST_LOG: envVar.boolean(true),
     OVERDUE_HOLD_GRACE_MS: envVar.positiveInt(60_000, 24 * 3_600_000),
+    // Holds per batch transaction of a GROUP_COMMIT SKU (docs/concurrency.md).
+    HOT_SKU_MAX_BATCH: envVar.positiveInt(64, 1_000),
   })
   .superRefine((env, ctx) => {
     checkAuthEnv(env, ctx);
@@ -70,6 +72,8 @@ const environment = z
     http: { host: env.HTTP_HOST, port: env.HTTP_PORT, allowedOrigins: env.CORS_ALLOWED_ORIGINS },
     maxMessageBytes: env.MAX_MESSAGE_BYTES,
     limits: serverLimits(env),
+    // A hot SKU's batch gathers up to HOT_SKU_MAX_BATCH calls onto one connection.
+    admission: admissionLimits(env, env.HOT_SKU_MAX_BATCH),
     requestLog: env.REQUEST_LOG,
     streamLimits: { perCustomer: env.MAX_STREAMS_PER_CUSTOMER, perCaller: env.MAX_STREAMS_PER_CALLER },
     reservations: {
@@ -82,6 +86,7 @@ const environment = z
       ...holdTermSettings(env),
       idempotencyWindowMs: env.IDEMPOTENCY_WINDOW_MS,
       overdueHoldGraceMs: env.OVERDUE_HOLD_GRACE_MS,
+      hotSkuMaxBatch: env.HOT_SKU_MAX_BATCH,
     } satisfies ReservationSettings,
   }));
 

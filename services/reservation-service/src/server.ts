@@ -1,6 +1,6 @@
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { InventoryReservationService } from "@holdfast/contracts";
-import { bind, createMetrics, knexLog, instrumentService, refuseUndecodableRequests, startGrpcServer, startHttpServer, validateService, type Logger } from "@holdfast/runtime";
+import { Admission, bind, createMetrics, exportCounts, knexLog, instrumentService, refuseUndecodableRequests, startGrpcServer, startHttpServer, validateService, type Logger } from "@holdfast/runtime";
 import { createKnex, assertDatabaseReady } from "@holdfast/schema";
 import { authorizeService, createAuthenticator } from "@holdfast/core";
 import { dashboardPages } from "@holdfast/dashboard/pages";
@@ -8,6 +8,7 @@ import type { ReservationServiceConfig } from "./config.js";
 import { ExpiryAnnouncer, InventoryAnnouncer } from "./core/announcers.js";
 import { AttemptLog } from "./core/attempts.js";
 import { RateLimitHints } from "./core/fairness-controls.js";
+import { GroupCommit } from "./core/group-commit.js";
 import { AvailabilityHub } from "./core/watch.js";
 import { WaitlistHub } from "./core/waitlist-watch.js";
 import { createInventoryReservationService } from "./service.js";
@@ -29,6 +30,7 @@ export async function startReservationService(config: ReservationServiceConfig, 
   await assertDatabaseReady(db, { timeoutMs: config.database.connectTimeoutMs, logger });
 
   const metrics = createMetrics("reservation-service");
+  const admission = new Admission(config.admission, logger, metrics.registry);
   const stopping = new AbortController();
   const authenticator = createAuthenticator(config.auth, logger);
   const hub = new AvailabilityHub(db, config.database.url, logger);
@@ -37,6 +39,10 @@ export async function startReservationService(config: ReservationServiceConfig, 
   const expiry = new ExpiryAnnouncer(db, logger);
   const inventory = new InventoryAnnouncer(db, logger, (skus) => hub.changed(skus));
   const attempts = new AttemptLog(db, logger, config.requestLog);
+  const rateLimits = new RateLimitHints();
+  const hotSku = new GroupCommit({ db, settings: config.reservations, logger, expiry, rateLimits });
+  exportCounts(metrics.registry, "holdfast_hot_sku_batches_total", "Batch transactions of GROUP_COMMIT SKUs, committed or failed (then their holds took the normal path).", "outcome", () => hotSku.stats.batches);
+  exportCounts(metrics.registry, "holdfast_hot_sku_holds_total", "Holds that joined a GROUP_COMMIT batch, by how it answered them (normal: handed to the normal path).", "answer", () => hotSku.stats.holds);
   const logic = createInventoryReservationService({
     db,
     settings: config.reservations,
@@ -44,16 +50,18 @@ export async function startReservationService(config: ReservationServiceConfig, 
     expiry,
     inventory,
     attempts,
-    rateLimits: new RateLimitHints(),
+    rateLimits,
     hub,
     waitlistHub,
+    hotSku,
   });
-  // Outermost first: instrument (log, metrics, error mapping), authenticate and authorize
+  // Outermost first: instrument (log, metrics, error mapping, admission of unary calls), authenticate and authorize
   // (and count streams), validate the request, then the logic.
   const impl = instrumentService(InventoryReservationService, authorizeService(InventoryReservationService, validateService(InventoryReservationService, logic), authenticator, config.streamLimits), {
     logger,
     metrics,
     stopping: stopping.signal,
+    admission,
   });
 
   const grpc = await startGrpcServer({
@@ -92,6 +100,7 @@ export async function startReservationService(config: ReservationServiceConfig, 
       // Refuse new work, let calls in flight finish, end streams, then release the pool.
       stopping.abort();
       await Promise.all([grpc.stop(config.shutdownGraceMs), http.stop(config.shutdownGraceMs)]);
+      admission.close();
       // Announce what the last calls committed, and write their attempts, before the pool closes.
       await Promise.all([expiry.drain(), inventory.drain(), attempts.drain()]);
       await waitlistHub.close();

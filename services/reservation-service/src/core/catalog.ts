@@ -197,8 +197,12 @@ function readPolicy(v: Violations, prefix: string, policy: SkuPolicy | undefined
   return columns;
 }
 
-/** Modes this build serves; the others are refused before anything is stored (HotSkuMode). */
-const IMPLEMENTED_HOT_SKU_MODES: readonly HotSkuMode[] = [HotSkuMode.UNSPECIFIED, HotSkuMode.OFF];
+/**
+ * Modes this build serves; the others are refused before anything is stored
+ * (HotSkuMode). BUCKETED is not built: group commit won the measurement and keeps
+ * the single counter row every other path reads (docs/concurrency.md).
+ */
+const IMPLEMENTED_HOT_SKU_MODES: readonly HotSkuMode[] = [HotSkuMode.UNSPECIFIED, HotSkuMode.OFF, HotSkuMode.GROUP_COMMIT];
 
 /** Refuses, before anything is stored, the named policy fields whose value this build cannot honour. */
 function refuseUnimplementedPolicy(policy: SkuPolicy | undefined, fields: ReadonlySet<string>): void {
@@ -352,10 +356,12 @@ async function createSkuOnce(deps: Deps, call: Call, req: CreateSkuRequest): Pro
   refuseUnimplementedPolicy(req.policy, ALL_POLICY_FIELDS);
 
   const key = idempotencyKey(call.principal.id, method("CreateSku"), CreateSkuRequestSchema, req);
-  return new Idempotency(deps.db, deps.settings.idempotencyWindowMs, call.signal).run(key, CreateSkuResponseSchema, async (trx) => {
+  let created: SkuRow | undefined;
+  const response = await new Idempotency(deps.db, deps.settings.idempotencyWindowMs, call).run(key, CreateSkuResponseSchema, async (trx) => {
     // A concurrent creation of the same code waits here for the other's outcome.
     const [sku] = await query<SkuRow>(trx, INSERT_SKU, [req.sku, req.name, ...POLICY_COLUMN_NAMES.map((c) => policy[c])]);
     if (sku === undefined) throw skuAlreadyExists(req.sku);
+    created = sku;
     const [inventory] = await query<InventoryRow>(trx, INSERT_INVENTORY_WITH_EVENT, [
       req.sku,
       Number(req.initialOnHand),
@@ -364,6 +370,9 @@ async function createSkuOnce(deps: Deps, call: Call, req: CreateSkuRequest): Pro
     ]);
     return create(CreateSkuResponseSchema, { sku: toSku(sku, inventory) });
   });
+  // This process's hot-SKU batcher follows the policy from now on (other replicas: from their next hold).
+  if (created !== undefined) deps.hotSku.learn([created]);
+  return response;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -417,7 +426,8 @@ async function updateSkuOnce(deps: Deps, call: Call, req: UpdateSkuRequest): Pro
   const canonical = create(UpdateSkuRequestSchema, { requestId: req.requestId, sku: { code, name, policy }, updateMask: req.updateMask });
   const key = idempotencyKey(call.principal.id, method("UpdateSku"), UpdateSkuRequestSchema, canonical);
   let promoted: Promotion[] = [];
-  const response = await new Idempotency(deps.db, deps.settings.idempotencyWindowMs, call.signal).run(key, UpdateSkuResponseSchema, async (trx) => {
+  let updated: SkuRow | undefined;
+  const response = await new Idempotency(deps.db, deps.settings.idempotencyWindowMs, call).run(key, UpdateSkuResponseSchema, async (trx) => {
     promoted = [];
     // FOR NO KEY UPDATE: serialises policy updates without blocking the foreign-key
     // checks (FOR KEY SHARE) of holds and ledger events that reference the SKU.
@@ -430,6 +440,7 @@ async function updateSkuOnce(deps: Deps, call: Call, req: UpdateSkuRequest): Pro
     // changes nothing leaves it alone.
     const unchanged = newName === stored.name && POLICY_COLUMN_NAMES.every((c) => merged[c] === stored[c]);
     const row = unchanged ? stored : (await query<SkuRow>(trx, UPDATE_SKU, [newName, ...POLICY_COLUMN_NAMES.map((c) => merged[c]), code]))[0];
+    updated = row;
     // A switch to FIRST_FIT lets entries behind a blocked head take what is available
     // now, in this transaction: FIRST_FIT has no buyer guard, so otherwise a new buyer
     // could take units that fit someone waiting.
@@ -440,6 +451,8 @@ async function updateSkuOnce(deps: Deps, call: Call, req: UpdateSkuRequest): Pro
     return create(UpdateSkuResponseSchema, { sku });
   });
   deps.expiry.promoted(promoted);
+  // This process's hot-SKU batcher follows the policy from now on (other replicas: from their next hold).
+  if (updated !== undefined) deps.hotSku.learn([updated]);
   return response;
 }
 
@@ -463,7 +476,7 @@ async function adjustStockOnce(deps: Deps, call: Call, req: AdjustStockRequest):
 
   const key = idempotencyKey(call.principal.id, method("AdjustStock"), AdjustStockRequestSchema, req);
   let promoted: Promotion[] = [];
-  const response = await new Idempotency(deps.db, deps.settings.idempotencyWindowMs, call.signal).run(key, AdjustStockResponseSchema, async (trx) => {
+  const response = await new Idempotency(deps.db, deps.settings.idempotencyWindowMs, call).run(key, AdjustStockResponseSchema, async (trx) => {
     promoted = [];
     const [row] = await lockInventoryRows(trx, [req.sku]).catch((err: unknown) => {
       throw isLockTimeout(err) ? lockTimeout({ skus: [req.sku] }, err) : err;

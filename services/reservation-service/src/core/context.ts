@@ -2,6 +2,7 @@ import type { Knex } from "knex";
 import type { Logger } from "@holdfast/runtime";
 import type { ExpiryAnnouncer, InventoryAnnouncer } from "./announcers.js";
 import type { AttemptLog } from "./attempts.js";
+import type { GroupCommit } from "./group-commit.js";
 import type { AvailabilityHub } from "./watch.js";
 import type { WaitlistHub } from "./waitlist-watch.js";
 import type { ReservationSettings } from "./settings.js";
@@ -26,4 +27,6 @@ export interface Deps {
   hub: AvailabilityHub;
   /** This process's feed of waitlist changes, for WatchWaitlist (fed by `hub`). */
   waitlistHub: WaitlistHub;
+  /** This process's batches of hot-SKU holds (HOT_SKU_MODE_GROUP_COMMIT). */
+  hotSku: GroupCommit;
 }

@@ -112,7 +112,7 @@ async function transition<D extends DescMessage, Req extends { requestId: string
   validate(v);
   v.throwIfAny();
   const key = idempotencyKey(call.principal.id, method(name), requestSchema, req as never);
-  const idempotency = new Idempotency(deps.db, deps.settings.idempotencyWindowMs, call.signal);
+  const idempotency = new Idempotency(deps.db, deps.settings.idempotencyWindowMs, call);
   let touched: string[] = [];
   let ctx: StepContext = { settings: deps.settings, promotions: [] };
   try {

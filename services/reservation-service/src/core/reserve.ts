@@ -21,6 +21,9 @@
  *   reclaim; deadlock rule in ledger.ts), and decide on the locked values. Otherwise
  *   the fresh read is the answer: FAILED_PRECONDITION / INSUFFICIENT_STOCK naming
  *   every short line, recorded for replay.
+ * - A hot SKU (HOT_SKU_MODE_GROUP_COMMIT): its single-SKU holds are made by the SKU's
+ *   batches (core/group-commit.ts), the same statements for many holds in one
+ *   transaction; whatever a batch does not take, or hands back, takes the path above.
  */
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { randomUUID } from "node:crypto";
@@ -44,6 +47,7 @@ import {
   MAX_HOLD_LIFETIME_MAX_MS,
   QUANTITY_MAX,
   applyCounterChanges,
+  builtOnce,
   claimReclaimableHolds,
   hasExpiredHeldLines,
   expireClaimedHolds,
@@ -85,7 +89,7 @@ export interface Line {
 }
 
 /** At most this many expired holds are reclaimed in line by one request (the sweeper does the rest). */
-const RECLAIM_LIMIT = 500;
+export const RECLAIM_LIMIT = 500;
 
 /**
  * Sums request lines naming the same SKU (checking two lines of one SKU separately
@@ -127,7 +131,7 @@ export function ttlBounds(skus: readonly Pick<SkuRow, "code" | "max_hold_ttl_ms"
 }
 
 /** TTL and lifetime of a new hold. Throws INVALID_ARGUMENT / TTL_OUT_OF_RANGE for a requested TTL outside the bounds. */
-function holdTerms(skus: readonly HoldPolicy[], settings: ReservationSettings, requestedMs: number | undefined): { ttlMs: number; lifetimeMs: number } {
+export function holdTerms(skus: readonly HoldPolicy[], settings: ReservationSettings, requestedMs: number | undefined): { ttlMs: number; lifetimeMs: number } {
   const { minMs, maxMs, boundSku } = ttlBounds(skus, settings);
   if (requestedMs !== undefined && (requestedMs < minMs || requestedMs > maxMs)) throw ttlOutOfRange("ttl", requestedMs, minMs, maxMs, boundSku);
   const defaultMs = Math.min(settings.defaultHoldTtlMs, ...skus.map((s) => s.default_hold_ttl_ms ?? Infinity));
@@ -201,9 +205,13 @@ async function placeHold(deps: Deps, call: Call, req: CreateHoldRequest): Promis
   v.throwIfAny();
   // Below the server minimum whatever the SKUs (the SKU-dependent maximum is checked once they are read).
   if (ttlMs !== undefined && ttlMs < deps.settings.holdTtlMinMs) throw ttlOutOfRange("ttl", ttlMs, deps.settings.holdTtlMinMs, deps.settings.holdTtlMaxMs);
+  // A single-SKU hold on a GROUP_COMMIT SKU joins the SKU's next batch
+  // (core/group-commit.ts), which answers it, or hands it back to the normal path.
+  const hot = lines.length === 1 && deps.hotSku.takes(lines[0]!.sku, req.lockingStrategy);
   // The attempt rate limit, before the transaction: a refused attempt takes no lock.
   // Skipped for SKUs that had no limit when last seen; the transaction's first read
-  // checks that they still have none (RateLimitHints, AdmissionOwed in reserve()).
+  // checks that they still have none (RateLimitHints; AdmissionOwed in reserve(), and
+  // a batch hands such a hold back to the normal path, which admits it then).
   const skus = lines.map((l) => l.sku);
   const admitNow = deps.rateLimits.mayBeLimited(skus);
   if (admitNow) await admitAttempt(deps.db, req.customerId, skus);
@@ -237,10 +245,25 @@ async function placeHold(deps: Deps, call: Call, req: CreateHoldRequest): Promis
         return create(CreateHoldResponseSchema, { waitlistEntries: await withPositions(trx, entries) });
       }
     : undefined;
-  const response = await deps.inventory.around(
-    spec.lines.map((l) => l.sku),
-    reserve(deps, call, key, spec, CreateHoldResponseSchema, (reservation) => create(CreateHoldResponseSchema, { reservation }), onShort),
-  );
+  const response = await deps.inventory.around(spec.lines.map((l) => l.sku), hotOrNormal());
+  async function hotOrNormal(): Promise<CreateHoldResponse> {
+    const [line] = spec.lines;
+    if (hot) {
+      const batched = await deps.hotSku.submit({
+        call,
+        key,
+        customerId: spec.customerId,
+        sku: line!.sku,
+        quantity: line!.quantity,
+        ttlMs: spec.ttlMs,
+        strategy: spec.strategy,
+        joinWaitlistIfShort: req.joinWaitlistIfShort,
+        admitted: admitNow,
+      });
+      if (batched !== undefined) return batched;
+    }
+    return reserve(deps, call, key, spec, CreateHoldResponseSchema, (reservation) => create(CreateHoldResponseSchema, { reservation }), onShort);
+  }
   const expireTime = response.reservation?.expireTime;
   if (!response.replayed && expireTime !== undefined) deps.expiry.holdCreated(timestampDate(expireTime));
   return response;
@@ -267,17 +290,18 @@ async function reserve<D extends DescMessage>(
   respond: (reservation: Reservation) => MessageShape<D>,
   onShort?: OnShort<MessageShape<D>>,
 ): Promise<MessageShape<D>> {
-  const idempotency = new Idempotency(deps.db, deps.settings.idempotencyWindowMs, call.signal);
+  const idempotency = new Idempotency(deps.db, deps.settings.idempotencyWindowMs, call);
   // Waitlist promotions made by the committed attempt (reclaimed holds' units, or a
   // join that found units): their holds' expiries are announced to the worker.
   const promoted: Promotion[] = [];
   const skus = spec.lines.map((l) => l.sku);
   const read: ClaimRead<SkuWithCounters> = {
-    sql: SKUS_WITH_COUNTERS,
-    params: [skus],
+    ...skusWithCountersRead(skus),
     // Also for a replay (a replay is an attempt too), before anything is written.
+    // The hot-SKU batches learn from it which SKUs they may take.
     check: (rows) => {
       deps.rateLimits.learn(rows);
+      deps.hotSku.learn(rows);
       if (!spec.admitted && rows.some((r) => r.rate_limit_max_attempts !== null)) throw new AdmissionOwed();
     },
   };
@@ -316,8 +340,8 @@ async function reserve<D extends DescMessage>(
   }
 }
 
-/** What a hold or an allocation needs of a SKU's policy. */
-type HoldPolicy = Pick<
+/** What a hold or an allocation needs of a SKU's policy (hot_sku_mode: whether the hot-SKU batches take its holds). */
+export type HoldPolicy = Pick<
   SkuRow,
   | "code"
   | "default_locking_strategy"
@@ -328,8 +352,9 @@ type HoldPolicy = Pick<
   | "rate_limit_max_attempts"
   | "abandonment_aware_ttl"
   | "waitlist_promotion_policy"
+  | "hot_sku_mode"
 >;
-type SkuWithCounters = HoldPolicy & Pick<InventoryRow, "available" | "version" | "waitlist_count">;
+export type SkuWithCounters = HoldPolicy & Pick<InventoryRow, "available" | "version" | "waitlist_count">;
 
 /**
  * The SKUs' policies and counters in one plain read: no lock, so a sold-out SKU costs
@@ -342,9 +367,33 @@ type SkuWithCounters = HoldPolicy & Pick<InventoryRow, "available" | "version" |
 const SKUS_WITH_COUNTERS = `
 SELECT s.code, s.default_locking_strategy, s.default_hold_ttl_ms, s.max_hold_ttl_ms, s.max_hold_lifetime_ms,
        s.max_units_per_customer, s.rate_limit_max_attempts, s.abandonment_aware_ttl, s.waitlist_promotion_policy,
-       i.available, i.version, i.waitlist_count
+       s.hot_sku_mode, i.available, i.version, i.waitlist_count
   FROM skus s JOIN inventory i ON i.sku_code = s.code
  WHERE s.code = ANY(?::text[])`;
+const SKUS_WITH_COUNTERS_LOCKED = `${SKUS_WITH_COUNTERS} FOR NO KEY UPDATE OF i`;
+
+/** SKUS_WITH_COUNTERS of these SKUs, as a read of the idempotency claim's statement. */
+export function skusWithCountersRead(skus: readonly string[]): ClaimRead<SkuWithCounters> {
+  return { sql: SKUS_WITH_COUNTERS, params: [skus] };
+}
+
+/**
+ * SKUS_WITH_COUNTERS as a statement of its own; `lock`: the inventory rows locked
+ * (FOR NO KEY UPDATE, the rows' order is the planner's, so only for one SKU).
+ */
+export async function readSkusWithCounters(trx: Db, skus: readonly string[], lock = false): Promise<SkuWithCounters[]> {
+  if (lock && skus.length > 1) throw new Error("readSkusWithCounters locks one row at most (several rows: lockInventoryRows, in SKU order)");
+  return query<SkuWithCounters>(trx, lock ? SKUS_WITH_COUNTERS_LOCKED : SKUS_WITH_COUNTERS, [skus]);
+}
+
+/** What a new buyer may take of each row: nothing on a STRICT_FIFO SKU whose waitlist has WAITING entries (their units are the queue's). */
+export function availableToBuyers(
+  rows: readonly Pick<InventoryRow, "sku_code" | "available" | "waitlist_count">[],
+  policies: readonly Pick<SkuRow, "code" | "waitlist_promotion_policy">[],
+): { sku_code: string; available: number }[] {
+  const strict = new Set(policies.filter((r) => r.waitlist_promotion_policy !== "FIRST_FIT").map((r) => r.code));
+  return rows.map((r) => ({ sku_code: r.sku_code, available: r.waitlist_count > 0 && strict.has(r.sku_code) ? 0 : r.available }));
+}
 
 async function reserveOnce<R>(
   trx: Db,
@@ -373,9 +422,7 @@ async function reserveOnce<R>(
   if (known.size < skus.length) throw skuNotFound(skus.filter((s) => !known.has(s)));
 
   // STRICT_FIFO SKUs with WAITING entries: their units are the queue's, a new buyer sees none.
-  const strict = new Set(rows.filter((r) => r.waitlist_promotion_policy !== "FIRST_FIT").map((r) => r.code));
-  const forBuyer = (inv: readonly Pick<InventoryRow, "sku_code" | "available" | "waitlist_count">[]) =>
-    inv.map((r) => ({ sku_code: r.sku_code, available: r.waitlist_count > 0 && strict.has(r.sku_code) ? 0 : r.available }));
+  const forBuyer = (inv: readonly Pick<InventoryRow, "sku_code" | "available" | "waitlist_count">[]) => availableToBuyers(inv, rows);
   const strategy = strategyFor(spec.strategy, rows, settings);
   const bounded = spec.type === "HOLD" ? holdTerms(rows, settings, spec.ttlMs) : undefined;
   // max_units_per_customer: takes the customer's lock (before any row lock of this
@@ -398,11 +445,12 @@ async function reserveOnce<R>(
     // inserts it: one round trip for the reservation, its lines and the record.
     const header = plannedReservation(randomUUID(), spec, strategy, terms, key, claimed.now);
     const response = respond(toReservation(header, spec.lines.map((l) => ({ sku_code: l.sku, quantity: l.quantity })), claimed.now));
-    return { header, response, insert: reservationInsert(header, spec, terms, claimed.recordInline(response)) };
+    const record = claimed.recordInline(response);
+    return { header, response, insert: reservationInserts([{ header, lines: spec.lines, terms }], { sql: recordedCte(record.sql), params: record.params }) };
   };
   const insert = async () => {
     const planned = plan();
-    await query(trx, `WITH ${planned.insert.ctes} SELECT 1`, planned.insert.params);
+    await query(trx, insertStatement(planned.insert.ctes), planned.insert.params);
     return planned;
   };
 
@@ -450,7 +498,7 @@ const COMMIT_MARGIN_MS = 100;
  * same id). Measured on this process's monotonic clock from before the transaction
  * began, so it can only overestimate the elapsed time.
  */
-function bornAlive<R>(response: R, terms: { ttlMs: number } | undefined, began: number, skus: string[]): R {
+export function bornAlive<R>(response: R, terms: { ttlMs: number } | undefined, began: number, skus: string[]): R {
   if (terms !== undefined && performance.now() - began + COMMIT_MARGIN_MS >= terms.ttlMs) throw lockTimeout({ skus });
   return response;
 }
@@ -481,9 +529,9 @@ async function refuseShort(trx: Db, header: ReservationRow | undefined, short: S
  * truncated to the millisecond like every timestamp the driver reads back), so the
  * response and a later read of the row agree.
  */
-function plannedReservation(
+export function plannedReservation(
   id: string,
-  spec: ReserveSpec,
+  spec: Pick<ReserveSpec, "type" | "customerId">,
   strategy: StoredStrategy,
   terms: { ttlMs: number; lifetimeMs: number } | undefined,
   key: IdempotencyKey,
@@ -510,65 +558,72 @@ function plannedReservation(
   };
 }
 
-/**
- * The CTEs of `reservationInsert` around the record's statement; the same string each
- * time (the record's statement is a constant), so that building and sending it costs
- * no string work per hold (statement texts are looked up by value on the way out).
- */
-const reservationInsertCtes = (() => {
-  let last: { recordSql: string; ctes: string } | undefined;
-  return (recordSql: string): string => {
-    if (last?.recordSql !== recordSql) {
-      last = {
-        recordSql,
-        ctes: `h AS (
+/** A reservation to insert: the row as planned, its lines, its terms. */
+export interface PlannedInsert {
+  header: ReservationRow;
+  lines: readonly Line[];
+  terms: { ttlMs: number; lifetimeMs: number } | undefined;
+}
+
+/** One request's record (Claimed.recordInline's statement) as the `recorded` CTE. */
+const recordedCte = builtOnce((recordSql) => `recorded AS (\n       ${recordSql}\n     )`);
+
+/** The CTEs of `reservationInserts` around the data-modifying CTEs that record the outcomes. */
+const reservationInsertCtes = builtOnce(
+  (recordCtes) => `h AS (
        INSERT INTO reservations (id, type, status, customer_id, caller, request_id, locking_strategy, expires_at, max_expires_at, confirmed_at)
-       VALUES (?::uuid, ?, ?, ?, ?, ?, ?,
-               now() + ?::bigint * interval '1 millisecond',
-               now() + ?::bigint * interval '1 millisecond',
-               CASE WHEN ?::text = 'ALLOCATED' THEN now() END)
+       SELECT id, type, status, customer_id, caller, request_id, locking_strategy,
+              now() + ttl_ms * interval '1 millisecond',
+              now() + lifetime_ms * interval '1 millisecond',
+              CASE WHEN status = 'ALLOCATED' THEN now() END
+         FROM unnest(?::uuid[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::bigint[], ?::bigint[])
+           AS t(id, type, status, customer_id, caller, request_id, locking_strategy, ttl_ms, lifetime_ms)
        RETURNING id, status, expires_at, created_at
      ), lines AS (
        INSERT INTO reservation_items (reservation_id, sku_code, quantity, status, expires_at, created_at)
        SELECT h.id, l.sku_code, l.quantity, h.status, h.expires_at, h.created_at
-         FROM h, unnest(?::text[], ?::int[]) AS l(sku_code, quantity)
-     ), recorded AS (
-       ${recordSql}
-     )`,
-      };
-    }
-    return last.ctes;
-  };
-})();
+         FROM unnest(?::uuid[], ?::text[], ?::int[]) AS l(reservation_id, sku_code, quantity)
+         JOIN h ON h.id = l.reservation_id
+     ), ${recordCtes}`,
+);
+
+/** The CTEs of `reservationInserts` as a statement of their own. */
+const insertStatement = builtOnce((ctes) => `WITH ${ctes}\nSELECT 1`);
 
 /**
- * The reservation, its lines and the idempotency record, as data-modifying CTEs of
- * one statement (h, lines, recorded). Times are the database's (now(), the
- * transaction's start): expiry is judged by the database clock only; `header` only
- * supplies the id and the values decided here.
+ * Reservations, their lines and idempotency records as data-modifying CTEs of one
+ * statement (h, lines, and `record`'s: the CTEs that record the outcomes, with their
+ * parameters), to run alone (insertReservations) or alongside a counter change
+ * (applyCounterChanges). Times are the database's (now(), the transaction's start):
+ * expiry is judged by the database clock only; `header` only supplies the id and the
+ * values decided here. One reservation for a request; a hot SKU's group commit
+ * inserts a batch.
  */
-function reservationInsert(
-  header: ReservationRow,
-  spec: ReserveSpec,
-  terms: { ttlMs: number; lifetimeMs: number } | undefined,
-  record: { sql: string; params: unknown[] },
-): { ctes: string; params: unknown[] } {
+function reservationInserts(planned: readonly PlannedInsert[], record: { sql: string; params: unknown[] }): { ctes: string; params: unknown[] } {
+  const column = <T>(f: (p: PlannedInsert) => T) => planned.map(f);
+  const lines = planned.flatMap((p) => p.lines.map((l) => ({ id: p.header.id, ...l })));
   return {
     ctes: reservationInsertCtes(record.sql),
     params: [
-      header.id,
-      header.type,
-      header.status,
-      header.customer_id,
-      header.caller,
-      header.request_id,
-      header.locking_strategy,
-      terms?.ttlMs ?? null,
-      terms?.lifetimeMs ?? null,
-      header.status,
-      spec.lines.map((l) => l.sku),
-      spec.lines.map((l) => l.quantity),
+      column((p) => p.header.id),
+      column((p) => p.header.type),
+      column((p) => p.header.status),
+      column((p) => p.header.customer_id),
+      column((p) => p.header.caller),
+      column((p) => p.header.request_id),
+      column((p) => p.header.locking_strategy),
+      column((p) => p.terms?.ttlMs ?? null),
+      column((p) => p.terms?.lifetimeMs ?? null),
+      lines.map((l) => l.id),
+      lines.map((l) => l.sku),
+      lines.map((l) => l.quantity),
       ...record.params,
     ],
   };
+}
+
+/** reservationInserts, run as one statement. */
+export async function insertReservations(trx: Db, planned: readonly PlannedInsert[], record: { sql: string; params: unknown[] }): Promise<void> {
+  const insert = reservationInserts(planned, record);
+  await query(trx, insertStatement(insert.ctes), insert.params);
 }

@@ -25,4 +25,6 @@ export interface ReservationSettings {
   idempotencyWindowMs: number;
   /** CheckConsistency reports a HELD hold past expiry by more than this as OVERDUE_HOLD. */
   overdueHoldGraceMs: number;
+  /** HOT_SKU_MODE_GROUP_COMMIT: most holds one batch transaction makes. */
+  hotSkuMaxBatch: number;
 }

@@ -182,7 +182,7 @@ export async function joinWaitlist(deps: Deps, call: Call, req: JoinWaitlistRequ
   let promotions: Promotion[] = [];
   const run = async () => {
     try {
-      return await new Idempotency(deps.db, deps.settings.idempotencyWindowMs, call.signal).run(key, JoinWaitlistResponseSchema, async (trx) => {
+      return await new Idempotency(deps.db, deps.settings.idempotencyWindowMs, call).run(key, JoinWaitlistResponseSchema, async (trx) => {
         promotions = [];
         const joined = await joinInTransaction(trx, deps, call, { sku: req.sku, customerId: req.customerId, quantity: req.quantity, maxWaitMs, requestId: req.requestId });
         if (joined instanceof Refusal) return joined;
@@ -218,7 +218,7 @@ export async function leaveWaitlist(deps: Deps, call: Call, req: LeaveWaitlistRe
   let promotions: Promotion[] = [];
   const run = async () => {
     try {
-      return await new Idempotency(deps.db, deps.settings.idempotencyWindowMs, call.signal).run(key, LeaveWaitlistResponseSchema, async (trx) => {
+      return await new Idempotency(deps.db, deps.settings.idempotencyWindowMs, call).run(key, LeaveWaitlistResponseSchema, async (trx) => {
         promotions = [];
         // Checked before any lock: someone else's entry is never locked or waited for.
         const seen = await visibleEntry(trx, call, req.waitlistEntryId);

@@ -477,8 +477,8 @@ export enum ErrorReason {
   /**
    * Status UNIMPLEMENTED. The RPC, or the requested option (e.g. a hot-SKU
    * mode that is not implemented yet: CreateSku / UpdateSku with
-   * SkuPolicy.hot_sku_mode GROUP_COMMIT or BUCKETED on a server that only
-   * serves OFF), is not implemented by this server version; nothing was
+   * SkuPolicy.hot_sku_mode BUCKETED on a server that serves only OFF and
+   * GROUP_COMMIT), is not implemented by this server version; nothing was
    * changed. Details: ErrorInfo (metadata "feature": the RPC's method name,
    * or for an option e.g. "hot_sku_mode:BUCKETED").
    *

@@ -1491,7 +1491,12 @@ export enum HotSkuMode {
   /**
    * Concurrent requests for the SKU are coalesced by the server into one
    * database transaction (group commit); each request still gets its own
-   * outcome, reservation and ledger event.
+   * outcome, reservation, idempotency record and ledger event. Each server
+   * replica coalesces the single-SKU CreateHold calls it receives, granting
+   * them in arrival order while stock lasts; other requests for the SKU
+   * (several SKUs, allocations, OPTIMISTIC, and every request when the SKU
+   * has max_units_per_customer or abandonment_aware_ttl) are served one by
+   * one as in HOT_SKU_MODE_OFF, with the same guarantees.
    *
    * @generated from enum value: HOT_SKU_MODE_GROUP_COMMIT = 2;
    */
@@ -1500,7 +1505,8 @@ export enum HotSkuMode {
   /**
    * The SKU's stock is split over SkuPolicy.stock_buckets bucket rows, with
    * rebalancing when a bucket runs dry. Availability still reports one set
-   * of counters and one version for the SKU.
+   * of counters and one version for the SKU. Not implemented by this server
+   * version (UNIMPLEMENTED / NOT_IMPLEMENTED).
    *
    * @generated from enum value: HOT_SKU_MODE_BUCKETED = 3;
    */
