@@ -8,6 +8,8 @@
 //     with no reservation rows, no idempotency record, no RPC: a ceiling;
 //   - PESSIMISTIC and OPTIMISTIC: single-unit CreateHold calls over real gRPC
 //     (@grpc/grpc-js) to a reservation-service process on the same database;
+//   - cpuUsPerHold of each strategy row: the service process's CPU time (user + system,
+//     /proc/<pid>/stat, Linux) over the row ÷ the holds it granted;
 //   - requestLog: PESSIMISTIC holds/s of the process that logs ÷ a second process
 //     started with REQUEST_LOG=false, three alternated pairs, the median ratio: what
 //     writing the request log of attempts costs.
@@ -29,6 +31,7 @@ import pg from "pg";
 import { InventoryReservationService, LockingStrategy } from "@holdfast/contracts";
 import { createGrpcJsClient } from "@holdfast/runtime";
 import { benchCaller } from "./auth.js";
+import { processCpuMicros } from "./lib/cpu.js";
 import { drive, refusalReason } from "./lib/drive.js";
 import { startBenchCluster, startService, type ServiceProcess } from "./lib/stack.js";
 
@@ -64,6 +67,7 @@ async function main(): Promise<void> {
     service = await reservationService();
     // A second process with the request log off, to measure what logging attempts costs.
     unlogged = await reservationService({ REQUEST_LOG: "false" });
+    const unloggedPid = unlogged.child.pid!;
     const client = createGrpcJsClient(InventoryReservationService, service.grpc, undefined, benchCaller);
     const unloggedClient = createGrpcJsClient(InventoryReservationService, unlogged.grpc, undefined, benchCaller);
     const hot = "HOT";
@@ -83,9 +87,10 @@ async function main(): Promise<void> {
         });
         await pool.end();
         const result: Record<string, unknown> = { scenario, concurrency, baselineTxPerSecond: baseline.perSecond, baselineP99Ms: baseline.p99Ms };
-        const holds = (target: typeof client, strategy: LockingStrategy) => {
+        const holds = async (target: typeof client, strategy: LockingStrategy, pid = service!.child.pid!) => {
           run++;
-          return drive({ concurrency, seconds }, async (w, i) => {
+          const cpuBefore = processCpuMicros(pid);
+          const measured = await drive({ concurrency, seconds }, async (w, i) => {
             try {
               await target.createHold({
                 requestId: `r${run}-${w}-${i}`,
@@ -99,11 +104,15 @@ async function main(): Promise<void> {
               return refusalReason(err);
             }
           });
+          const cpuAfter = processCpuMicros(pid);
+          const granted = measured.outcomes.OK ?? 0;
+          const cpuUsPerHold = granted === 0 ? undefined : Math.round((cpuAfter - cpuBefore) / granted);
+          return { ...measured, cpuUsPerHold };
         };
         for (const strategy of [LockingStrategy.PESSIMISTIC, LockingStrategy.OPTIMISTIC]) {
           const measured = await holds(client, strategy);
           const name = LockingStrategy[strategy];
-          result[name] = { holdsPerSecond: measured.perSecond, ratio: Math.round((measured.perSecond / baseline.perSecond) * 100) / 100, p50Ms: measured.p50Ms, p99Ms: measured.p99Ms, outcomes: measured.outcomes };
+          result[name] = { holdsPerSecond: measured.perSecond, ratio: Math.round((measured.perSecond / baseline.perSecond) * 100) / 100, p50Ms: measured.p50Ms, p99Ms: measured.p99Ms, cpuUsPerHold: measured.cpuUsPerHold, outcomes: measured.outcomes };
         }
         // The request log's cost: PESSIMISTIC runs against the process that logs and the
         // one that does not, alternated (A B A B A B) so that drift in the machine's load
@@ -111,7 +120,7 @@ async function main(): Promise<void> {
         const pairs: Array<{ logged: number; unlogged: number }> = [];
         for (let round = 0; round < 3; round++) {
           const logged = (await holds(client, LockingStrategy.PESSIMISTIC)).perSecond;
-          const unlogged = (await holds(unloggedClient, LockingStrategy.PESSIMISTIC)).perSecond;
+          const unlogged = (await holds(unloggedClient, LockingStrategy.PESSIMISTIC, unloggedPid)).perSecond;
           pairs.push({ logged, unlogged });
         }
         const ratios = pairs.map((p) => p.logged / p.unlogged).sort((a, b) => a - b);

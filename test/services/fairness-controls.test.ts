@@ -249,6 +249,35 @@ describe("fairness controls: per-customer limit, attempt rate limit, abandonment
       // By the database clock, the third admission came a whole window after the first.
       expect(Number((await windowLog()).last) - firstAdmitted).to.be.at.least(1000);
     });
+
+    it("counts from the first attempt after UpdateSku sets a limit, on replicas that remember the SKU without one; a replay counts too", async () => {
+      const SKU = "FC-RL-LATE";
+      const limit = (maxAttempts: number) =>
+        a.updateSku({ requestId: rid(), sku: { code: SKU, policy: maxAttempts === 0 ? {} : { customerAttemptRateLimit: { maxAttempts, window: secs(60) } } }, updateMask: { paths: ["policy.customer_attempt_rate_limit"] } });
+      await createSku(SKU, 1000, {});
+      // Both replicas sell it without a limit (and so skip the limiter for it from then on).
+      expect(tally(await Promise.all(range(6).map((i) => outcome(hold(via(i), "late", [{ sku: SKU, quantity: 1 }])))))).to.deep.equal({ OK: 6 });
+      const earlier = { requestId: rid(), customerId: "again", lines: [{ sku: SKU, quantity: 1 }], lockingStrategy: LockingStrategy.UNSPECIFIED };
+      await b.createHold(earlier);
+
+      await limit(3);
+      const outcomes = await Promise.all(range(10).map((i) => outcome(hold(via(i), "late", [{ sku: SKU, quantity: 1 }]))));
+      expect(tally(outcomes)).to.deep.equal({ OK: 3, "ResourceExhausted/RATE_LIMITED": 7 });
+      // A replay is an attempt too, also on a replica that still remembers no limit.
+      expect((await b.createHold(earlier)).replayed).to.equal(true);
+      expect(tally(await Promise.all(range(3).map((i) => outcome(hold(via(i), "again", [{ sku: SKU, quantity: 1 }])))))).to.deep.equal({ OK: 2, "ResourceExhausted/RATE_LIMITED": 1 });
+      const admitted = await query<{ customer_id: string; n: number }>(
+        knex,
+        `SELECT customer_id, cardinality(admitted) AS n FROM customer_attempt_windows WHERE sku_code = ? ORDER BY customer_id`,
+        [SKU],
+      );
+      expect(admitted).to.deep.equal([{ customer_id: "again", n: 3 }, { customer_id: "late", n: 3 }]);
+
+      // Cleared: the next attempts are not limited, on either replica.
+      await limit(0);
+      expect(tally(await Promise.all(range(6).map((i) => outcome(hold(via(i), "late", [{ sku: SKU, quantity: 1 }])))))).to.deep.equal({ OK: 6 });
+      await assertInvariants(knex, [SKU]);
+    });
   });
 
   describe("abandonment_aware_ttl", () => {

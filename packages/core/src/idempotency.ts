@@ -25,7 +25,7 @@ import { AnySchema, anyPack } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { ErrorInfoSchema, StatusSchema } from "@holdfast/contracts/rpc";
 import { isLockTimeout } from "@holdfast/runtime";
-import { query, type Db } from "@holdfast/schema";
+import { builtOnce, query, transaction, type Db, type PgTransaction } from "@holdfast/schema";
 import type { Knex } from "knex";
 import { idempotencyKeyReused, lockTimeout, requestInProgress } from "./errors.js";
 
@@ -62,10 +62,31 @@ type Record = {
   response: Buffer | null;
 };
 
+/**
+ * A read to run in the claim's own statement (a round trip saved): `sql` is a SELECT
+ * with `?` parameters; its column names must not start with `claim_`. Its snapshot is
+ * the claim statement's, taken before the claim waits for a duplicate in flight (if it
+ * has to): it may miss what committed during that wait, so it must only serve
+ * decisions that a later statement re-checks, or for which any moment of the request's
+ * lifetime is a valid one (a plain read).
+ */
+export interface ClaimRead<Row> {
+  sql: string;
+  params: unknown[];
+  /**
+   * Runs on the rows inside the transaction, right after the claim, whether it won the
+   * request id or found it taken (before `work` and before a replay); what it throws
+   * rolls the transaction back (the claim too) and is thrown by `run`.
+   */
+  check?: (rows: Row[]) => void;
+}
+
 /** What `work` gets once the request id is claimed. */
-export interface Claimed<R> {
+export interface Claimed<R, Row = never> {
   /** The transaction's clock (now(), the time of every row it writes), read by the claim. */
   now: Date;
+  /** The rows of the ClaimRead given to `run` (none without one). */
+  rows: Row[];
   /** Records the response now, in its own statement (e.g. before touching hot rows). */
   record(response: R): Promise<void>;
   /**
@@ -76,7 +97,7 @@ export interface Claimed<R> {
 }
 
 /** The work of one request, run once its request id is claimed. */
-export type Work<R> = (trx: Knex.Transaction, claimed: Claimed<R>) => Promise<R | Refusal>;
+export type Work<R, Row = never> = (trx: PgTransaction, claimed: Claimed<R, Row>) => Promise<R | Refusal>;
 
 /**
  * The rest of the claim's transaction is bounded by the caller's deadline: a select-list
@@ -86,7 +107,7 @@ export type Work<R> = (trx: Knex.Transaction, claimed: Claimed<R>) => Promise<R 
  * (NULL): nothing changes. Parameters: the milliseconds left, twice.
  */
 const DEADLINE_BOUND = `CASE WHEN ?::int IS NULL THEN NULL ELSE set_config('statement_timeout',
-    least(?::int, nullif(extract(epoch FROM current_setting('statement_timeout')::interval) * 1000, 0)::int)::text, true) END AS deadline_bound`;
+    least(?::int, nullif(extract(epoch FROM current_setting('statement_timeout')::interval) * 1000, 0)::int)::text, true) END AS claim_deadline_bound`;
 
 const COMPLETE = `UPDATE idempotency_records SET state = 'COMPLETED', status_code = ?, response = ?, completed_at = now()
                    WHERE caller = ? AND request_id = ?`;
@@ -118,22 +139,24 @@ export class Idempotency {
    * outcome of an earlier identical request (`replayed` set / ErrorInfo metadata
    * "replayed"). Throws refusals, and transient errors without recording them.
    */
-  async run<D extends DescMessage>(key: IdempotencyKey, schema: D, work: Work<MessageShape<D>>): Promise<MessageShape<D>> {
+  async run<D extends DescMessage, Row = never>(key: IdempotencyKey, schema: D, work: Work<MessageShape<D>, Row>, read?: ClaimRead<Row>): Promise<MessageShape<D>> {
     type R = MessageShape<D>;
     for (let attempt = 0; ; attempt++) {
       this.signal?.throwIfAborted();
       let outcome: { kind: "done"; value: R | Refusal } | { kind: "exists" };
       try {
-        outcome = await this.db.transaction(async (trx) => {
+        outcome = await transaction(this.db, async (trx) => {
           // The caller may have gone while this call waited for a pooled connection:
-          // then nothing of its work runs (knex rolls the empty transaction back).
+          // then nothing of its work runs (the empty transaction is rolled back).
           this.signal?.throwIfAborted();
-          const claim = await this.claim(trx, key);
-          if (claim === undefined) return { kind: "exists" } as const;
+          const claim = await this.claim(trx, key, null, read);
+          read?.check?.(claim.rows);
+          if (!claim.claimed) return { kind: "exists" } as const;
           const { now } = claim;
           let recorded = false;
-          const claimed: Claimed<R> = {
+          const claimed: Claimed<R, Row> = {
             now,
+            rows: claim.rows,
             record: async (response) => {
               await query(trx, COMPLETE, completeParams(key, 0, toBinary(schema, response)));
               recorded = true;
@@ -187,8 +210,8 @@ export class Idempotency {
     leaseMs: number,
     work: (renew: () => Promise<void>) => Promise<MessageShape<D>>,
   ): Promise<MessageShape<D>> {
-    const claimed = await this.db.transaction((trx) => this.claim(trx, key, leaseMs));
-    if (claimed === undefined) {
+    const claimed = await transaction(this.db, (trx) => this.claim(trx, key, leaseMs));
+    if (!claimed.claimed) {
       const replay = await this.replay(key, schema);
       if (replay !== undefined) return replay;
       throw requestInProgress(key.requestId);
@@ -216,18 +239,24 @@ export class Idempotency {
   }
 
   /**
-   * True if this call now owns the record (new, or taken over after its window).
+   * `claimed` if this call now owns the record (new, or taken over after its window).
    * A request id attached to a reservation or a waitlist entry stays taken forever
    * (errors.proto): if one holds it, the claim is refused with IDEMPOTENCY_KEY_REUSED naming it, whatever
-   * the RPC (the record may have passed its window or been pruned).
+   * the RPC (the record may have passed its window or been pruned). Same statement
+   * (claimKeys): the lookup costs no extra round trip, nor does `read`.
    */
-  private async claim(trx: Knex.Transaction, key: IdempotencyKey, leaseMs: number | null = null): Promise<{ now: Date; token: string } | undefined> {
+  private async claim<Row>(
+    trx: PgTransaction,
+    key: IdempotencyKey,
+    leaseMs: number | null = null,
+    read?: ClaimRead<Row>,
+  ): Promise<{ claimed: boolean; now: Date; token: string; rows: Row[] }> {
     try {
-      const { now, claims } = await claimKeys(trx, [key], this.windowMs, leaseMs, this.deadlineLeftMs());
+      const { now, claims, rows } = await claimKeys(trx, [key], this.windowMs, leaseMs, this.deadlineLeftMs(), read);
       const claim = claims[0]!;
       if (claim.claimed && claim.reservationId !== null) throw idempotencyKeyReused(key.requestId, { reservationId: claim.reservationId });
       if (claim.claimed && claim.waitlistEntryId !== null) throw idempotencyKeyReused(key.requestId, { waitlistEntryId: claim.waitlistEntryId });
-      return claim.claimed ? { now, token: claim.token! } : undefined;
+      return { claimed: claim.claimed, now, token: claim.token!, rows };
     } catch (err) {
       // Waited lock_timeout for a duplicate still in flight.
       if (isLockTimeout(err)) throw requestInProgress(key.requestId);
@@ -242,8 +271,8 @@ export class Idempotency {
 
   /** Records a refusal in its own transaction; false if another request got the key first. */
   private async recordAlone(key: IdempotencyKey, error: ConnectError): Promise<boolean> {
-    return this.db.transaction(async (trx) => {
-      if ((await this.claim(trx, key)) === undefined) return false;
+    return transaction(this.db, async (trx) => {
+      if (!(await this.claim(trx, key)).claimed) return false;
       await query(trx, COMPLETE, completeParams(key, error.code, encodeError(error)));
       return true;
     });
@@ -286,7 +315,9 @@ export interface KeyClaim {
  * (caller, request_id) order, so two transactions claiming overlapping sets lock the
  * records in one order and cannot deadlock. The keys of one call must be distinct
  * (ON CONFLICT cannot touch a row twice in one statement). The lookups of the ids that
- * stay taken forever are part of the statement: they cost no round trip.
+ * stay taken forever are part of the statement: they cost no round trip. Its result
+ * columns are named claim_* (a ClaimRead's rows are joined to them). Parameters: the
+ * keys' four arrays, the window, the lease, DEADLINE_BOUND's two.
  */
 const CLAIM_KEYS = `
 WITH k AS (
@@ -306,30 +337,48 @@ WITH k AS (
               THEN idempotency_records.lease_expires_at < now()
               ELSE idempotency_records.expires_at <= now() END
   RETURNING caller, request_id, created_at::text AS token
+), c AS (
+  SELECT k.ord AS claim_ord, won.token AS claim_token, won.request_id IS NOT NULL AS claim_claimed,
+         (SELECT id FROM reservations r WHERE r.caller = k.caller AND r.request_id = k.request_id) AS claim_reservation_id,
+         (SELECT id FROM waitlist_entries w WHERE w.caller = k.caller AND w.request_id = k.request_id ORDER BY seq LIMIT 1) AS claim_waitlist_entry_id,
+         now() AS claim_now, ${DEADLINE_BOUND}
+    FROM k LEFT JOIN claim won ON won.caller = k.caller AND won.request_id = k.request_id
 )
-SELECT c.token, c.request_id IS NOT NULL AS claimed,
-       (SELECT id FROM reservations r WHERE r.caller = k.caller AND r.request_id = k.request_id) AS reservation_id,
-       (SELECT id FROM waitlist_entries w WHERE w.caller = k.caller AND w.request_id = k.request_id ORDER BY seq LIMIT 1) AS waitlist_entry_id,
-       now() AS now, ${DEADLINE_BOUND}
-  FROM k LEFT JOIN claim c ON c.caller = k.caller AND c.request_id = k.request_id
- ORDER BY k.ord`;
+`;
+
+/** The claim statement's text, without a read or with one (a ClaimRead's text is a constant: the same string each time). */
+const CLAIM_ALONE = `${CLAIM_KEYS}SELECT * FROM c ORDER BY claim_ord`;
+// The read's rows are joined to the first key's row (a read that finds nothing still leaves it).
+const claimWithRead = builtOnce(
+  (readSql) => `${CLAIM_KEYS}SELECT * FROM c LEFT JOIN LATERAL (SELECT true AS claim_read_row, x.* FROM (${readSql}) x) r ON c.claim_ord = 1 ORDER BY c.claim_ord`,
+);
 
 /**
  * Claims `keys` (distinct) in one statement of `trx`: what each claim found, in the
- * order of `keys`, and the transaction's now(). A key held by another transaction in
- * flight makes the statement wait for it (at most lock_timeout). Used by
- * `Idempotency` for one key, and by the hot-SKU group commit for a batch.
- * `deadlineLeftMs` (one caller's): the rest of the transaction is bounded by it
- * (DEADLINE_BOUND).
+ * order of `keys`, the transaction's now(), and the rows of `read` (a ClaimRead run in
+ * the same statement; none without one). A key held by another transaction in flight
+ * makes the statement wait for it (at most lock_timeout). Used by `Idempotency` for
+ * one key, and by the hot-SKU group commit for a batch. `deadlineLeftMs` (one
+ * caller's): the rest of the transaction is bounded by it (DEADLINE_BOUND).
  */
-export async function claimKeys(
-  trx: Knex.Transaction,
+export async function claimKeys<Row = never>(
+  trx: Db,
   keys: readonly IdempotencyKey[],
   windowMs: number,
   leaseMs: number | null = null,
   deadlineLeftMs: number | null = null,
-): Promise<{ now: Date; claims: KeyClaim[] }> {
-  const rows = await query<{ token: string | null; claimed: boolean; reservation_id: string | null; waitlist_entry_id: string | null; now: Date }>(trx, CLAIM_KEYS, [
+  read?: Pick<ClaimRead<Row>, "sql" | "params">,
+): Promise<{ now: Date; claims: KeyClaim[]; rows: Row[] }> {
+  type ClaimRow = {
+    claim_ord: string;
+    claim_token: string | null;
+    claim_claimed: boolean;
+    claim_reservation_id: string | null;
+    claim_waitlist_entry_id: string | null;
+    claim_now: Date;
+    claim_read_row?: boolean | null;
+  };
+  const rows = await query<ClaimRow>(trx, read === undefined ? CLAIM_ALONE : claimWithRead(read.sql), [
     keys.map((k) => k.caller),
     keys.map((k) => k.requestId),
     keys.map((k) => k.method),
@@ -338,10 +387,20 @@ export async function claimKeys(
     leaseMs,
     deadlineLeftMs,
     deadlineLeftMs,
+    ...(read?.params ?? []),
   ]);
+  // One row per key, in order; the first key's repeated once per row of the read.
+  const claims: KeyClaim[] = [];
+  let last: string | undefined;
+  for (const r of rows) {
+    if (r.claim_ord === last) continue;
+    last = r.claim_ord;
+    claims.push({ claimed: r.claim_claimed, token: r.claim_token, reservationId: r.claim_reservation_id, waitlistEntryId: r.claim_waitlist_entry_id });
+  }
   return {
-    now: rows[0]!.now,
-    claims: rows.map((r) => ({ claimed: r.claimed, token: r.token, reservationId: r.reservation_id, waitlistEntryId: r.waitlist_entry_id })),
+    now: rows[0]!.claim_now,
+    claims,
+    rows: read === undefined ? [] : (rows.filter((r) => r.claim_read_row === true) as unknown as Row[]),
   };
 }
 

@@ -61,6 +61,8 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Runni
     "grpc.keepalive_permit_without_calls": 1,
     // Bounded resources (docs/security.md): streams per connection, and time to receive a request.
     "grpc.max_concurrent_streams": options.maxConcurrentStreams ?? DEFAULT_MAX_CONCURRENT_STREAMS,
+    // No channelz service is served, so its per-call bookkeeping would only cost CPU.
+    "grpc.enable_channelz": 0,
     interceptors: [
       clientMistakesAsInvalidArgument(),
       requestReceiveDeadline(options.requestReceiveTimeoutMs ?? DEFAULT_REQUEST_RECEIVE_TIMEOUT_MS, options.logger),

@@ -1,7 +1,7 @@
 import * as grpc from "@grpc/grpc-js";
 import { once } from "node:events";
 import { create, fromBinary, toBinary, type DescMessage, type DescMethod, type DescService, type MessageInitShape } from "@bufbuild/protobuf";
-import { Code, ConnectError, createHandlerContext, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import { Code, ConnectError, createContextValues, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import { grpcStatusFromConnectError } from "./grpc-status.js";
 import { toConnectError, undecodableRequest } from "./errors.js";
 
@@ -64,19 +64,49 @@ function timeoutOf(call: ServerCall): number | undefined {
   return Number.isFinite(at) ? Math.max(0, at - Date.now()) : undefined;
 }
 
-function contextFor(service: DescService, method: DescMethod, call: ServerCall) {
-  const requestAbort = new AbortController();
-  call.once("cancelled", () => requestAbort.abort(new ConnectError("the client cancelled the call", Code.Canceled)));
-  return createHandlerContext({
+/** The reason a call's signal gives once the call is over (one error for all: creating one per call costs). */
+const CALL_ENDED = new ConnectError("the call has ended", Code.Canceled);
+
+/**
+ * The HandlerContext of a call (as connect-node's createHandlerContext makes it, with
+ * one AbortController instead of three linked ones and without copying the headers),
+ * and `end`, to call once the call is over: it stops the deadline timer and aborts the
+ * signal. The signal aborts with DEADLINE_EXCEEDED when the deadline passes, and with
+ * CANCELLED when the client cancels. grpc-js emits "cancelled" at the end of every
+ * call, answered or not, so `end` removes that listener first: only a cancellation
+ * while the call is still running makes a ConnectError.
+ */
+function contextFor(service: DescService, method: DescMethod, call: ServerCall): { context: HandlerContext; end: () => void } {
+  const controller = new AbortController();
+  const timeoutMs = timeoutOf(call);
+  const deadline = timeoutMs === undefined ? undefined : Date.now() + timeoutMs;
+  let timer: NodeJS.Timeout | undefined;
+  if (timeoutMs !== undefined) {
+    const expire = () => controller.abort(new ConnectError("the operation timed out", Code.DeadlineExceeded));
+    if (timeoutMs <= 0) expire();
+    else timer = setTimeout(expire, timeoutMs);
+  }
+  const onCancelled = () => controller.abort(new ConnectError("the client cancelled the call", Code.Canceled));
+  call.once("cancelled", onCancelled);
+  const context: HandlerContext = {
     service,
     method,
     protocolName: "grpc",
     requestMethod: "POST",
     url: `/${service.typeName}/${method.name}`,
-    timeoutMs: timeoutOf(call),
-    requestSignal: requestAbort.signal,
+    signal: controller.signal,
+    timeoutMs: () => (deadline === undefined ? undefined : deadline - Date.now()),
     requestHeader: headersFromMetadata(call.metadata),
-  });
+    responseHeader: new Headers(),
+    responseTrailer: new Headers(),
+    values: createContextValues(),
+  };
+  const end = () => {
+    clearTimeout(timer);
+    call.removeListener("cancelled", onCancelled);
+    controller.abort(CALL_ENDED);
+  };
+  return { context, end };
 }
 
 function responseMetadata(context: HandlerContext, into = new grpc.Metadata()): grpc.Metadata {
@@ -107,7 +137,7 @@ export function addServiceImpl<S extends DescService>(
     const fn = methods[method.localName];
     if (method.methodKind === "unary") {
       handlers[method.localName] = (call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
-        const context = contextFor(service, method, call);
+        const { context, end } = contextFor(service, method, call);
         Promise.resolve()
           .then(() => {
             if (call.request instanceof UndecodableRequest) throw undecodableRequest(call.request.reason);
@@ -120,11 +150,11 @@ export function addServiceImpl<S extends DescService>(
             },
             (err: unknown) => callback(failure(err, context)),
           )
-          .finally(() => context.abort());
+          .finally(end);
       };
     } else if (method.methodKind === "server_streaming") {
       handlers[method.localName] = (call: grpc.ServerWritableStream<unknown, unknown>) => {
-        const context = contextFor(service, method, call);
+        const { context, end } = contextFor(service, method, call);
         (async () => {
           if (call.request instanceof UndecodableRequest) throw undecodableRequest(call.request.reason);
           let headersSent = false;
@@ -141,7 +171,7 @@ export function addServiceImpl<S extends DescService>(
           .catch((err: unknown) => {
             if (!call.cancelled) call.emit("error", failure(err, context));
           })
-          .finally(() => context.abort());
+          .finally(end);
       };
     } else {
       throw new Error(`${service.typeName}.${method.name}: ${method.methodKind} methods are not supported by the gRPC adapter`);

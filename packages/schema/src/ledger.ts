@@ -26,7 +26,7 @@
  *   SKUs are reported in `refused`; the CHECK constraints on `inventory` stay the last
  *   line of defence.
  */
-import { query, type Db } from './query.js';
+import { builtOnce, query, type Db } from './query.js';
 import type { AuditEventRow, AuditOperation, InventoryRow } from './rows.js';
 import { promoteWaiting, settlePromotedEntries, type HoldTermSettings, type Promotion } from './waitlist.js';
 
@@ -71,6 +71,16 @@ export interface ApplyOptions {
    * left available fits nobody who waits.
    */
   yieldToWaitlist?: boolean;
+  /**
+   * Data-modifying CTEs (`name AS (...)`, comma-separated, `?` parameters) to run in
+   * the same statement, e.g. the rows the change is for: one round trip fewer. Only
+   * for a change of one SKU, whose statement takes the row lock itself; they run
+   * whether or not the guard refuses the change. The CTE names of the statement
+   * (ch, expected, per_sku, u, ev) are taken.
+   */
+  alongside?: { ctes: string; params: readonly unknown[] };
+  /** False: the caller needs only `refused`, and `events` comes back empty. Default true. */
+  events?: boolean;
 }
 
 export interface AppliedChanges {
@@ -115,7 +125,7 @@ export async function readInventoryRows(db: Db, skus: readonly string[]): Promis
  * ORDER BY in the INSERT's SELECT makes ids follow SKU order, then `ord`.
  */
 const APPLY_COUNTER_CHANGES = `
-WITH ch AS (
+ch AS (
   SELECT *
     FROM unnest(?::int[], ?::text[], ?::text[], ?::uuid[], ?::bigint[], ?::bigint[], ?::bigint[], ?::text[], ?::text[], ?::text[])
       AS t(ord, sku_code, operation, reservation_id, d_on_hand, d_reserved, d_allocated, reason, actor, request_id)
@@ -175,7 +185,25 @@ SELECT operation, sku_code, reservation_id, d_on_hand, d_reserved, d_allocated,
        f_version - later_events, actor, request_id, reason, ?::uuid
   FROM ev
  ORDER BY sku_code COLLATE "C", ord  -- SKU order whatever the database's default collation
-RETURNING *`;
+`;
+/** The events written, or (ApplyOptions.events false) only their SKUs: fewer columns for the driver to parse. */
+const RETURNING_EVENTS = 'RETURNING *';
+const RETURNING_SKUS = 'RETURNING sku_code';
+const APPLY_ALONE_EVENTS = `WITH ${APPLY_COUNTER_CHANGES}${RETURNING_EVENTS}`;
+const APPLY_ALONE_SKUS = `WITH ${APPLY_COUNTER_CHANGES}${RETURNING_SKUS}`;
+
+/**
+ * The statement with `alongside` CTEs: one string per distinct CTE text (a handful),
+ * built once, so that a caller passing the same CTE string each time gets the same
+ * statement string back (its lookup on the way out is then cheap).
+ */
+const WITH_ALONGSIDE = {
+  events: builtOnce((ctes) => `WITH ${ctes},\n${APPLY_COUNTER_CHANGES}${RETURNING_EVENTS}`),
+  skus: builtOnce((ctes) => `WITH ${ctes},\n${APPLY_COUNTER_CHANGES}${RETURNING_SKUS}`),
+};
+function withAlongside(ctes: string, events: boolean): string {
+  return (events ? WITH_ALONGSIDE.events : WITH_ALONGSIDE.skus)(ctes);
+}
 
 /**
  * Applies counter changes and writes their audit events in one statement (see the
@@ -191,6 +219,8 @@ export async function applyCounterChanges(
 ): Promise<AppliedChanges> {
   if (changes.length === 0) return { events: [], refused: [] };
   const skus = skuOrder(changes.map((c) => c.sku));
+  const alongside = options.alongside;
+  if (alongside !== undefined && skus.length > 1) throw new Error('applyCounterChanges: `alongside` is for a change of one SKU');
   if (skus.length > 1) {
     // Several rows: lock them in SKU order, then decide all or nothing on the locked
     // values (the UPDATE's own guard would skip failing rows and apply the others).
@@ -200,7 +230,15 @@ export async function applyCounterChanges(
     if (refused.length > 0) return { events: [], refused };
   }
   const expected = [...(options.expectedVersions ?? new Map<string, number>())];
-  const rows = await query<AuditEventRow>(db, APPLY_COUNTER_CHANGES, [
+  const events = options.events !== false;
+  const text =
+    alongside === undefined
+      ? events
+        ? APPLY_ALONE_EVENTS
+        : APPLY_ALONE_SKUS
+      : withAlongside(alongside.ctes, events);
+  const rows = await query<AuditEventRow>(db, text, [
+    ...(alongside?.params ?? []),
     changes.map((_, i) => i),
     changes.map((c) => c.sku),
     changes.map((c) => c.operation),
@@ -217,7 +255,7 @@ export async function applyCounterChanges(
     origin.reconciliationRunId ?? null,
   ]);
   const changed = new Set(rows.map((r) => r.sku_code));
-  return { events: rows, refused: skus.filter((s) => !changed.has(s)) };
+  return { events: events ? rows : [], refused: skus.filter((s) => !changed.has(s)) };
 }
 
 /** Of these (locked) rows, the SKUs with WAITING entries under STRICT_FIFO: a new buyer takes nothing there. */

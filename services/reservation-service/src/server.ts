@@ -7,6 +7,7 @@ import { dashboardPages } from "@holdfast/dashboard/pages";
 import type { ReservationServiceConfig } from "./config.js";
 import { ExpiryAnnouncer, InventoryAnnouncer } from "./core/announcers.js";
 import { AttemptLog } from "./core/attempts.js";
+import { RateLimitHints } from "./core/fairness-controls.js";
 import { GroupCommit } from "./core/group-commit.js";
 import { AvailabilityHub } from "./core/watch.js";
 import { WaitlistHub } from "./core/waitlist-watch.js";
@@ -38,7 +39,8 @@ export async function startReservationService(config: ReservationServiceConfig, 
   const expiry = new ExpiryAnnouncer(db, logger);
   const inventory = new InventoryAnnouncer(db, logger, (skus) => hub.changed(skus));
   const attempts = new AttemptLog(db, logger, config.requestLog);
-  const hotSku = new GroupCommit({ db, settings: config.reservations, logger, expiry });
+  const rateLimits = new RateLimitHints();
+  const hotSku = new GroupCommit({ db, settings: config.reservations, logger, expiry, rateLimits });
   exportCounts(metrics.registry, "holdfast_hot_sku_batches_total", "Batch transactions of GROUP_COMMIT SKUs, committed or failed (then their holds took the normal path).", "outcome", () => hotSku.stats.batches);
   exportCounts(metrics.registry, "holdfast_hot_sku_holds_total", "Holds that joined a GROUP_COMMIT batch, by how it answered them (normal: handed to the normal path).", "answer", () => hotSku.stats.holds);
   const logic = createInventoryReservationService({
@@ -48,6 +50,7 @@ export async function startReservationService(config: ReservationServiceConfig, 
     expiry,
     inventory,
     attempts,
+    rateLimits,
     hub,
     waitlistHub,
     hotSku,

@@ -89,7 +89,6 @@ import {
   type SkuRecount,
   promoteWaiting,
 } from "@holdfast/schema";
-import type { Knex } from "knex";
 import type { Call, WorkerDeps } from "./context.js";
 
 const METHOD = "holdfast.worker.v1.ExpiryWorkerService/RunReconciliation";
@@ -213,7 +212,7 @@ async function endLapsedRuns(deps: WorkerDeps, db: Db): Promise<void> {
   for (const run of ended) deps.logger.warn({ runId: run.id, workerId: run.worker_id, error: run.error }, "reconciliation run ended FAILED: its lease expired");
 }
 
-async function lockRuns(trx: Knex.Transaction): Promise<void> {
+async function lockRuns(trx: Db): Promise<void> {
   await query(trx, `SELECT pg_advisory_xact_lock(?, ?)`, RUN_LOCK);
 }
 
@@ -548,7 +547,7 @@ async function repairChunk(deps: WorkerDeps, run: ReconciliationRunRow, codes: r
  * statement, and every drift event precedes its SKU's correction, so each SKU's chain
  * of before/after values holds. Then the findings, the lease, COMMIT.
  */
-async function repairLocked(trx: Knex.Transaction, deps: WorkerDeps, run: ReconciliationRunRow, checked: number, skus: readonly string[]): Promise<ChunkResult> {
+async function repairLocked(trx: Db, deps: WorkerDeps, run: ReconciliationRunRow, checked: number, skus: readonly string[]): Promise<ChunkResult> {
   const origin = { actor: `worker:${deps.settings.workerId}`, requestId: null, reconciliationRunId: run.id };
   await lockInventoryRows(trx, skus);
   const facts = (await recountSkus(trx, skus)).skus;

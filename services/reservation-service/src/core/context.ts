@@ -6,6 +6,7 @@ import type { GroupCommit } from "./group-commit.js";
 import type { AvailabilityHub } from "./watch.js";
 import type { WaitlistHub } from "./waitlist-watch.js";
 import type { ReservationSettings } from "./settings.js";
+import type { RateLimitHints } from "./fairness-controls.js";
 
 export type { Call, Principal } from "@holdfast/core";
 
@@ -18,6 +19,8 @@ export interface Deps {
   expiry: ExpiryAnnouncer;
   /** Tells every replica's watchers which SKUs' availability changed (after commit). */
   inventory: InventoryAnnouncer;
+  /** Which SKUs had an attempt rate limit when this process last read them (a hint: fairness-controls.ts). */
+  rateLimits: RateLimitHints;
   /** The request log of CreateHold attempts (written in batches, after the answers). */
   attempts: AttemptLog;
   /** This process's feed of availability changes, for WatchAvailability. */

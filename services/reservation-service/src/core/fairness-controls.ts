@@ -3,7 +3,9 @@
  * apply them (the rules: docs/fairness.md, "Fairness controls"; the SQL and why it is
  * race-free: packages/schema/src/fairness.ts and docs/concurrency.md).
  *
- * - `admitAttempt`: the attempt rate limit, before the attempt's transaction.
+ * - `admitAttempt`: the attempt rate limit, before the attempt's transaction
+ *   (`RateLimitHints`: when CreateHold may skip it and let its transaction's first
+ *   read tell whether it is owed).
  * - `customerLimitRefusal`: max_units_per_customer, in the transaction, before any row lock.
  * - `abandonmentAwareHoldTtl`: the TTL of a new hold on abandonment-aware SKUs.
  */
@@ -18,6 +20,43 @@ import { abandonmentAwareTtl, abandonmentRecords, admitAttempts, customerActiveU
 export async function admitAttempt(db: Db, customerId: string, skus: readonly string[]): Promise<void> {
   const refused = (await admitAttempts(db, customerId, skus)).find((a) => !a.admitted);
   if (refused !== undefined) throw rateLimited(customerId, refused);
+}
+
+/** Thrown in an attempt's transaction whose SKUs have a rate limit it was not admitted by: roll back, admit, start again. */
+export class AdmissionOwed extends Error {
+  constructor() {
+    super("the attempt must pass the rate limiter first");
+  }
+}
+
+/** How many SKUs RateLimitHints remembers; past that it forgets them all (they are hints). */
+const HINTS_MAX = 100_000;
+
+/**
+ * Which SKUs this process last saw with an attempt rate limit. Only a hint, which
+ * decides nothing: a CreateHold on SKUs that may have a limit runs the admission
+ * statement before its transaction (as every attempt did before); one on SKUs that
+ * had none the last time skips it, and its transaction's first read (the SKU rows, in
+ * the idempotency claim's statement) checks the policy the database has now: if a
+ * limit is there, the transaction rolls back (nothing written, no row locked), the
+ * attempt is admitted or refused by the statement, and starts again. So an attempt is
+ * counted on every SKU that has a limit when it is read, whatever this process
+ * remembers, on every replica; a stale hint costs a round trip, never a miscount. And
+ * a SKU without a limit costs no statement (docs/fairness.md, "Attempt rate limit").
+ */
+export class RateLimitHints {
+  private readonly limited = new Map<string, boolean>();
+
+  /** True if any of `skus` had a limit when last seen here (unknown SKUs: no). */
+  mayBeLimited(skus: readonly string[]): boolean {
+    return skus.some((sku) => this.limited.get(sku) === true);
+  }
+
+  /** Remembers what the database said about these SKUs. */
+  learn(rows: readonly Pick<SkuRow, "code" | "rate_limit_max_attempts">[]): void {
+    if (this.limited.size >= HINTS_MAX) this.limited.clear();
+    for (const r of rows) this.limited.set(r.code, r.rate_limit_max_attempts !== null);
+  }
 }
 
 /**
@@ -49,7 +88,7 @@ export async function customerLimitRefusal(
  * within bounds), shortened by the abandonment rule of each abandonment-aware SKU of
  * the hold; the shortest wins (a hold has one expiry). Never below `minMs`.
  */
-export async function abandonmentAwareHoldTtl(trx: Db, customerId: string, skus: readonly SkuRow[], ttlMs: number, minMs: number): Promise<number> {
+export async function abandonmentAwareHoldTtl(trx: Db, customerId: string, skus: readonly Pick<SkuRow, "code" | "abandonment_aware_ttl">[], ttlMs: number, minMs: number): Promise<number> {
   const aware = skus.filter((s) => s.abandonment_aware_ttl).map((s) => s.code);
   if (aware.length === 0) return ttlMs;
   const records = await abandonmentRecords(trx, customerId, aware);

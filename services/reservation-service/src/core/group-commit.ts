@@ -9,17 +9,17 @@
  *   abandonment_aware_ttl, whose strategy resolves to PESSIMISTIC (the batch decides
  *   on one row, pessimistically by nature). Everything else takes the normal path
  *   (core/reserve.ts), correct, just not batched. The attempt rate limit was applied
- *   before (it is outside any transaction anyway), unless the SKU had none at its last
- *   read: then the hold skips that statement, and goes back to be admitted if the
- *   batch's read finds a limit.
+ *   before (it is outside any transaction anyway), unless the SKU had none when last
+ *   seen (RateLimitHints, as for every hold): then the hold skipped that statement, and
+ *   goes back to the normal path, which admits it, if the batch's read finds a limit.
  * - Queue and leader: per SKU, one batch at a time in this process. Holds that arrive
  *   while a batch runs wait for the next one, which takes up to HOT_SKU_MAX_BATCH of
  *   them in arrival order. No timer: a lone hold goes at once; batching comes from
  *   concurrency. A hold whose caller left before its batch starts is dropped; a
  *   second hold with the same (caller, request id) in one batch takes the normal
  *   path (it waits for the batch's claim and replays its outcome).
- * - The transaction: claim every member's request id (one statement, in key order);
- *   read the SKU's policy and counters (no lock, like the normal path); grant in
+ * - The transaction: claim every member's request id (one statement, in key order),
+ *   reading the SKU's policy and counters (no lock, like the normal path); grant in
  *   arrival order while stock lasts (first fit, as if the holds ran one after the
  *   other); insert the granted reservations and their lines, and record every
  *   member's outcome (grants and INSUFFICIENT_STOCK refusals), one statement; then
@@ -55,12 +55,11 @@ import {
   hasExpiredHeldLines,
   lockInventoryRows,
   readInventoryRows,
+  transaction,
   type InventoryRow,
   type Promotion,
   type ReservationRow,
-  type SkuRow,
 } from "@holdfast/schema";
-import type { Knex } from "knex";
 import type { Call, Deps } from "./context.js";
 import { toReservation } from "./convert.js";
 import {
@@ -71,7 +70,9 @@ import {
   insertReservations,
   plannedReservation,
   readSkusWithCounters,
+  skusWithCountersRead,
   strategyFor,
+  type HoldPolicy,
 } from "./reserve.js";
 import type { ReservationSettings } from "./settings.js";
 
@@ -87,7 +88,7 @@ export interface HotHold {
   /** As requested (UNSPECIFIED: the SKU's default, else the server's). */
   strategy: LockingStrategy;
   joinWaitlistIfShort: boolean;
-  /** Counted by the attempt rate limit already (else its SKU had no limit when last read). */
+  /** Counted by the attempt rate limit already (else its SKU had no limit when last seen: RateLimitHints). */
   admitted: boolean;
 }
 
@@ -99,7 +100,7 @@ interface Member extends HotHold {
 }
 
 /** The policy columns that decide whether a SKU's holds may be batched. */
-type Policy = Pick<SkuRow, "code" | "hot_sku_mode" | "max_units_per_customer" | "abandonment_aware_ttl" | "default_locking_strategy" | "rate_limit_max_attempts">;
+type Policy = Pick<HoldPolicy, "code" | "hot_sku_mode" | "max_units_per_customer" | "abandonment_aware_ttl" | "default_locking_strategy">;
 
 /** Whether a hold with this requested strategy on a SKU with this policy is made by the batch. */
 function batchable(policy: Policy, strategy: LockingStrategy, settings: ReservationSettings): boolean {
@@ -107,7 +108,7 @@ function batchable(policy: Policy, strategy: LockingStrategy, settings: Reservat
     policy.hot_sku_mode === "GROUP_COMMIT" &&
     policy.max_units_per_customer === null &&
     !policy.abandonment_aware_ttl &&
-    strategyFor(strategy, [policy as SkuRow], settings) === "PESSIMISTIC"
+    strategyFor(strategy, [policy], settings) === "PESSIMISTIC"
   );
 }
 
@@ -129,7 +130,7 @@ export class GroupCommit {
   private readonly queues = new Map<string, Member[]>();
   readonly stats: GroupCommitStats = { batches: { committed: 0, failed: 0 }, holds: { granted: 0, refused: 0, normal: 0, dropped: 0 } };
 
-  constructor(private readonly deps: Pick<Deps, "db" | "settings" | "logger" | "expiry">) {}
+  constructor(private readonly deps: Pick<Deps, "db" | "settings" | "logger" | "expiry" | "rateLimits">) {}
 
   /**
    * Remembers the SKUs' policies as just read. Any hold's read (normal path or batch)
@@ -140,8 +141,8 @@ export class GroupCommit {
    */
   learn(rows: readonly Policy[]): void {
     for (const r of rows) {
-      const { code, hot_sku_mode, max_units_per_customer, abandonment_aware_ttl, default_locking_strategy, rate_limit_max_attempts } = r;
-      this.policies.set(code, { code, hot_sku_mode, max_units_per_customer, abandonment_aware_ttl, default_locking_strategy, rate_limit_max_attempts });
+      const { code, hot_sku_mode, max_units_per_customer, abandonment_aware_ttl, default_locking_strategy } = r;
+      this.policies.set(code, { code, hot_sku_mode, max_units_per_customer, abandonment_aware_ttl, default_locking_strategy });
     }
   }
 
@@ -149,11 +150,6 @@ export class GroupCommit {
   takes(sku: string, strategy: LockingStrategy): boolean {
     const policy = this.policies.get(sku);
     return policy !== undefined && batchable(policy, strategy, this.deps.settings);
-  }
-
-  /** Whether the SKU had an attempt rate limit at its last read (unknown: assume so). */
-  limitsAttempts(sku: string): boolean {
-    return this.policies.get(sku)?.rate_limit_max_attempts !== null;
   }
 
   /**
@@ -249,8 +245,11 @@ export class GroupCommit {
     const promoted: Promotion[] = [];
     // Taken before the transaction begins, so never later than its now() (bornAlive).
     const began = performance.now();
-    await db.transaction(async (trx) => {
-      const { now, claims } = await claimKeys(trx, batch.map((m) => m.key), settings.idempotencyWindowMs);
+    await transaction(db, async (trx) => {
+      // The SKU's policy and counters are read by the claim's statement (no lock, like the
+      // normal path's), or, on the locked row, by a statement of their own after it.
+      const claimed = await claimKeys(trx, batch.map((m) => m.key), settings.idempotencyWindowMs, null, null, lock ? undefined : skusWithCountersRead([sku]));
+      const { now, claims } = claimed;
       /** Claims given up in this transaction: their holds take the normal path, which claims them again. */
       const released: IdempotencyKey[] = [];
       const handBack = (m: Member) => {
@@ -265,8 +264,11 @@ export class GroupCommit {
         else members.push(m);
       }
 
-      const [row] = await readSkusWithCounters(trx, [sku], lock);
-      if (row !== undefined) this.learn([row]);
+      const [row] = lock ? await readSkusWithCounters(trx, [sku], true) : claimed.rows;
+      if (row !== undefined) {
+        this.learn([row]);
+        this.deps.rateLimits.learn([row]);
+      }
       const terms = new Map<Member, { ttlMs: number; lifetimeMs: number }>();
       for (const m of members) {
         // (Not admitted, and the SKU has a rate limit now: admitted there first.)
@@ -335,7 +337,7 @@ export class GroupCommit {
             origin: { actor: g.member.call.principal.id, requestId: g.member.key.requestId },
           })),
           { actor: granted[0]!.member.call.principal.id, requestId: null },
-          { yieldToWaitlist: true },
+          { yieldToWaitlist: true, events: false },
         );
         if (applied.refused.length > 0) {
           if (!lock) throw new GuardLost();
@@ -353,6 +355,6 @@ export class GroupCommit {
 }
 
 /** What a new buyer may take of the SKU's row (availableToBuyers). */
-function availableOf(row: Pick<InventoryRow, "available" | "waitlist_count">, policy: SkuRow): number {
+function availableOf(row: Pick<InventoryRow, "available" | "waitlist_count">, policy: Pick<HoldPolicy, "code" | "waitlist_promotion_policy">): number {
   return availableToBuyers([{ sku_code: policy.code, available: row.available, waitlist_count: row.waitlist_count }], [policy])[0]!.available;
 }

@@ -59,9 +59,9 @@ import {
   type ReservationRow,
   type ReservationStatus,
   type SkuRow,
+  type Db,
 } from "@holdfast/schema";
 import { isLockTimeout } from "@holdfast/runtime";
-import type { Knex } from "knex";
 import type { Call, Deps } from "./context.js";
 import { toReservation, type LineRow } from "./convert.js";
 import { holdExpired, holdLifetimeExceeded, invalidTransition, lockTimeout, reservationNotFound, ttlOutOfRange } from "@holdfast/core";
@@ -89,7 +89,7 @@ interface StepContext {
   promotions: Promotion[];
 }
 
-type Step = (trx: Knex.Transaction, locked: Locked, call: Call, ctx: StepContext) => Promise<Reservation | Refusal>;
+type Step = (trx: Db, locked: Locked, call: Call, ctx: StepContext) => Promise<Reservation | Refusal>;
 
 const method = (name: string) => `${InventoryReservationService.typeName}/${name}`;
 
@@ -138,7 +138,7 @@ async function transition<D extends DescMessage, Req extends { requestId: string
   }
 }
 
-async function lockReservation(trx: Knex.Transaction, id: string, call: Call): Promise<Locked> {
+async function lockReservation(trx: Db, id: string, call: Call): Promise<Locked> {
   if (call.principal.role === "customer") {
     // A customer may touch only its own holds, and an unknown id looks the same to it
     // (NOT_RESOURCE_OWNER). Checked before the lock (customer_id never changes): someone
@@ -164,7 +164,7 @@ async function lockReservation(trx: Knex.Transaction, id: string, call: Call): P
  * with its ledger events. Returns the reservation as it now is.
  */
 async function moveTo(
-  trx: Knex.Transaction,
+  trx: Db,
   locked: Locked,
   call: Call,
   requestId: string,
@@ -218,7 +218,7 @@ async function moveTo(
 }
 
 /** Records a lapsed (unswept) hold as EXPIRED and returns its units, in this transaction. */
-async function expireNow(trx: Knex.Transaction, locked: Locked, call: Call, requestId: string, ctx: StepContext): Promise<Reservation> {
+async function expireNow(trx: Db, locked: Locked, call: Call, requestId: string, ctx: StepContext): Promise<Reservation> {
   const { promotions } = await expireClaimedHolds(trx, [locked.row.id], { actor: call.principal.id, requestId }, ctx.settings);
   ctx.promotions.push(...promotions);
   const [row] = await query<ReservationRow>(trx, `SELECT * FROM reservations WHERE id = ?`, [locked.row.id]);

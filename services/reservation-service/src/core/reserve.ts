@@ -3,10 +3,10 @@
  * locking strategy. docs/concurrency.md tells the story; the rules are:
  *
  * - One transaction per attempt. Its statements, in order: claim the idempotency
- *   record; read the SKUs' policies and counters (no lock); insert the reservation
- *   and its lines and record the response (one statement); then, last, change the
- *   counters and write the ledger (one statement, see packages/schema/src/ledger.ts);
- *   COMMIT. A hot
+ *   record and read the SKUs' policies and counters (no lock), one statement; insert
+ *   the reservation and its lines and record the response; then, last, change the
+ *   counters and write the ledger (see packages/schema/src/ledger.ts), in the same
+ *   statement as the insert for one SKU, in the next one for several; COMMIT. A hot
  *   inventory row is therefore locked for one statement plus the commit.
  * - PESSIMISTIC: the counter statement is guarded (`available >= q` per row) and
  *   waits for the row lock (at most lock_timeout, then ABORTED / LOCK_TIMEOUT).
@@ -47,6 +47,7 @@ import {
   MAX_HOLD_LIFETIME_MAX_MS,
   QUANTITY_MAX,
   applyCounterChanges,
+  builtOnce,
   claimReclaimableHolds,
   hasExpiredHeldLines,
   expireClaimedHolds,
@@ -60,8 +61,8 @@ import {
   type LockingStrategy as StoredStrategy,
   type ReservationRow,
   type SkuRow,
+  type Db,
 } from "@holdfast/schema";
-import type { Knex } from "knex";
 import type { Call, Deps } from "./context.js";
 import { answeredAttempt, refusedAttempt } from "./attempts.js";
 import { enumName, nowMicros } from "@holdfast/core";
@@ -75,11 +76,11 @@ import {
   ttlOutOfRange,
   type ShortLine,
 } from "@holdfast/core";
-import { Idempotency, Refusal, idempotencyKey, type Claimed, type IdempotencyKey } from "@holdfast/core";
+import { Idempotency, Refusal, idempotencyKey, type ClaimRead, type Claimed, type IdempotencyKey } from "@holdfast/core";
 import type { ReservationSettings } from "./settings.js";
 import { Violations, customerScope, waitlistDisabled, waitlistEntryAlreadyExists } from "@holdfast/core";
 import { joinInTransaction, withPositions } from "./waitlist.js";
-import { abandonmentAwareHoldTtl, admitAttempt, customerLimitRefusal } from "./fairness-controls.js";
+import { AdmissionOwed, abandonmentAwareHoldTtl, admitAttempt, customerLimitRefusal } from "./fairness-controls.js";
 
 /** A request line after summing lines of one SKU. */
 export interface Line {
@@ -108,7 +109,7 @@ export function summedLines(v: Violations, lines: readonly ReservationLine[], ma
 }
 
 /** The strategy of a request: its own, else the SKUs' common default, else the server's. */
-export function strategyFor(requested: LockingStrategy, skus: readonly SkuRow[], settings: ReservationSettings): StoredStrategy {
+export function strategyFor(requested: LockingStrategy, skus: readonly Pick<SkuRow, "default_locking_strategy">[], settings: ReservationSettings): StoredStrategy {
   const own = enumName(LockingStrategy, requested) as StoredStrategy | null;
   if (own !== null) return own;
   const defaults = new Set(skus.map((s) => s.default_locking_strategy));
@@ -117,7 +118,7 @@ export function strategyFor(requested: LockingStrategy, skus: readonly SkuRow[],
 }
 
 /** The TTL bounds of a hold on these SKUs: the smallest applicable bound wins (contract). */
-export function ttlBounds(skus: readonly SkuRow[], settings: ReservationSettings): { minMs: number; maxMs: number; boundSku?: string } {
+export function ttlBounds(skus: readonly Pick<SkuRow, "code" | "max_hold_ttl_ms">[], settings: ReservationSettings): { minMs: number; maxMs: number; boundSku?: string } {
   let maxMs = settings.holdTtlMaxMs;
   let boundSku: string | undefined;
   for (const s of skus) {
@@ -130,7 +131,7 @@ export function ttlBounds(skus: readonly SkuRow[], settings: ReservationSettings
 }
 
 /** TTL and lifetime of a new hold. Throws INVALID_ARGUMENT / TTL_OUT_OF_RANGE for a requested TTL outside the bounds. */
-export function holdTerms(skus: readonly SkuRow[], settings: ReservationSettings, requestedMs: number | undefined): { ttlMs: number; lifetimeMs: number } {
+export function holdTerms(skus: readonly HoldPolicy[], settings: ReservationSettings, requestedMs: number | undefined): { ttlMs: number; lifetimeMs: number } {
   const { minMs, maxMs, boundSku } = ttlBounds(skus, settings);
   if (requestedMs !== undefined && (requestedMs < minMs || requestedMs > maxMs)) throw ttlOutOfRange("ttl", requestedMs, minMs, maxMs, boundSku);
   const defaultMs = Math.min(settings.defaultHoldTtlMs, ...skus.map((s) => s.default_hold_ttl_ms ?? Infinity));
@@ -147,6 +148,8 @@ interface ReserveSpec {
   lines: Line[];
   ttlMs: number | undefined;
   strategy: LockingStrategy;
+  /** False while a CreateHold has not been through the attempt rate limiter (allocations are not limited). */
+  admitted: boolean;
 }
 
 /** An optimistic attempt lost its compare-and-set although stock was there: retry. */
@@ -205,22 +208,19 @@ async function placeHold(deps: Deps, call: Call, req: CreateHoldRequest): Promis
   // A single-SKU hold on a GROUP_COMMIT SKU joins the SKU's next batch
   // (core/group-commit.ts), which answers it, or hands it back to the normal path.
   const hot = lines.length === 1 && deps.hotSku.takes(lines[0]!.sku, req.lockingStrategy);
-  // The attempt rate limit, before the transaction: a refused attempt takes no lock. A
-  // batched hold skips it (a statement per hold, where the batch's work is shared) if
-  // its SKU had no limit at its last read; the batch reads the policy again and hands
-  // the hold back, to be admitted here, if it finds one.
-  let admitted = false;
-  const admit = async () => {
-    if (!admitted) await admitAttempt(deps.db, req.customerId, lines.map((l) => l.sku));
-    admitted = true;
-  };
-  if (!hot || deps.hotSku.limitsAttempts(lines[0]!.sku)) await admit();
+  // The attempt rate limit, before the transaction: a refused attempt takes no lock.
+  // Skipped for SKUs that had no limit when last seen; the transaction's first read
+  // checks that they still have none (RateLimitHints; AdmissionOwed in reserve(), and
+  // a batch hands such a hold back to the normal path, which admits it then).
+  const skus = lines.map((l) => l.sku);
+  const admitNow = deps.rateLimits.mayBeLimited(skus);
+  if (admitNow) await admitAttempt(deps.db, req.customerId, skus);
   const key = idempotencyKey(call.principal.id, HOLD_METHOD, CreateHoldRequestSchema, req);
-  const spec: ReserveSpec = { type: "HOLD", customerId: req.customerId, lines, ttlMs, strategy: req.lockingStrategy };
+  const spec: ReserveSpec = { type: "HOLD", customerId: req.customerId, lines, ttlMs, strategy: req.lockingStrategy, admitted: admitNow };
   // join_waitlist_if_short: nothing is held, and the customer joins the waitlist of
   // every short SKU (one entry each, for its summed quantity, all under this request_id).
   const onShort = req.joinWaitlistIfShort
-    ? async (trx: Knex.Transaction, short: ShortLine[], promoted: Promotion[]): Promise<CreateHoldResponse | Refusal> => {
+    ? async (trx: Db, short: ShortLine[], promoted: Promotion[]): Promise<CreateHoldResponse | Refusal> => {
         const skus = short.map((l) => l.sku);
         // Refusals first, before any entry is written: a refusal is committed (recorded)
         // with the transaction's other changes, so it must find nothing half done.
@@ -258,11 +258,10 @@ async function placeHold(deps: Deps, call: Call, req: CreateHoldRequest): Promis
         ttlMs: spec.ttlMs,
         strategy: spec.strategy,
         joinWaitlistIfShort: req.joinWaitlistIfShort,
-        admitted,
+        admitted: admitNow,
       });
       if (batched !== undefined) return batched;
     }
-    await admit();
     return reserve(deps, call, key, spec, CreateHoldResponseSchema, (reservation) => create(CreateHoldResponseSchema, { reservation }), onShort);
   }
   const expireTime = response.reservation?.expireTime;
@@ -275,7 +274,7 @@ export async function createAllocation(deps: Deps, call: Call, req: CreateAlloca
   const lines = summedLines(v, req.lines, deps.settings.maxLinesPerRequest);
   v.throwIfAny();
   const key = idempotencyKey(call.principal.id, ALLOCATION_METHOD, CreateAllocationRequestSchema, req);
-  const spec: ReserveSpec = { type: "ALLOCATION", customerId: req.customerId, lines, ttlMs: undefined, strategy: req.lockingStrategy };
+  const spec: ReserveSpec = { type: "ALLOCATION", customerId: req.customerId, lines, ttlMs: undefined, strategy: req.lockingStrategy, admitted: true };
   return deps.inventory.around(
     spec.lines.map((l) => l.sku),
     reserve(deps, call, key, spec, CreateAllocationResponseSchema, (reservation) => create(CreateAllocationResponseSchema, { reservation })),
@@ -295,17 +294,40 @@ async function reserve<D extends DescMessage>(
   // Waitlist promotions made by the committed attempt (reclaimed holds' units, or a
   // join that found units): their holds' expiries are announced to the worker.
   const promoted: Promotion[] = [];
+  const skus = spec.lines.map((l) => l.sku);
+  const read: ClaimRead<SkuWithCounters> = {
+    ...skusWithCountersRead(skus),
+    // Also for a replay (a replay is an attempt too), before anything is written.
+    // The hot-SKU batches learn from it which SKUs they may take.
+    check: (rows) => {
+      deps.rateLimits.learn(rows);
+      deps.hotSku.learn(rows);
+      if (!spec.admitted && rows.some((r) => r.rate_limit_max_attempts !== null)) throw new AdmissionOwed();
+    },
+  };
   for (let attempt = 1; ; attempt++) {
     try {
       // Taken before the transaction begins, so never later than its now().
       const began = performance.now();
-      const response = await idempotency.run(key, schema, (trx, claimed) => {
-        promoted.length = 0;
-        return reserveOnce(trx, deps.settings, (rows) => deps.hotSku.learn(rows), call, key, spec, respond, claimed, began, promoted, onShort);
-      });
+      const response = await idempotency.run(
+        key,
+        schema,
+        (trx, claimed) => {
+          promoted.length = 0;
+          return reserveOnce(trx, deps.settings, call, key, spec, respond, claimed, began, promoted, onShort);
+        },
+        read,
+      );
       deps.expiry.promoted(promoted);
       return response;
     } catch (err) {
+      if (err instanceof AdmissionOwed) {
+        // Rolled back with nothing written: pass the limiter (or be refused by it), then start again.
+        await admitAttempt(deps.db, spec.customerId, skus);
+        spec.admitted = true;
+        attempt--;
+        continue;
+      }
       if (err instanceof Conflict) {
         if (attempt >= deps.settings.optimisticMaxAttempts) throw conflictRetriesExhausted(err.skus, attempt);
         // "Full jitter": spreads the retries of clients that lost the same race.
@@ -313,26 +335,55 @@ async function reserve<D extends DescMessage>(
         await sleep(Math.random() * ceiling, undefined, { signal: call.signal });
         continue;
       }
-      throw await explainWriteError(deps.db, err, key, spec.lines.map((l) => l.sku));
+      throw await explainWriteError(deps.db, err, key, skus);
     }
   }
 }
 
-export type SkuWithCounters = SkuRow & Pick<InventoryRow, "on_hand" | "reserved" | "allocated" | "available" | "version" | "waitlist_count">;
+/** What a hold or an allocation needs of a SKU's policy (hot_sku_mode: whether the hot-SKU batches take its holds). */
+export type HoldPolicy = Pick<
+  SkuRow,
+  | "code"
+  | "default_locking_strategy"
+  | "default_hold_ttl_ms"
+  | "max_hold_ttl_ms"
+  | "max_hold_lifetime_ms"
+  | "max_units_per_customer"
+  | "rate_limit_max_attempts"
+  | "abandonment_aware_ttl"
+  | "waitlist_promotion_policy"
+  | "hot_sku_mode"
+>;
+export type SkuWithCounters = HoldPolicy & Pick<InventoryRow, "available" | "version" | "waitlist_count">;
 
 /**
- * The SKUs' policies and counters in one read; `lock`: the inventory rows locked
+ * The SKUs' policies and counters in one plain read: no lock, so a sold-out SKU costs
+ * its refused buyers no wait on the hot row. Run in the idempotency claim's statement
+ * (one round trip for both): its snapshot may predate a wait of the claim for a
+ * duplicate in flight. That is harmless here: whatever is decided on it is either
+ * checked again under the row lock (the guard, the version) or was true at a moment of
+ * the request's lifetime (a shortage refused without a second look, the policies).
+ */
+const SKUS_WITH_COUNTERS = `
+SELECT s.code, s.default_locking_strategy, s.default_hold_ttl_ms, s.max_hold_ttl_ms, s.max_hold_lifetime_ms,
+       s.max_units_per_customer, s.rate_limit_max_attempts, s.abandonment_aware_ttl, s.waitlist_promotion_policy,
+       s.hot_sku_mode, i.available, i.version, i.waitlist_count
+  FROM skus s JOIN inventory i ON i.sku_code = s.code
+ WHERE s.code = ANY(?::text[])`;
+const SKUS_WITH_COUNTERS_LOCKED = `${SKUS_WITH_COUNTERS} FOR NO KEY UPDATE OF i`;
+
+/** SKUS_WITH_COUNTERS of these SKUs, as a read of the idempotency claim's statement. */
+export function skusWithCountersRead(skus: readonly string[]): ClaimRead<SkuWithCounters> {
+  return { sql: SKUS_WITH_COUNTERS, params: [skus] };
+}
+
+/**
+ * SKUS_WITH_COUNTERS as a statement of its own; `lock`: the inventory rows locked
  * (FOR NO KEY UPDATE, the rows' order is the planner's, so only for one SKU).
  */
-export async function readSkusWithCounters(trx: Knex.Transaction, skus: readonly string[], lock = false): Promise<SkuWithCounters[]> {
+export async function readSkusWithCounters(trx: Db, skus: readonly string[], lock = false): Promise<SkuWithCounters[]> {
   if (lock && skus.length > 1) throw new Error("readSkusWithCounters locks one row at most (several rows: lockInventoryRows, in SKU order)");
-  return query<SkuWithCounters>(
-    trx,
-    `SELECT s.*, i.on_hand, i.reserved, i.allocated, i.available, i.version, i.waitlist_count
-       FROM skus s JOIN inventory i ON i.sku_code = s.code
-      WHERE s.code = ANY(?::text[])${lock ? " FOR NO KEY UPDATE OF i" : ""}`,
-    [skus],
-  );
+  return query<SkuWithCounters>(trx, lock ? SKUS_WITH_COUNTERS_LOCKED : SKUS_WITH_COUNTERS, [skus]);
 }
 
 /** What a new buyer may take of each row: nothing on a STRICT_FIFO SKU whose waitlist has WAITING entries (their units are the queue's). */
@@ -345,21 +396,19 @@ export function availableToBuyers(
 }
 
 async function reserveOnce<R>(
-  trx: Knex.Transaction,
+  trx: Db,
   settings: ReservationSettings,
-  /** Told the SKUs' policies as read (the hot-SKU batcher learns which SKUs it may take). */
-  learn: (rows: readonly SkuRow[]) => void,
   call: Call,
   key: IdempotencyKey,
   spec: ReserveSpec,
   respond: (reservation: Reservation) => R,
-  claimed: Claimed<R>,
+  claimed: Claimed<R, SkuWithCounters>,
   began: number,
   promoted: Promotion[],
   onShort?: OnShort<R>,
 ): Promise<R | Refusal> {
   // Short: refused (INSUFFICIENT_STOCK), or handed to onShort (the waitlist) with nothing held.
-  const refuse = async (trx: Knex.Transaction, header: ReservationRow | undefined, short: ShortLine[]): Promise<R | Refusal> => {
+  const refuse = async (trx: Db, header: ReservationRow | undefined, short: ShortLine[]): Promise<R | Refusal> => {
     if (onShort === undefined) return refuseShort(trx, header, short);
     if (header !== undefined) await query(trx, `DELETE FROM reservations WHERE id = ?`, [header.id]); // lines cascade
     const value = await onShort(trx, short, promoted);
@@ -368,10 +417,7 @@ async function reserveOnce<R>(
     return value;
   };
   const skus = spec.lines.map((l) => l.sku);
-  // Policies and counters in one plain read: no lock, so a sold-out SKU costs its
-  // refused buyers no wait on the hot row.
-  const rows = await readSkusWithCounters(trx, skus);
-  learn(rows);
+  const rows = claimed.rows;
   const known = new Set(rows.map((r) => r.code));
   if (known.size < skus.length) throw skuNotFound(skus.filter((s) => !known.has(s)));
 
@@ -393,23 +439,31 @@ async function reserveOnce<R>(
       reservationId,
       ...(spec.type === "HOLD" ? { reserved: l.quantity } : { allocated: l.quantity }),
     }));
-  const insert = async () => {
+  const plan = () => {
     // The reservation as it will be stored (its times are the transaction's now(), which
     // the claim read), so that the response is recorded by the same statement that
     // inserts it: one round trip for the reservation, its lines and the record.
     const header = plannedReservation(randomUUID(), spec, strategy, terms, key, claimed.now);
     const response = respond(toReservation(header, spec.lines.map((l) => ({ sku_code: l.sku, quantity: l.quantity })), claimed.now));
     const record = claimed.recordInline(response);
-    await insertReservations(trx, [{ header, lines: spec.lines, terms }], { sql: `recorded AS (${record.sql})`, params: record.params });
-    return { header, response };
+    return { header, response, insert: reservationInserts([{ header, lines: spec.lines, terms }], { sql: recordedCte(record.sql), params: record.params }) };
+  };
+  const insert = async () => {
+    const planned = plan();
+    await query(trx, insertStatement(planned.insert.ctes), planned.insert.params);
+    return planned;
   };
 
   let shortNow = shortLines(spec.lines, forBuyer(rows.map(asInventory)));
   let inserted: { header: ReservationRow; response: R } | undefined;
   if (shortNow.length === 0) {
-    inserted = await insert();
+    // One SKU: the reservation is inserted by the counter statement itself (one round
+    // trip; its row lock is taken by that statement and held to the commit either way).
+    // Several: inserted first, then their rows are locked in SKU order.
+    const alongside = spec.lines.length === 1 ? plan() : undefined;
+    inserted = alongside ?? (await insert());
     const expectedVersions = strategy === "OPTIMISTIC" ? new Map(rows.map((r) => [r.code, r.version])) : undefined;
-    const applied = await applyCounterChanges(trx, changesFor(inserted.header.id), origin, { expectedVersions, yieldToWaitlist: true });
+    const applied = await applyCounterChanges(trx, changesFor(inserted.header.id), origin, { expectedVersions, yieldToWaitlist: true, alongside: alongside?.insert, events: false });
     if (applied.refused.length === 0) return bornAlive(inserted.response, terms, began, skus);
     // Refused by the guard (or the version): look again, without a lock.
     shortNow = shortLines(spec.lines, forBuyer(await readInventoryRows(trx, skus)));
@@ -429,7 +483,7 @@ async function reserveOnce<R>(
   shortNow = shortLines(spec.lines, forBuyer(after));
   if (shortNow.length > 0) return refuse(trx, inserted?.header, shortNow);
   inserted ??= await insert();
-  const applied = await applyCounterChanges(trx, changesFor(inserted.header.id), origin, { yieldToWaitlist: true });
+  const applied = await applyCounterChanges(trx, changesFor(inserted.header.id), origin, { yieldToWaitlist: true, events: false });
   if (applied.refused.length > 0) throw new Error(`counter change refused on locked rows ${applied.refused.join(", ")}`);
   return bornAlive(inserted.response, terms, began, skus);
 }
@@ -461,10 +515,10 @@ function shortLines(lines: readonly Line[], rows: readonly Pick<InventoryRow, "s
 
 /** What to do instead of INSUFFICIENT_STOCK (CreateHold.join_waitlist_if_short). */
 /** Handles a shortage in the transaction; promotions it makes go to `promoted` (the worker is told after commit). */
-type OnShort<R> = (trx: Knex.Transaction, short: ShortLine[], promoted: Promotion[]) => Promise<R | Refusal>;
+type OnShort<R> = (trx: Db, short: ShortLine[], promoted: Promotion[]) => Promise<R | Refusal>;
 
 /** INSUFFICIENT_STOCK, committed with the attempt's reclaims; the reservation written optimistically is removed. */
-async function refuseShort(trx: Knex.Transaction, header: ReservationRow | undefined, short: ShortLine[]): Promise<Refusal> {
+async function refuseShort(trx: Db, header: ReservationRow | undefined, short: ShortLine[]): Promise<Refusal> {
   if (header !== undefined) await query(trx, `DELETE FROM reservations WHERE id = ?`, [header.id]); // lines cascade
   return new Refusal(insufficientStock(short));
 }
@@ -511,19 +565,12 @@ export interface PlannedInsert {
   terms: { ttlMs: number; lifetimeMs: number } | undefined;
 }
 
-/**
- * Reservations, their lines and idempotency records in one statement (`record`: the
- * data-modifying CTEs that record the outcomes, with their parameters). Times are
- * the database's (now(), the transaction's start): expiry is judged by the database
- * clock only; `header` only supplies the id and the values decided here. One
- * reservation for a request; a hot SKU's group commit inserts a batch.
- */
-export async function insertReservations(trx: Knex.Transaction, planned: readonly PlannedInsert[], record: { sql: string; params: unknown[] }): Promise<void> {
-  const column = <T>(f: (p: PlannedInsert) => T) => planned.map(f);
-  const lines = planned.flatMap((p) => p.lines.map((l) => ({ id: p.header.id, ...l })));
-  await query(
-    trx,
-    `WITH h AS (
+/** One request's record (Claimed.recordInline's statement) as the `recorded` CTE. */
+const recordedCte = builtOnce((recordSql) => `recorded AS (\n       ${recordSql}\n     )`);
+
+/** The CTEs of `reservationInserts` around the data-modifying CTEs that record the outcomes. */
+const reservationInsertCtes = builtOnce(
+  (recordCtes) => `h AS (
        INSERT INTO reservations (id, type, status, customer_id, caller, request_id, locking_strategy, expires_at, max_expires_at, confirmed_at)
        SELECT id, type, status, customer_id, caller, request_id, locking_strategy,
               now() + ttl_ms * interval '1 millisecond',
@@ -537,9 +584,27 @@ export async function insertReservations(trx: Knex.Transaction, planned: readonl
        SELECT h.id, l.sku_code, l.quantity, h.status, h.expires_at, h.created_at
          FROM unnest(?::uuid[], ?::text[], ?::int[]) AS l(reservation_id, sku_code, quantity)
          JOIN h ON h.id = l.reservation_id
-     ), ${record.sql}
-     SELECT 1`,
-    [
+     ), ${recordCtes}`,
+);
+
+/** The CTEs of `reservationInserts` as a statement of their own. */
+const insertStatement = builtOnce((ctes) => `WITH ${ctes}\nSELECT 1`);
+
+/**
+ * Reservations, their lines and idempotency records as data-modifying CTEs of one
+ * statement (h, lines, and `record`'s: the CTEs that record the outcomes, with their
+ * parameters), to run alone (insertReservations) or alongside a counter change
+ * (applyCounterChanges). Times are the database's (now(), the transaction's start):
+ * expiry is judged by the database clock only; `header` only supplies the id and the
+ * values decided here. One reservation for a request; a hot SKU's group commit
+ * inserts a batch.
+ */
+function reservationInserts(planned: readonly PlannedInsert[], record: { sql: string; params: unknown[] }): { ctes: string; params: unknown[] } {
+  const column = <T>(f: (p: PlannedInsert) => T) => planned.map(f);
+  const lines = planned.flatMap((p) => p.lines.map((l) => ({ id: p.header.id, ...l })));
+  return {
+    ctes: reservationInsertCtes(record.sql),
+    params: [
       column((p) => p.header.id),
       column((p) => p.header.type),
       column((p) => p.header.status),
@@ -554,5 +619,11 @@ export async function insertReservations(trx: Knex.Transaction, planned: readonl
       lines.map((l) => l.quantity),
       ...record.params,
     ],
-  );
+  };
+}
+
+/** reservationInserts, run as one statement. */
+export async function insertReservations(trx: Db, planned: readonly PlannedInsert[], record: { sql: string; params: unknown[] }): Promise<void> {
+  const insert = reservationInserts(planned, record);
+  await query(trx, insertStatement(insert.ctes), insert.params);
 }

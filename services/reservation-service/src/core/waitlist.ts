@@ -61,7 +61,6 @@ import {
   waitlistEntryNotFound,
   waitlistFull,
 } from "@holdfast/core";
-import type { Knex } from "knex";
 import type { Call, Deps } from "./context.js";
 import { toWaitlistEntry } from "./convert.js";
 import { loadReservations } from "./reads.js";
@@ -131,7 +130,7 @@ export interface JoinSpec {
  * For CreateHold(join_waitlist_if_short) too (not wired yet: see WAITLIST-WIP.md).
  */
 export async function joinInTransaction(
-  trx: Knex.Transaction,
+  trx: Db,
   deps: Deps,
   call: Call,
   spec: JoinSpec,
