@@ -119,6 +119,9 @@ describe("npm start (dev-stack launcher) with DATABASE_URL", () => {
     expect(services).to.have.length(2);
     launcher.child.kill("SIGKILL");
     await launcher.exited;
-    await waitUntil(() => services.every((pid) => !isAlive(pid)), 15_000, "the orphaned services to stop");
+    // They drain first (SHUTDOWN_GRACE_MS, 10 s at most, then the pools close): 15 s
+    // proved too tight once on a loaded machine (cause not found), so twice the grace
+    // plus margin; a service that never noticed its launcher died still fails this.
+    await waitUntil(() => services.every((pid) => !isAlive(pid)), 30_000, "the orphaned services to stop");
   });
 });
