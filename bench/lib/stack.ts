@@ -8,7 +8,7 @@ import path from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import pg from "pg";
-import { ensureDatabase, freePort, startEmbeddedPostgres } from "@holdfast/dev-stack";
+import { EPHEMERAL_LOOPBACK_PORTS, ensureDatabase, freePort, startEmbeddedPostgres } from "@holdfast/dev-stack";
 import { createKnex, migrateLatest } from "@holdfast/schema";
 import { BENCH_AUTH_ENV } from "../auth.js";
 
@@ -82,17 +82,6 @@ export interface ServiceProcess {
 
 const LEVELS: Record<number, string> = { 10: "trace", 20: "debug", 30: "info", 40: "warn", 50: "error", 60: "fatal" };
 
-/** Loopback listeners on ports the OS picks, for both services. */
-export const LOOPBACK_PORTS = {
-  GRPC_HOST: "127.0.0.1",
-  GRPC_PORT: "0",
-  HTTP_HOST: "127.0.0.1",
-  HTTP_PORT: "0",
-  WORKER_GRPC_HOST: "127.0.0.1",
-  WORKER_GRPC_PORT: "0",
-  WORKER_HTTP_HOST: "127.0.0.1",
-  WORKER_HTTP_PORT: "0",
-};
 
 /**
  * Starts a service (`@holdfast/reservation-service/main`, `@holdfast/expiry-worker/main`)
@@ -100,7 +89,7 @@ export const LOOPBACK_PORTS = {
  */
 export function startService(entry: string, env: Record<string, string>): Promise<ServiceProcess> {
   const child = spawn(process.execPath, [fileURLToPath(import.meta.resolve(entry))], {
-    env: { PATH: process.env.PATH, LOG_LEVEL: "info", ...BENCH_AUTH_ENV, ...LOOPBACK_PORTS, ...env },
+    env: { PATH: process.env.PATH, LOG_LEVEL: "info", ...BENCH_AUTH_ENV, ...EPHEMERAL_LOOPBACK_PORTS, ...env },
     stdio: ["ignore", "pipe", "inherit"],
   });
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));

@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
+import { EPHEMERAL_LOOPBACK_PORTS } from "@holdfast/dev-stack";
 import { TEST_AUTH_ENV } from "./auth.js";
 
 export type ServiceName = "reservation-service" | "expiry-worker";
@@ -33,16 +34,7 @@ function nodeArgs(service: ServiceName): string[] {
 }
 
 /** Every listener of both services on loopback, on a port the OS picks. */
-export const EPHEMERAL_LOOPBACK_PORTS: NodeJS.ProcessEnv = {
-  GRPC_HOST: "127.0.0.1",
-  GRPC_PORT: "0",
-  HTTP_HOST: "127.0.0.1",
-  HTTP_PORT: "0",
-  WORKER_GRPC_HOST: "127.0.0.1",
-  WORKER_GRPC_PORT: "0",
-  WORKER_HTTP_HOST: "127.0.0.1",
-  WORKER_HTTP_PORT: "0",
-};
+export { EPHEMERAL_LOOPBACK_PORTS };
 
 /** Environment for a service on ephemeral loopback ports. */
 function serviceEnv(databaseUrl: string, extra: NodeJS.ProcessEnv): NodeJS.ProcessEnv {

@@ -12,3 +12,15 @@ export function freePort(): Promise<number> {
     });
   });
 }
+
+/** Every listener of both services on loopback, on a port the OS picks (tests and benchmarks). */
+export const EPHEMERAL_LOOPBACK_PORTS = {
+  GRPC_HOST: "127.0.0.1",
+  GRPC_PORT: "0",
+  HTTP_HOST: "127.0.0.1",
+  HTTP_PORT: "0",
+  WORKER_GRPC_HOST: "127.0.0.1",
+  WORKER_GRPC_PORT: "0",
+  WORKER_HTTP_HOST: "127.0.0.1",
+  WORKER_HTTP_PORT: "0",
+};
