@@ -25,11 +25,11 @@ export interface BenchCluster {
   stop(): Promise<void>;
 }
 
-/** An embedded PostgreSQL in a temporary directory, removed by stop(). */
-export async function startBenchCluster(): Promise<BenchCluster> {
+/** An embedded PostgreSQL in a temporary directory, removed by stop(); `settings` are server settings (`-c`). */
+export async function startBenchCluster(settings?: Record<string, string>): Promise<BenchCluster> {
   const root = await mkdtemp(path.join(tmpdir(), "holdfast-bench-"));
   const dataDir = path.join(root, "data");
-  const cluster = await startEmbeddedPostgres({ dataDir, port: await freePort(), persistent: false });
+  const cluster = await startEmbeddedPostgres({ dataDir, port: await freePort(), persistent: false, settings });
   // postmaster.pid: its first line is the server's pid.
   const pid = Number((await readFile(path.join(dataDir, "postmaster.pid"), "utf8")).split("\n")[0]);
   const admin = async (sql: string) => {

@@ -20,6 +20,8 @@ export interface EmbeddedPostgresOptions {
   persistent: boolean;
   /** Trade durability for speed (tests only): fsync and synchronous_commit off. */
   fast?: boolean;
+  /** Further server settings (`-c name=value`), e.g. a benchmark's `shared_preload_libraries`. */
+  settings?: Record<string, string>;
   onLog?: (line: string) => void;
 }
 
@@ -169,6 +171,7 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
   }
   const flags = ["-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=", "-c", "max_connections=300"];
   if (options.fast) flags.push("-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off");
+  for (const [name, value] of Object.entries(options.settings ?? {})) flags.push("-c", `${name}=${value}`);
   const server = await spawnServer(options, flags);
   // If this process exits without stopping it (a crash), still stop the server.
   const onExit = () => server.kill("SIGINT");

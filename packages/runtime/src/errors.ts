@@ -2,6 +2,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import type { DescMessage, MessageInitShape } from "@bufbuild/protobuf";
 import { ErrorReason } from "@holdfast/contracts";
 import { BadRequestSchema, ErrorInfoSchema, RetryInfoSchema } from "@holdfast/contracts/rpc";
+import { isStalePlan } from "@holdfast/schema";
 
 /** `google.rpc.ErrorInfo.domain` of every error Holdfast raises. */
 export const ERROR_DOMAIN = "holdfast.inventory.v1";
@@ -133,11 +134,13 @@ const SQLSTATE_CLASS_INSUFFICIENT_RESOURCES = "53";
 /**
  * The database saying "not now" about work that is itself fine: a lock wait or a
  * statement timed out, a serialization failure or deadlock, the database shutting
- * down or short of resources, a lost or refused connection, no pooled connection in
+ * down or short of resources, a lost or refused connection, a statement prepared
+ * before a migration changed its result (query.ts), no pooled connection in
  * time. The same work may succeed later. Constraint violations are not among them:
  * the same work would meet them again.
  */
 export function isTransientDatabaseError(err: unknown): boolean {
+  if (isStalePlan(err)) return true;
   const code = errorCodeOf(err);
   switch (code) {
     case SQLSTATE_LOCK_NOT_AVAILABLE:
@@ -170,6 +173,13 @@ export function toConnectError(err: unknown): ConnectError {
   const code = errorCodeOf(err);
   if (code?.startsWith(SQLSTATE_CLASS_DATA_EXCEPTION) && code.length === 5) {
     return invalidArgumentFromDatabase(err);
+  }
+  if (isStalePlan(err)) {
+    // A statement prepared before a migration; its connection is dropped (query.ts).
+    return rpcError(Code.Aborted, ErrorReason.TRANSACTION_ABORTED, "the schema changed under the transaction; retry with the same request id", {
+      cause: err,
+      details: [retryAfter(50)],
+    });
   }
   switch (code) {
     case SQLSTATE_LOCK_NOT_AVAILABLE:

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { Knex } from 'knex';
 import type pg from 'pg';
 
@@ -35,11 +36,18 @@ export async function query<T>(db: Db, text: string, params: readonly unknown[] 
   }
   if (db.isTransaction !== true) {
     const client = db.client as KnexClient;
-    const connection = await client.acquireConnection();
-    try {
-      return await send<T>(connection, text, params);
-    } finally {
-      await client.releaseConnection(connection);
+    for (let attempt = 0; ; attempt++) {
+      const connection = await client.acquireConnection();
+      try {
+        return await send<T>(connection, text, params);
+      } catch (err) {
+        // A statement prepared before a migration changed what it returns failed before
+        // it ran (stalePlan disposed of the connection): once more, on another connection.
+        if (attempt === 0 && isStalePlan(err)) continue;
+        throw err;
+      } finally {
+        await client.releaseConnection(connection);
+      }
     }
   }
   const result = (await db.raw(text, params as Knex.RawBinding[])) as { rows: T[] };
@@ -52,13 +60,21 @@ export async function query<T>(db: Db, text: string, params: readonly unknown[] 
  * rethrown. `work` runs its statements with `query(trx, ...)`. A connection whose
  * ROLLBACK failed is not reused (Knex's pool drops connections marked disposed, as it
  * does those that reported an error or ended).
+ *
+ * The transaction's statements (all prepared, see `prepared`) run on generic plans,
+ * planned once per connection: these are the write paths of the RPCs (a claim, key
+ * lookups, inserts, guarded counter updates), whose best plan does not depend on the
+ * values. Left to choose, PostgreSQL re-plans them on every call, because it prices
+ * `unnest(?::text[])` at 100 rows in a generic plan and at the array's length in a
+ * custom one; issue 8 measured that re-planning at ~0.9 ms of its CPU per hold.
+ * `SET LOCAL` ends with the transaction, and it travels with BEGIN (one round trip).
  */
 export async function transaction<T>(knex: Knex, work: (trx: PgTransaction) => Promise<T>): Promise<T> {
   const client = knex.client as KnexClient;
   const connection = await client.acquireConnection();
   const trx = new PgTransaction(connection);
   try {
-    await connection.query('BEGIN');
+    await connection.query(BEGIN);
     let result: T;
     try {
       result = await work(trx);
@@ -78,6 +94,8 @@ export async function transaction<T>(knex: Knex, work: (trx: PgTransaction) => P
   }
 }
 
+const BEGIN = 'BEGIN; SET LOCAL plan_cache_mode = force_generic_plan';
+
 /** What `query` and `transaction` use of Knex's client (knex 3: its pool of pg connections). */
 interface KnexClient {
   acquireConnection(): Promise<PooledConnection>;
@@ -92,20 +110,41 @@ async function send<T>(connection: pg.ClientBase, text: string, params: readonly
   if (sql.count !== params.length) throw new Error(`Expected ${params.length} bindings, saw ${sql.count}`);
   if (params.includes(undefined)) throw new Error(`Undefined binding(s) detected for the query: ${sql.text}`);
   try {
-    const result = await connection.query(sql.text, params as unknown[]);
+    const result = await connection.query(prepared(connection, sql) ? { name: sql.name, text: sql.text, values: params as unknown[] } : { text: sql.text, values: params as unknown[] });
     return result.rows as T[];
   } catch (err) {
+    // The connection's prepared statements predate a migration that changed a result's
+    // columns; PostgreSQL will not re-plan such a statement. Knex's pool drops the
+    // connection when it is released, and every statement is prepared afresh on its
+    // successor. (Each pooled connection meets this once after such a migration.)
+    if (isStalePlan(err)) (connection as PooledConnection).__knex__disposed ??= err;
     // As Knex did: the statement in the message (not its values), for the logs.
     if (err instanceof Error) err.message = `${sql.text} - ${err.message}`;
     throw err;
   }
 }
 
+/**
+ * PostgreSQL refusing to run a prepared statement whose result columns a schema change
+ * altered (SQLSTATE 0A000, "cached plan must not change result type"). Nothing ran;
+ * the same work succeeds on a fresh connection, so it is safe to retry.
+ */
+export function isStalePlan(err: unknown): boolean {
+  return (err as { code?: unknown } | null)?.code === '0A000' && err instanceof Error && err.message.includes('cached plan must not change result type');
+}
+
+/** A statement in `$n` form: its text, its number of parameters, and its name as a prepared statement. */
+interface Positional {
+  text: string;
+  count: number;
+  name: string;
+}
+
 /** Texts in `$n` form, by their `?` form (the statements are a few hundred constants, and some built from them). */
-const POSITIONAL = new Map<string, { text: string; count: number }>();
+const POSITIONAL = new Map<string, Positional>();
 const POSITIONAL_MAX = 2_000;
 
-function positional(text: string): { text: string; count: number } {
+function positional(text: string): Positional {
   let converted = POSITIONAL.get(text);
   if (converted !== undefined) return converted;
   let count = 0;
@@ -114,10 +153,34 @@ function positional(text: string): { text: string; count: number } {
     if (match !== '?') throw new Error(`query: "${match}" is not supported (a parameter is "?", a literal question mark "\\?")`);
     return `$${++count}`;
   });
-  converted = { text: out, count };
+  // Named by a digest of the text, so that a name always means the same text, even
+  // after this cache has started over (node-postgres refuses a name reused for another).
+  converted = { text: out, count, name: `hf_${createHash('sha1').update(out).digest('base64url')}` };
   if (POSITIONAL.size >= POSITIONAL_MAX) POSITIONAL.clear();
   POSITIONAL.set(text, converted);
   return converted;
+}
+
+/**
+ * Statements are sent as named prepared statements, each parsed (and, once PostgreSQL
+ * settles on a generic plan, planned) once per connection instead of on every call:
+ * issue 8 measured planning alone at ~1 ms of PostgreSQL's CPU per hold, a third of
+ * the total, when node-postgres sent them unnamed. A prepared statement lives as long
+ * as its connection and costs the server memory, so a connection prepares at most
+ * PREPARED_PER_CONNECTION of them (Holdfast's statements are constants, a few hundred
+ * at most); anything past that is sent unnamed. Prepared statements are not undone
+ * by ROLLBACK, and PostgreSQL re-plans them itself when the schema changes.
+ */
+export const PREPARED_PER_CONNECTION = 500;
+const preparedCount = new WeakMap<pg.ClientBase, Set<string>>();
+
+function prepared(connection: pg.ClientBase, sql: Positional): boolean {
+  let names = preparedCount.get(connection);
+  if (names === undefined) preparedCount.set(connection, (names = new Set()));
+  if (names.has(sql.name)) return true;
+  if (names.size >= PREPARED_PER_CONNECTION) return false;
+  names.add(sql.name);
+  return true;
 }
 
 /**

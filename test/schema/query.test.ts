@@ -1,0 +1,89 @@
+import { expect } from "chai";
+import type { Knex } from "knex";
+import { Code } from "@connectrpc/connect";
+import { ErrorInfoSchema } from "@holdfast/contracts/rpc";
+import { toConnectError } from "@holdfast/runtime";
+import { PREPARED_PER_CONNECTION, createKnex, isStalePlan, query, transaction } from "@holdfast/schema";
+import { createTestDatabase, type TestDatabase } from "../support/database.js";
+import { rejectionOf } from "../support/assertions.js";
+
+// query() / transaction() send every statement as a named prepared statement, and a
+// transaction's statements run on generic plans (issue 8: re-parsing and re-planning
+// were a third of PostgreSQL's CPU per hold). One pooled connection here, so every
+// call below lands on the connection whose prepared statements it inspects.
+describe("shared schema: statements are prepared once per connection", () => {
+  let db: TestDatabase;
+  let knex: Knex;
+
+  before(async () => {
+    db = await createTestDatabase("query");
+    knex = createKnex({ url: db.url, poolMax: 1 });
+  });
+  after(async () => {
+    await knex?.destroy();
+    await db?.drop();
+  });
+
+  interface Prepared {
+    name: string;
+    generic_plans: string;
+    custom_plans: string;
+  }
+  const preparedAs = (text: string) =>
+    query<Prepared>(knex, `SELECT name, generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = ?`, [text]);
+
+  it("parses a transaction's statement once and runs it on one generic plan", async () => {
+    for (let i = 0; i < 8; i++) await transaction(knex, (trx) => query(trx, "SELECT code FROM skus WHERE code = ANY(?::text[])", [[`S-${i}`]]));
+    const [prepared] = await preparedAs("SELECT code FROM skus WHERE code = ANY($1::text[])");
+    expect(prepared, "prepared on the connection").to.not.equal(undefined);
+    expect(prepared!.name).to.match(/^hf_/);
+    // Left to choose, PostgreSQL would plan this one afresh each time (an array parameter).
+    expect(Number(prepared!.custom_plans)).to.equal(0);
+    expect(Number(prepared!.generic_plans)).to.be.at.least(8);
+  });
+
+  it("leaves statements outside a transaction to PostgreSQL's own choice of plan", async () => {
+    await transaction(knex, (trx) => query(trx, "SELECT 1 AS one"));
+    const [mode] = await query<{ plan_cache_mode: string }>(knex, "SHOW plan_cache_mode");
+    expect(mode!.plan_cache_mode).to.equal("auto");
+  });
+
+  it("recovers from a migration that changed a prepared statement's result: once per connection, retryable", async () => {
+    await knex.raw("CREATE TABLE query_probe (id int PRIMARY KEY, label text)");
+    const read = "SELECT label FROM query_probe WHERE id = ?";
+    await query(knex, "INSERT INTO query_probe VALUES (1, 'one')");
+    expect(await transaction(knex, (trx) => query(trx, read, [1]))).to.deep.equal([{ label: "one" }]);
+    // A column added elsewhere: PostgreSQL re-plans the statement by itself.
+    await knex.raw("ALTER TABLE query_probe ADD COLUMN extra int");
+    expect(await transaction(knex, (trx) => query(trx, read, [1]))).to.deep.equal([{ label: "one" }]);
+    // The result's type changed: PostgreSQL refuses the prepared statement. In a
+    // transaction that is the transaction's end (a retryable error, ABORTED for the
+    // caller); the connection is dropped, so the retry prepares it afresh.
+    await knex.raw("ALTER TABLE query_probe ALTER COLUMN label TYPE varchar(10)");
+    const stale = await rejectionOf(transaction(knex, (trx) => query(trx, read, [1])));
+    expect(isStalePlan(stale), String(stale)).to.equal(true);
+    const mapped = toConnectError(stale);
+    expect([mapped.code, mapped.findDetails(ErrorInfoSchema)[0]?.reason]).to.deep.equal([Code.Aborted, "TRANSACTION_ABORTED"]);
+    expect(await transaction(knex, (trx) => query(trx, read, [1]))).to.deep.equal([{ label: "one" }]);
+    // Outside a transaction nothing has run yet when it is refused: retried at once.
+    await knex.raw("ALTER TABLE query_probe ALTER COLUMN label TYPE text");
+    expect(await query(knex, read, [1])).to.deep.equal([{ label: "one" }]);
+  });
+
+  it("keeps a prepared statement usable after its transaction failed and rolled back", async () => {
+    const insert = "INSERT INTO query_probe (id, label) VALUES (?, ?)";
+    const duplicate = await rejectionOf(transaction(knex, (trx) => query(trx, insert, [1, "again"])));
+    expect(String(duplicate)).to.match(/query_probe_pkey/);
+    await transaction(knex, (trx) => query(trx, insert, [2, "two"]));
+    expect(await query(knex, "SELECT count(*)::int AS n FROM query_probe")).to.deep.equal([{ n: 2 }]);
+  });
+
+  it(`prepares at most ${PREPARED_PER_CONNECTION} statements on a connection and sends the rest unnamed`, async () => {
+    for (let i = 0; i <= PREPARED_PER_CONNECTION; i++) {
+      const [row] = await query<{ n: number }>(knex, `SELECT ?::int + ${i} AS n`, [1]);
+      expect(row!.n).to.equal(i + 1);
+    }
+    const [count] = await query<{ n: number }>(knex, "SELECT count(*)::int AS n FROM pg_prepared_statements");
+    expect(count!.n).to.equal(PREPARED_PER_CONNECTION);
+  });
+});
