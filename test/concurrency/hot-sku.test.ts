@@ -20,6 +20,7 @@ import { assertInvariants, checkConsistencyClean } from "../support/invariants.j
 import { startService, type ServiceProcess } from "../support/processes.js";
 import { outcome, range, type Outcome } from "../support/calls.js";
 import { testCaller } from "../support/auth.js";
+import { until } from "../support/wait.js";
 
 type Client = GrpcJsClient<typeof InventoryReservationService>;
 type HoldRequest = MessageInitShape<typeof CreateHoldRequestSchema> & { requestId: string };
@@ -42,7 +43,9 @@ describe("concurrency: a GROUP_COMMIT hot SKU on two reservation-service process
     this.timeout(60_000);
     db = await createTestDatabase("hot_sku");
     knex = createKnex({ url: db.url, poolMax: 4 });
-    const started = await Promise.allSettled([0, 1].map(() => startService("reservation-service", db.url)));
+    // Process 0 runs one batch of a SKU at a time (the failed-batch test counts on it),
+    // process 1 the default two (HOT_SKU_BATCHES_IN_FLIGHT).
+    const started = await Promise.allSettled([{ HOT_SKU_BATCHES_IN_FLIGHT: "1" }, {}].map((env) => startService("reservation-service", db.url, env)));
     for (const s of started) if (s.status === "fulfilled") processes.push(s.value);
     for (const s of started) if (s.status === "rejected") throw s.reason;
     for (const p of processes) {
@@ -286,6 +289,46 @@ describe("concurrency: a GROUP_COMMIT hot SKU on two reservation-service process
     expect(results.filter((r) => !r.ok).map((r) => !r.ok && r.failure.key)).to.deep.equal([]);
     expect(results.filter((r) => r.ok && r.value.reservation !== undefined)).to.have.length(3);
     expect(results.filter((r) => r.ok && r.value.waitlistEntries.length === 1)).to.have.length(3);
+    await assertInvariants(knex, [SKU]);
+    await checkConsistencyClean(admin(), [SKU]);
+  });
+
+  it("two batches of one SKU are in flight at once on a process: the second does its claim and inserts while the first waits for the row", async () => {
+    const SKU = "HOT-TWO";
+    await createHotSku(SKU, 100);
+    await teach(SKU);
+    const client = clients[1]!;
+    const since = await lastEvent();
+    const failedBefore = await metric(processes[1]!, "holdfast_hot_sku_batches_total", 'outcome="failed"');
+    /** The service's statements waiting for a row lock (ours, the row's holder, does not wait). */
+    const waiting = async () => {
+      const [{ n }] = await query<{ n: number }>(
+        knex,
+        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()`,
+      );
+      return n;
+    };
+    const rowHolder = await knex.transaction();
+    let holds: Promise<Outcome<CreateHoldResponse>>[] = [];
+    try {
+      await rowHolder.raw(`SELECT 1 FROM inventory WHERE sku_code = ? FOR UPDATE`, [SKU]);
+      holds.push(hold(client, { requestId: rid("two-a"), lines: [{ sku: SKU, quantity: 1 }] }));
+      await until("the first batch waits for the row", async () => (await waiting()) === 1);
+      holds.push(hold(client, { requestId: rid("two-b"), lines: [{ sku: SKU, quantity: 1 }] }));
+      // Well within lock_timeout (2 s), after which the first batch would fail and its
+      // hold wait again on the normal path.
+      await until("a second batch waits for the row too", async () => (await waiting()) === 2, 1_000);
+      // A third waits in the process for a batch of its own: no third transaction.
+      holds.push(hold(client, { requestId: rid("two-c"), lines: [{ sku: SKU, quantity: 1 }] }));
+      await new Promise((r) => setTimeout(r, 200));
+      expect(await waiting()).to.equal(2);
+    } finally {
+      await rowHolder.rollback();
+    }
+    const answers = await Promise.all(holds);
+    expect(answers.map((r) => (r.ok ? "OK" : r.failure.key))).to.deep.equal(["OK", "OK", "OK"]);
+    expect(await holdsPerTransaction(SKU, since)).to.deep.equal([1, 1, 1]);
+    expect(await metric(processes[1]!, "holdfast_hot_sku_batches_total", 'outcome="failed"')).to.equal(failedBefore);
     await assertInvariants(knex, [SKU]);
     await checkConsistencyClean(admin(), [SKU]);
   });

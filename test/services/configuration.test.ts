@@ -54,9 +54,10 @@ describe("configuration", () => {
     expect(strategy.join("\n")).to.match(/DEFAULT_LOCKING_STRATEGY: must be PESSIMISTIC or OPTIMISTIC/);
   });
 
-  it("admission limits: twice the pool in flight (plus a hot-SKU batch in the reservation-service) and twice that waiting unless set, bad values named", () => {
-    expect(loadReservationServiceConfig({ DATABASE_URL }).admission).to.deep.equal({ maxInFlight: 84, maxWaiting: 168, maxWaitMs: 500 });
-    expect(loadReservationServiceConfig({ DATABASE_URL, DATABASE_POOL_MAX: "4", HOT_SKU_MAX_BATCH: "16" }).admission).to.deep.equal({ maxInFlight: 24, maxWaiting: 48, maxWaitMs: 500 });
+  it("admission limits: twice the pool in flight (plus the hot-SKU batches in flight in the reservation-service) and twice that waiting unless set, bad values named", () => {
+    expect(loadReservationServiceConfig({ DATABASE_URL }).admission).to.deep.equal({ maxInFlight: 148, maxWaiting: 296, maxWaitMs: 500 });
+    expect(loadReservationServiceConfig({ DATABASE_URL, DATABASE_POOL_MAX: "4", HOT_SKU_MAX_BATCH: "16" }).admission).to.deep.equal({ maxInFlight: 40, maxWaiting: 80, maxWaitMs: 500 });
+    expect(loadReservationServiceConfig({ DATABASE_URL, DATABASE_POOL_MAX: "4", HOT_SKU_MAX_BATCH: "16", HOT_SKU_BATCHES_IN_FLIGHT: "1" }).admission).to.deep.equal({ maxInFlight: 24, maxWaiting: 48, maxWaitMs: 500 });
     expect(loadExpiryWorkerConfig({ DATABASE_URL }).admission).to.deep.equal({ maxInFlight: 20, maxWaiting: 40, maxWaitMs: 500 });
     expect(loadExpiryWorkerConfig({ DATABASE_URL, DATABASE_POOL_MAX: "3", MAX_CALLS_IN_FLIGHT: "5" }).admission).to.deep.equal({ maxInFlight: 5, maxWaiting: 10, maxWaitMs: 500 });
     expect(loadReservationServiceConfig({ DATABASE_URL, MAX_CALLS_IN_FLIGHT: "7", MAX_CALLS_WAITING: "0", MAX_CALL_WAIT_MS: "50" }).admission).to.deep.equal({

@@ -147,7 +147,7 @@ export const serverLimitsEnv = {
   GRPC_MAX_CONCURRENT_STREAMS: envVar.positiveInt(DEFAULT_MAX_CONCURRENT_STREAMS, 10_000),
   REQUEST_RECEIVE_TIMEOUT_MS: envVar.positiveInt(DEFAULT_REQUEST_RECEIVE_TIMEOUT_MS, 600_000),
   // Admission control (admission.ts, docs/operations.md "Overload"): unary calls served
-  // at once (default 2 x DATABASE_POOL_MAX, + HOT_SKU_MAX_BATCH in the reservation-service), calls that may wait for a slot (default
+  // at once (default 2 x DATABASE_POOL_MAX, + HOT_SKU_MAX_BATCH x HOT_SKU_BATCHES_IN_FLIGHT in the reservation-service), calls that may wait for a slot (default
   // 2 x MAX_CALLS_IN_FLIGHT; 0 = none wait) and how long; beyond, UNAVAILABLE / OVERLOADED.
   MAX_CALLS_IN_FLIGHT: envVar.optionalInt(1, 100_000),
   MAX_CALLS_WAITING: envVar.optionalInt(0, 100_000),
@@ -159,7 +159,7 @@ export const serverLimitsEnv = {
  * connection by default: one in its transaction while another is decoded,
  * authenticated or answered, so the pool stays busy without a queue in front of it;
  * plus `batched` calls that share one connection between them (the reservation-
- * service's hot-SKU batches: HOT_SKU_MAX_BATCH holds gathered while the pool is busy).
+ * service's hot-SKU batches: HOT_SKU_MAX_BATCH holds each, HOT_SKU_BATCHES_IN_FLIGHT batches).
  * Twice as many may wait: a burst is absorbed, and MAX_CALL_WAIT_MS, not the length
  * of the queue, bounds how long a call waits.
  */

@@ -42,6 +42,8 @@ const environment = z
     OVERDUE_HOLD_GRACE_MS: envVar.positiveInt(60_000, 24 * 3_600_000),
     // Holds per batch transaction of a GROUP_COMMIT SKU (docs/concurrency.md).
     HOT_SKU_MAX_BATCH: envVar.positiveInt(64, 1_000),
+    // Batch transactions of one GROUP_COMMIT SKU in flight at once per process (docs/concurrency.md).
+    HOT_SKU_BATCHES_IN_FLIGHT: envVar.positiveInt(2, 16),
   })
   .superRefine((env, ctx) => {
     checkAuthEnv(env, ctx);
@@ -72,8 +74,8 @@ const environment = z
     http: { host: env.HTTP_HOST, port: env.HTTP_PORT, allowedOrigins: env.CORS_ALLOWED_ORIGINS },
     maxMessageBytes: env.MAX_MESSAGE_BYTES,
     limits: serverLimits(env),
-    // A hot SKU's batch gathers up to HOT_SKU_MAX_BATCH calls onto one connection.
-    admission: admissionLimits(env, env.HOT_SKU_MAX_BATCH),
+    // A hot SKU's batches gather up to HOT_SKU_MAX_BATCH calls each onto one connection.
+    admission: admissionLimits(env, env.HOT_SKU_MAX_BATCH * env.HOT_SKU_BATCHES_IN_FLIGHT),
     requestLog: env.REQUEST_LOG,
     streamLimits: { perCustomer: env.MAX_STREAMS_PER_CUSTOMER, perCaller: env.MAX_STREAMS_PER_CALLER },
     reservations: {
@@ -87,6 +89,7 @@ const environment = z
       idempotencyWindowMs: env.IDEMPOTENCY_WINDOW_MS,
       overdueHoldGraceMs: env.OVERDUE_HOLD_GRACE_MS,
       hotSkuMaxBatch: env.HOT_SKU_MAX_BATCH,
+      hotSkuBatchesInFlight: env.HOT_SKU_BATCHES_IN_FLIGHT,
     } satisfies ReservationSettings,
   }));
 

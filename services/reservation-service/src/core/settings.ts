@@ -27,4 +27,6 @@ export interface ReservationSettings {
   overdueHoldGraceMs: number;
   /** HOT_SKU_MODE_GROUP_COMMIT: most holds one batch transaction makes. */
   hotSkuMaxBatch: number;
+  /** Batch transactions of one GROUP_COMMIT SKU in flight at once in this process (group-commit.ts). */
+  hotSkuBatchesInFlight: number;
 }
