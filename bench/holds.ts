@@ -25,7 +25,7 @@
 //
 //   npm run bench -- [--seconds 10] [--warmup 2] [--concurrency 16,64 (default: per scenario)]
 //                    [--scenario hot,spread,hot-group-commit]
-//                    [--strategies PESSIMISTIC,OPTIMISTIC] [--service-env KEY=VALUE,...] [--no-docs]
+//                    [--strategies PESSIMISTIC,OPTIMISTIC] [--service-env KEY=VALUE,...] [--statements] [--no-docs]
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
@@ -52,6 +52,7 @@ const { values } = parseArgs({
     strategies: { type: "string", default: "PESSIMISTIC,OPTIMISTIC" },
     "service-env": { type: "string", default: "" },
     "no-docs": { type: "boolean", default: false },
+    statements: { type: "boolean", default: false },
   },
 });
 const seconds = Number(values.seconds);
@@ -173,6 +174,13 @@ interface HoldfastResult extends Omit<Driven, "perSecond" | "seconds"> {
   holdsPerSecond: number;
   ratioToCeiling: number;
   ratioToStatements: number;
+  /**
+   * The ceiling's CPU per transaction (PostgreSQL + pgbench) ÷ Holdfast's CPU per hold
+   * (service + load generator + PostgreSQL): the ratio to the ceiling that the same
+   * cores would allow if both were CPU-bound, so what ratioToCeiling can reach on this
+   * machine at this cost per hold. Null when a figure is missing.
+   */
+  ratioCpuAllows: number | null;
   cpu: {
     serviceMicrosPerHold: number | null;
     loadGeneratorMicrosPerHold: number | null;
@@ -183,12 +191,52 @@ interface HoldfastResult extends Omit<Driven, "perSecond" | "seconds"> {
     postgresCores: number;
   };
   loadAverage1m: number;
+  /** With --statements: what PostgreSQL ran over the window, per granted hold, costliest first. */
+  statements?: StatementCost[];
+}
+
+interface StatementCost {
+  /** The statement's text, whitespace folded, cut at 100 characters. */
+  text: string;
+  callsPerHold: number;
+  execMicrosPerHold: number;
+  /** Planning, in µs per hold (pg_stat_statements.track_planning is on). */
+  planMicrosPerHold: number;
+}
+
+/**
+ * --statements: pg_stat_statements over a Holdfast window, to see where PostgreSQL's
+ * time per hold goes (issue 8 found re-planning this way). Loading it costs the
+ * server a little on every statement, so it is off unless asked for.
+ */
+const STATEMENTS_SETTINGS = { shared_preload_libraries: "pg_stat_statements", "pg_stat_statements.track_planning": "on" };
+
+/** What pg_stat_statements saw since its reset, costliest first: totals (calls, µs). */
+async function statementTotals(db: pg.Client): Promise<StatementCost[]> {
+  const { rows } = await db.query<{ query: string; calls: string; exec_ms: number; plan_ms: number }>(
+    `SELECT query, calls, total_exec_time AS exec_ms, total_plan_time AS plan_ms FROM pg_stat_statements
+      WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) AND query NOT LIKE '%pg_stat_statements%'
+      ORDER BY total_exec_time + total_plan_time DESC LIMIT 8`,
+  );
+  return rows.map((r) => ({ text: r.query.replace(/\s+/g, " ").slice(0, 100), callsPerHold: Number(r.calls), execMicrosPerHold: r.exec_ms * 1000, planMicrosPerHold: r.plan_ms * 1000 }));
+}
+
+/** Totals divided by the granted holds. */
+function perHold(totals: StatementCost[], holds: number): StatementCost[] {
+  const each = (x: number, digits = 0) => (holds === 0 ? 0 : round(x / holds, digits));
+  return totals.map((s) => ({ text: s.text, callsPerHold: each(s.callsPerHold, 2), execMicrosPerHold: each(s.execMicrosPerHold), planMicrosPerHold: each(s.planMicrosPerHold) }));
 }
 
 /** One strategy through the service: the load generator in a process of its own, CPU read at its window's edges. */
-async function measureHoldfast(cluster: BenchCluster, url: string, scenario: Scenario, clients: number, strategy: string, run: string): Promise<Omit<HoldfastResult, "ratioToCeiling" | "ratioToStatements">> {
+async function measureHoldfast(cluster: BenchCluster, url: string, scenario: Scenario, clients: number, strategy: string, run: string): Promise<Omit<HoldfastResult, "ratioToCeiling" | "ratioToStatements" | "ratioCpuAllows">> {
   const service = await startService("@holdfast/reservation-service/main", { DATABASE_URL: url, ...serviceEnv });
+  const stats = values.statements ? new pg.Client({ connectionString: url }) : undefined;
   try {
+    if (stats !== undefined) {
+      await stats.connect();
+      await stats.query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements");
+    }
+    let statements: StatementCost[] | undefined;
     const pid = service.child.pid!;
     const sampler = cpuSampler(cluster);
     let service0 = 0;
@@ -204,11 +252,14 @@ async function measureHoldfast(cluster: BenchCluster, url: string, scenario: Sce
     for await (const line of createInterface({ input: generator.stdout })) {
       const message = JSON.parse(line) as { window?: "start" | "end"; result?: Driven & { cpuMicros: number } };
       if (message.window === "start") {
+        await stats?.query("SELECT pg_stat_statements_reset()");
         sampler.start();
         service0 = processCpuMicros(pid);
       } else if (message.window === "end") {
         serviceCpu = processCpuMicros(pid) - service0;
         window = sampler.end();
+            // Totals now, as the window closes; per hold once the load generator reports.
+        if (stats !== undefined) statements = await statementTotals(stats);
       } else if (message.result !== undefined) {
         result = message.result;
       }
@@ -232,8 +283,10 @@ async function measureHoldfast(cluster: BenchCluster, url: string, scenario: Sce
         postgresCores: cores(window.postgres, window.seconds),
       },
       loadAverage1m: machine().loadAverage1m,
+      ...(statements === undefined ? {} : { statements: perHold(statements, holds) }),
     };
   } finally {
+    await stats?.end();
     await service.stop();
   }
 }
@@ -301,7 +354,12 @@ async function measureScenario(cluster: BenchCluster, scenario: Scenario, rows: 
     const holdfast: HoldfastResult[] = [];
     for (const strategy of strategiesOf(scenario)) {
       const measured = await onCopy((url) => measureHoldfast(cluster, url, scenario, clients, strategy, `${scenario.name}-${clients}-${strategy}`));
-      holdfast.push({ ...measured, ratioToCeiling: round(measured.holdsPerSecond / ceilings.oneStatement.txPerSecond, 2), ratioToStatements: round(measured.holdsPerSecond / ceilings.statements.txPerSecond, 2) });
+      holdfast.push({
+        ...measured,
+        ratioToCeiling: round(measured.holdsPerSecond / ceilings.oneStatement.txPerSecond, 2),
+        ratioToStatements: round(measured.holdsPerSecond / ceilings.statements.txPerSecond, 2),
+        ratioCpuAllows: cpuAllows(ceilings.oneStatement, measured.cpu),
+      });
     }
     const row: Row = { scenario: scenario.name, title: scenario.title, skus: scenario.skus, clients, ceilings, holdfast };
     rows.push(row);
@@ -337,10 +395,17 @@ interface Results {
   date: string;
   command: string;
   machine: { nproc: number; loadAverage1m: { start: number; end: number; min: number; max: number }; node: string; pgbench: string; postgres: string };
-  options: { seconds: number; warmup: number; concurrency: number[] | "per scenario"; scenarios: string[]; strategies: string[]; serviceEnv: Record<string, string> };
+  options: { seconds: number; warmup: number; concurrency: number[] | "per scenario"; scenarios: string[]; strategies: string[]; serviceEnv: Record<string, string>; statements: boolean };
   rows: Row[];
   skipped: string[];
   expiry?: ExpiryResult;
+}
+
+function cpuAllows(ceiling: CeilingResult, holdfast: HoldfastResult["cpu"]): number | null {
+  const { postgresMicrosPerTx, pgbenchMicrosPerTx } = ceiling.cpu;
+  const { serviceMicrosPerHold, loadGeneratorMicrosPerHold, postgresMicrosPerHold } = holdfast;
+  if (postgresMicrosPerTx === null || pgbenchMicrosPerTx === null || serviceMicrosPerHold === null || loadGeneratorMicrosPerHold === null || postgresMicrosPerHold === null) return null;
+  return round((postgresMicrosPerTx + pgbenchMicrosPerTx) / (serviceMicrosPerHold + loadGeneratorMicrosPerHold + postgresMicrosPerHold), 2);
 }
 
 function markdown(results: Results): string {
@@ -400,10 +465,10 @@ function markdown(results: Results): string {
   }
   lines.push(
     "",
-    "**Holdfast**: CreateHold over gRPC from a separate load-generator process. Ratios: holds/s ÷ the one-statement ceiling, and ÷ the service's statements (prepared), of the same scenario and clients. CPU in µs per granted hold; cores: average cores busy over the window, the machine's including the other work on it.",
+    "**Holdfast**: CreateHold over gRPC from a separate load-generator process. Ratios: holds/s ÷ the one-statement ceiling, and ÷ the service's statements (prepared), of the same scenario and clients. CPU in µs per granted hold; cores: average cores busy over the window, the machine's including the other work on it. *Ratio the CPU allows*: the ceiling's CPU per transaction (PostgreSQL + pgbench) ÷ Holdfast's CPU per hold (service + load generator + PostgreSQL), what the ratio to the ceiling can reach on these cores at this cost per hold.",
     "",
-    "| scenario | clients | strategy | holds/s | ratio to ceiling | ratio to the service's statements | p50 / p99 ms | refusals | service µs/hold | load generator µs/hold | PostgreSQL µs/hold | cores: service + load gen + PostgreSQL / machine | load avg |",
-    "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    "| scenario | clients | strategy | holds/s | ratio to ceiling | ratio the CPU allows | ratio to the service's statements | p50 / p99 ms | refusals | service µs/hold | load generator µs/hold | PostgreSQL µs/hold | cores: service + load gen + PostgreSQL / machine | load avg |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
   );
   for (const r of results.rows) {
     for (const h of r.holdfast) {
@@ -413,7 +478,20 @@ function markdown(results: Results): string {
         .map(([k, n]) => `${k} ${n} of ${total}`)
         .join(", ");
       const c = h.cpu;
-      push(r.title, r.clients, h.strategy, h.holdsPerSecond, h.ratioToCeiling, h.ratioToStatements, `${h.p50Ms} / ${h.p99Ms}`, refusals || "none", c.serviceMicrosPerHold, c.loadGeneratorMicrosPerHold, c.postgresMicrosPerHold, `${c.serviceCores} + ${c.loadGeneratorCores} + ${c.postgresCores} / ${c.machineCoresBusy}`, h.loadAverage1m);
+      push(r.title, r.clients, h.strategy, h.holdsPerSecond, h.ratioToCeiling, h.ratioCpuAllows, h.ratioToStatements, `${h.p50Ms} / ${h.p99Ms}`, refusals || "none", c.serviceMicrosPerHold, c.loadGeneratorMicrosPerHold, c.postgresMicrosPerHold, `${c.serviceCores} + ${c.loadGeneratorCores} + ${c.postgresCores} / ${c.machineCoresBusy}`, h.loadAverage1m);
+    }
+  }
+  const withStatements = results.rows.flatMap((r) => r.holdfast.filter((h) => h.statements !== undefined).map((h) => ({ r, h })));
+  if (withStatements.length > 0) {
+    lines.push(
+      "",
+      "**Statements** (`--statements`: pg_stat_statements over each Holdfast window, costliest first; per granted hold):",
+      "",
+      "| scenario | clients | strategy | statement | calls | execution µs (wall clock, lock waits included) | planning µs |",
+      "|---|---|---|---|---|---|---|",
+    );
+    for (const { r, h } of withStatements) {
+      for (const st of h.statements!) push(r.title, r.clients, h.strategy, `\`${st.text.replaceAll("|", "\\|")}\``, st.callsPerHold, st.execMicrosPerHold, st.planMicrosPerHold);
     }
   }
   if (results.skipped.length > 0) lines.push("", `Skipped (the server does not implement their policy yet): ${results.skipped.join(", ")}.`);
@@ -459,7 +537,7 @@ async function main(): Promise<void> {
   const sampleLoad = setInterval(() => loads.push(machine().loadAverage1m), 5000);
   const rows: Row[] = [];
   const skipped: string[] = [];
-  const cluster = await startBenchCluster();
+  const cluster = await startBenchCluster(values.statements ? STATEMENTS_SETTINGS : undefined);
   const postgres = await postgresVersion(cluster);
   try {
     for (const name of scenarioNames) {
@@ -476,7 +554,7 @@ async function main(): Promise<void> {
     date: new Date().toISOString(),
     command: COMMAND,
     machine: { nproc: machine().nproc, loadAverage1m: { start: loads[0]!, end: loads.at(-1)!, min: Math.min(...loads), max: Math.max(...loads) }, node: process.version, pgbench: await pgbenchVersion(), postgres },
-    options: { seconds, warmup, concurrency: concurrencyOption ?? "per scenario", scenarios: scenarioNames, strategies, serviceEnv },
+    options: { seconds, warmup, concurrency: concurrencyOption ?? "per scenario", scenarios: scenarioNames, strategies, serviceEnv, statements: values.statements },
     rows,
     skipped,
     expiry: await readExpiry(),
