@@ -14,5 +14,8 @@ export const BENCH_AUTH_ENV = { AUTH_JWT_SECRET: secret, AUTH_ISSUER: "holdfast-
 /** Environment for a client process the bench starts (its benchCaller then matches the services'). */
 export const BENCH_CLIENT_ENV = { [SECRET_VARIABLE]: secret };
 
+/** A token per role, as the services of the bench accept them. */
+export const benchTokens = await mintCallerTokens(secret, { issuer: "holdfast-bench", audience: "holdfast-bench", ttlSeconds: 24 * 3600 });
+
 /** grpc-js client options: createGrpcJsClient(service, address, undefined, benchCaller). */
-export const benchCaller = grpcCaller(await mintCallerTokens(secret, { issuer: "holdfast-bench", audience: "holdfast-bench", ttlSeconds: 24 * 3600 }));
+export const benchCaller = grpcCaller(benchTokens);

@@ -1,24 +1,31 @@
 -- One hold as the reservation-service sends it to PostgreSQL (PESSIMISTIC, one
--- SKU, stock available): one transaction of six round trips, BEGIN, the four
--- statements below, COMMIT, each statement the service's own text
--- (log_statement = all of a CreateHold), with literals where it binds parameters.
--- The counter statement comes last, so the hot row is locked from it to COMMIT:
--- one round trip and the commit.
+-- SKU, stock available): one transaction of four round trips, BEGIN, the two
+-- statements below, COMMIT, each the service's own text (log_statement = all of a
+-- CreateHold), with literals where it binds parameters:
+--   1. the claim of the request id, which also reads the SKU's policy and counters
+--      (packages/core/src/idempotency.ts claimKeys, with reserve.ts's read);
+--   2. the reservation, its line and the recorded response, in the same statement
+--      as the guarded counter update and its ledger event (reserve.ts, with
+--      packages/schema/src/ledger.ts APPLY_COUNTER_CHANGES and its `alongside` CTEs).
+-- The hot row is locked from the counter update until COMMIT: one round trip and
+-- the commit.
 --
 -- Not here, because the service sends them outside this transaction: the attempt
 -- rate limit's admission statement before it (fairness-controls.ts admitAttempt,
--- autocommitted), the NOTIFYs after it, and the request log (hold_attempts, one
--- multi-row INSERT per 50 ms). What differs from the service: the request id is
--- made by the claim (gen_random_uuid(); the service gets it from the client) and
--- the reservation id by the insert (the service makes it), handed on with \gset;
--- the request hash is made up; the recorded response is a CreateHoldResponse of
--- the usual size. The caller is spelt 'service:' || 'bench' because pgbench reads
--- a colon and a name as a variable even inside a string literal.
+-- autocommitted, and skipped for SKUs without a limit), the NOTIFYs after it, and
+-- the request log (hold_attempts, one multi-row INSERT per 50 ms). What differs
+-- from the service: the request id is made by the claim (gen_random_uuid(); the
+-- service gets it from the client) and the reservation id by the second statement
+-- (the service makes it), the first handed on with \gset; the request hash is made
+-- up; the recorded response is a CreateHoldResponse of the usual size. The caller is
+-- spelt 'service:' || 'bench' because pgbench reads a colon and a name as a variable
+-- even inside a string literal. This file copies the service's statements by hand:
+-- update it when idempotency.ts, reserve.ts or ledger.ts change them.
 --
 --   pgbench -n -M prepared -c 16 -j 2 -T 10 -D skus=10000 -f bench/pgbench/hold-statements.sql <url>
 \set i random(0, :skus - 1)
 BEGIN;
--- 1. Claim the request id (packages/core/src/idempotency.ts, Idempotency.claim).
+-- 1. Claim the request id and read the SKU (packages/core/src/idempotency.ts claimKeys).
 WITH k AS (SELECT gen_random_uuid()::text AS request_id, 'service:' || 'bench' AS caller),
 claim AS (
   INSERT INTO idempotency_records (caller, request_id, method, request_hash, state, expires_at, lease_expires_at)
@@ -37,16 +44,19 @@ claim AS (
 SELECT (SELECT count(*) FROM claim)::int AS claimed, (SELECT token FROM claim) AS token,
        (SELECT id FROM reservations WHERE caller = (SELECT caller FROM k) AND request_id = (SELECT request_id FROM k)) AS reservation_id,
        (SELECT id FROM waitlist_entries WHERE caller = (SELECT caller FROM k) AND request_id = (SELECT request_id FROM k) ORDER BY seq LIMIT 1) AS waitlist_entry_id,
-       now() AS now, (SELECT request_id FROM k) AS request_id, (SELECT caller FROM k) AS caller, 'B-' || lpad(:i::text, 5, '0') AS sku
+       now() AS now, (SELECT request_id FROM k) AS request_id, (SELECT caller FROM k) AS caller, 'B-' || lpad(:i::text, 5, '0') AS sku,
+       -- The SKU's policy and counters, no lock (reserve.ts's read, in the claim's statement).
+       (SELECT row_to_json(r)::text FROM (SELECT s.*, i.on_hand, i.reserved, i.allocated, i.available, i.version, i.waitlist_count
+                                              FROM skus s JOIN inventory i ON i.sku_code = s.code
+                                             WHERE s.code = 'B-' || lpad(:i::text, 5, '0')) r) AS sku_row
 \gset
--- 2. Read the SKU's policy and counters, no lock (reserve.ts reserveOnce).
-SELECT s.*, i.on_hand, i.reserved, i.allocated, i.available, i.version, i.waitlist_count
-  FROM skus s JOIN inventory i ON i.sku_code = s.code
- WHERE s.code = ANY(ARRAY[:sku::text]);
--- 3. The reservation, its line and the idempotency record (reserve.ts insertReservation).
-WITH h AS (
+-- 2. The reservation, its line and the recorded response (reserve.ts insertReservations'
+-- CTEs, `alongside`), and the counters with the ledger event, guarded, in one
+-- statement (packages/schema/src/ledger.ts APPLY_COUNTER_CHANGES).
+WITH rid AS (SELECT gen_random_uuid() AS id),
+h AS (
   INSERT INTO reservations (id, type, status, customer_id, caller, request_id, locking_strategy, expires_at, max_expires_at, confirmed_at)
-  VALUES (gen_random_uuid(), 'HOLD', 'HELD', 'c' || :client_id::text, :caller, :request_id, 'PESSIMISTIC',
+  VALUES ((SELECT id FROM rid), 'HOLD', 'HELD', 'c' || :client_id::text, :caller, :request_id, 'PESSIMISTIC',
           now() + 3600000::bigint * interval '1 millisecond',
           now() + 7200000::bigint * interval '1 millisecond',
           CASE WHEN 'HELD'::text = 'ALLOCATED' THEN now() END)
@@ -60,13 +70,10 @@ WITH h AS (
          response = '\x0a80010a2466373865663430652d316462382d343862362d383639332d31313032613033653236366210011801220263312a0b0a07422d3030303030100130023a0c0894fe87d80610c0ea8ea802420c0894fe87d80610c0ea8ea8024a0c08a49a88d80610c0ea8ea8026a0268317a13736572766963653a6465762d73657276696365'::bytea,
          completed_at = now()
    WHERE caller = :caller AND request_id = :request_id
-)
-SELECT id AS reservation FROM h
-\gset
--- 4. The counters and the ledger event, guarded (packages/schema/src/ledger.ts APPLY_COUNTER_CHANGES).
-WITH ch AS (
+),
+ch AS (
   SELECT *
-    FROM unnest(ARRAY[0]::int[], ARRAY[:sku::text], ARRAY['HOLD_CREATED']::text[], ARRAY[:reservation::uuid], ARRAY[0]::bigint[], ARRAY[1]::bigint[], ARRAY[0]::bigint[], ARRAY[NULL]::text[])
+    FROM unnest(ARRAY[0]::int[], ARRAY[:sku::text], ARRAY['HOLD_CREATED']::text[], ARRAY[(SELECT id FROM rid)], ARRAY[0]::bigint[], ARRAY[1]::bigint[], ARRAY[0]::bigint[], ARRAY[NULL]::text[])
       AS t(ord, sku_code, operation, reservation_id, d_on_hand, d_reserved, d_allocated, reason)
 ),
 expected AS (
