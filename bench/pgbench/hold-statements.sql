@@ -1,7 +1,9 @@
 -- One hold as the reservation-service sends it to PostgreSQL (PESSIMISTIC, one
 -- SKU, stock available): one transaction of four round trips, BEGIN, the two
--- statements below, COMMIT, each the service's own text (log_statement = all of a
--- CreateHold), with literals where it binds parameters:
+-- statements below, COMMIT, taken from the service's text (log_statement = all of a
+-- CreateHold), with literals where it binds parameters and the SKU's read as a
+-- subquery of the claim's SELECT (the service's claim statement carries it as a
+-- CTE of its own):
 --   1. the claim of the request id, which also reads the SKU's policy and counters
 --      (packages/core/src/idempotency.ts claimKeys, with reserve.ts's read);
 --   2. the reservation, its line and the recorded response, in the same statement
