@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Knex } from 'knex';
-import type pg from 'pg';
+import pg from 'pg';
 
 /**
  * A transaction opened by `transaction`: its statements go to its pooled pg connection
@@ -41,8 +41,8 @@ export async function query<T>(db: Db, text: string, params: readonly unknown[] 
       try {
         return await send<T>(connection, text, params);
       } catch (err) {
-        // A statement prepared before a migration changed what it returns failed before
-        // it ran (stalePlan disposed of the connection): once more, on another connection.
+        // A statement prepared before a migration failed before it ran (see `send`):
+        // once more, prepared afresh.
         if (attempt === 0 && isStalePlan(err)) continue;
         throw err;
       } finally {
@@ -105,19 +105,32 @@ interface KnexClient {
 /** A pg connection of Knex's pool; Knex destroys it instead of reusing it once `__knex__disposed` is set. */
 type PooledConnection = pg.ClientBase & { __knex__disposed?: unknown };
 
-async function send<T>(connection: pg.ClientBase, text: string, params: readonly unknown[]): Promise<T[]> {
+async function send<T>(connection: PooledConnection, text: string, params: readonly unknown[]): Promise<T[]> {
   const sql = positional(text);
   if (sql.count !== params.length) throw new Error(`Expected ${params.length} bindings, saw ${sql.count}`);
   if (params.includes(undefined)) throw new Error(`Undefined binding(s) detected for the query: ${sql.text}`);
+  const prepared = preparedOn(connection);
+  const name = `hf${generation}_${sql.digest}`;
+  const known = prepared.names.has(name);
+  const named = known || prepared.names.size < PREPARED_PER_CONNECTION;
+  const values = params as unknown[];
   try {
-    const result = await connection.query(prepared(connection, sql) ? { name: sql.name, text: sql.text, values: params as unknown[] } : { text: sql.text, values: params as unknown[] });
+    const result = await connection.query(named ? { name, text: sql.text, values } : { text: sql.text, values });
+    if (named) prepared.names.add(name);
     return result.rows as T[];
   } catch (err) {
-    // The connection's prepared statements predate a migration that changed a result's
-    // columns; PostgreSQL will not re-plan such a statement. Knex's pool drops the
-    // connection when it is released, and every statement is prepared afresh on its
-    // successor. (Each pooled connection meets this once after such a migration.)
-    if (isStalePlan(err)) (connection as PooledConnection).__knex__disposed ??= err;
+    if (named && !(err instanceof pg.DatabaseError)) {
+      // node-postgres failed on its side (a value it could not convert) after it may
+      // have sent the statement's Parse and then closed it: what the connection has
+      // prepared is no longer known, so the pool drops it.
+      connection.__knex__disposed ??= err;
+    } else if (known && isSchemaChange(err)) {
+      // A statement that ran on this connection before now fails before running: the
+      // schema changed under it (see GENERATION).
+      if (prepared.generation === generation) generation++;
+      STALE.add(err as object);
+      connection.__knex__disposed ??= err;
+    }
     // As Knex did: the statement in the message (not its values), for the logs.
     if (err instanceof Error) err.message = `${sql.text} - ${err.message}`;
     throw err;
@@ -125,19 +138,46 @@ async function send<T>(connection: pg.ClientBase, text: string, params: readonly
 }
 
 /**
- * PostgreSQL refusing to run a prepared statement whose result columns a schema change
- * altered (SQLSTATE 0A000, "cached plan must not change result type"). Nothing ran;
- * the same work succeeds on a fresh connection, so it is safe to retry.
+ * Prepared statements and migrations. A prepared statement keeps the parameter and
+ * result types of the schema it was parsed against. After a migration PostgreSQL
+ * re-plans it by itself when it can; when it cannot, the statement fails without
+ * having run: "cached plan must not change result type" (0A000, a statement whose
+ * result columns changed, e.g. `RETURNING *` after ADD COLUMN), a type error against
+ * a column whose type changed (class 42, e.g. a parameter parsed as text compared
+ * with a column now uuid), or 26000 (the statement is gone). Such a failure of a
+ * statement that already ran on that connection is taken as a schema change:
+ * `generation`, which every statement's name carries, goes up, so every connection
+ * prepares every statement afresh under new names; and every connection that
+ * prepared statements under an older generation is dropped by the pool once its
+ * current use ends (its old statements go with it). The failed statement is retried
+ * at once outside a transaction (`query`); inside one, the error is marked
+ * (`isStalePlan`) and the call is answered ABORTED, retryable.
+ */
+let generation = 0;
+const STALE = new WeakSet<object>();
+
+function isSchemaChange(err: unknown): boolean {
+  const { code, routine } = err as { code?: unknown; routine?: unknown };
+  if (typeof code !== 'string') return false;
+  // The routine, not the message, which the server may translate (lc_messages).
+  return (code === '0A000' && routine === 'RevalidateCachedQuery') || code === '26000' || code.startsWith('42');
+}
+
+/**
+ * A statement that had been prepared on its connection before a schema change, and
+ * failed for it before running (see `generation`): safe to retry, and a retry is
+ * prepared afresh.
  */
 export function isStalePlan(err: unknown): boolean {
-  return (err as { code?: unknown } | null)?.code === '0A000' && err instanceof Error && err.message.includes('cached plan must not change result type');
+  return typeof err === 'object' && err !== null && STALE.has(err);
 }
 
 /** A statement in `$n` form: its text, its number of parameters, and its name as a prepared statement. */
 interface Positional {
   text: string;
   count: number;
-  name: string;
+  /** A digest of the text, the stable part of its prepared statement's name. */
+  digest: string;
 }
 
 /** Texts in `$n` form, by their `?` form (the statements are a few hundred constants, and some built from them). */
@@ -155,7 +195,7 @@ function positional(text: string): Positional {
   });
   // Named by a digest of the text, so that a name always means the same text, even
   // after this cache has started over (node-postgres refuses a name reused for another).
-  converted = { text: out, count, name: `hf_${createHash('sha1').update(out).digest('base64url')}` };
+  converted = { text: out, count, digest: createHash('sha1').update(out).digest('base64url') };
   if (POSITIONAL.size >= POSITIONAL_MAX) POSITIONAL.clear();
   POSITIONAL.set(text, converted);
   return converted;
@@ -169,18 +209,29 @@ function positional(text: string): Positional {
  * as its connection and costs the server memory, so a connection prepares at most
  * PREPARED_PER_CONNECTION of them (Holdfast's statements are constants, a few hundred
  * at most); anything past that is sent unnamed. Prepared statements are not undone
- * by ROLLBACK, and PostgreSQL re-plans them itself when the schema changes.
+ * by ROLLBACK. After a migration PostgreSQL re-plans them itself, or refuses them
+ * (see `generation`).
  */
 export const PREPARED_PER_CONNECTION = 500;
-const preparedCount = new WeakMap<pg.ClientBase, Set<string>>();
 
-function prepared(connection: pg.ClientBase, sql: Positional): boolean {
-  let names = preparedCount.get(connection);
-  if (names === undefined) preparedCount.set(connection, (names = new Set()));
-  if (names.has(sql.name)) return true;
-  if (names.size >= PREPARED_PER_CONNECTION) return false;
-  names.add(sql.name);
-  return true;
+/** What a connection has prepared: the names, all of one generation. */
+interface Prepared {
+  generation: number;
+  names: Set<string>;
+}
+const PREPARED = new WeakMap<pg.ClientBase, Prepared>();
+
+function preparedOn(connection: PooledConnection): Prepared {
+  let prepared = PREPARED.get(connection);
+  if (prepared === undefined) {
+    PREPARED.set(connection, (prepared = { generation, names: new Set() }));
+  } else if (prepared.generation !== generation) {
+    // Its statements predate a schema change: the pool drops it once this use ends.
+    connection.__knex__disposed ??= new Error('prepared statements predate a schema change');
+    prepared.generation = generation;
+    prepared.names.clear();
+  }
+  return prepared;
 }
 
 /**

@@ -181,37 +181,47 @@ export class GroupCommit {
         queue.leaders++;
         // After this turn of the event loop: the holds that arrived with this one (a
         // burst comes in a few reads of the connection) start in one batch with it.
-        setImmediate(() => void this.lead(hold.sku, queue));
+        setImmediate(() => {
+          this.lead(hold.sku, queue).catch((err: unknown) => this.deps.logger.error({ err, sku: hold.sku }, "hot-SKU batch leader failed"));
+        });
       }
     });
   }
 
   /** Runs the SKU's batches one after the other until nobody waits (one of its leaders). */
   private async lead(sku: string, queue: { waiting: Member[]; leaders: number }): Promise<void> {
-    while (queue.waiting.length > 0) {
-      const batch = this.take(queue.waiting);
-      if (batch.length === 0) continue;
-      let answers: Map<Member, Answer>;
-      try {
-        answers = await this.commit(sku, batch);
-        this.stats.batches.committed++;
-      } catch (err) {
-        // Nothing was answered from the failed transaction: every member takes the
-        // normal path (a COMMIT whose fate is unknown is replayed there).
-        this.deps.logger.info({ err, sku, holds: batch.length }, "hot-SKU batch failed; its holds take the normal path");
-        this.stats.batches.failed++;
-        answers = new Map();
-      }
-      for (const member of batch) {
-        const answer = answers.get(member);
-        if (answer === undefined) this.stats.holds.normal++;
-        else if ("response" in answer) this.stats.holds.granted++;
-        else if (answer.dropped === true) this.stats.holds.dropped++;
-        else this.stats.holds.refused++;
-        member.settle(answer);
-      }
+    try {
+      while (queue.waiting.length > 0) await this.runBatch(sku, queue.waiting);
+    } finally {
+      // Even if a batch threw past its own handling: a leader counted forever would
+      // leave the SKU's holds waiting for one that never comes.
+      if (--queue.leaders === 0) this.queues.delete(sku);
     }
-    if (--queue.leaders === 0) this.queues.delete(sku);
+  }
+
+  /** One batch from the head of `waiting`: committed, and every member answered. */
+  private async runBatch(sku: string, waiting: Member[]): Promise<void> {
+    const batch = this.take(waiting);
+    if (batch.length === 0) return;
+    let answers: Map<Member, Answer>;
+    try {
+      answers = await this.commit(sku, batch);
+      this.stats.batches.committed++;
+    } catch (err) {
+      // Nothing was answered from the failed transaction: every member takes the
+      // normal path (a COMMIT whose fate is unknown is replayed there).
+      this.deps.logger.info({ err, sku, holds: batch.length }, "hot-SKU batch failed; its holds take the normal path");
+      this.stats.batches.failed++;
+      answers = new Map();
+    }
+    for (const member of batch) {
+      const answer = answers.get(member);
+      if (answer === undefined) this.stats.holds.normal++;
+      else if ("response" in answer) this.stats.holds.granted++;
+      else if (answer.dropped === true) this.stats.holds.dropped++;
+      else this.stats.holds.refused++;
+      member.settle(answer);
+    }
   }
 
   /** Up to the maximum batch from the head of the queue, without callers that left and without a second hold of one request id. */
