@@ -394,6 +394,8 @@ async function readExpiry(): Promise<ExpiryResult | undefined> {
 interface Results {
   date: string;
   command: string;
+  /** The commit measured (`git describe --always --dirty`), if this is a git checkout. */
+  commit?: string;
   machine: { nproc: number; loadAverage1m: { start: number; end: number; min: number; max: number }; node: string; pgbench: string; postgres: string };
   options: { seconds: number; warmup: number; concurrency: number[] | "per scenario"; scenarios: string[]; strategies: string[]; serviceEnv: Record<string, string>; statements: boolean };
   rows: Row[];
@@ -413,7 +415,7 @@ function markdown(results: Results): string {
   const push = (...cells: (string | number | null)[]) => lines.push(`| ${cells.map((c) => c ?? "–").join(" | ")} |`);
   const load = results.machine.loadAverage1m;
   lines.push(
-    `Produced by \`${results.command}\` on ${results.date.slice(0, 16).replace("T", " ")} UTC: ${results.machine.nproc} cores, ` +
+    `Produced by \`${results.command}\`${results.commit === undefined ? "" : ` at ${results.commit}`} on ${results.date.slice(0, 16).replace("T", " ")} UTC: ${results.machine.nproc} cores, ` +
       `1-minute load average ${load.min}–${load.max} during the run (${load.start} at its start, ${load.end} at its end), ` +
       `node ${results.machine.node}, ${results.machine.postgres} (embedded, \`synchronous_commit = on\`), ${results.machine.pgbench}; ` +
       `${results.options.seconds} s measured after ${results.options.warmup} s of warm-up per measurement` +
@@ -511,6 +513,17 @@ async function writeDocs(table: string): Promise<void> {
   await writeFile(DOCS, `${text.slice(0, from + START.length)}\n${table}\n${text.slice(to)}`);
 }
 
+/** The checkout's commit (`-dirty` with local changes), or undefined outside a git checkout. */
+function gitDescribe(): Promise<string | undefined> {
+  return new Promise((resolve) => {
+    const child = spawn("git", ["describe", "--always", "--dirty"], { cwd: here("../.."), stdio: ["ignore", "pipe", "ignore"] });
+    let out = "";
+    child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+    child.once("error", () => resolve(undefined));
+    child.once("exit", (code) => resolve(code === 0 && out.trim() !== "" ? out.trim() : undefined));
+  });
+}
+
 function pgbenchVersion(): Promise<string> {
   return new Promise((resolve) => {
     const child = spawn(PGBENCH, ["--version"], { stdio: ["ignore", "pipe", "ignore"] });
@@ -553,6 +566,7 @@ async function main(): Promise<void> {
   const results: Results = {
     date: new Date().toISOString(),
     command: COMMAND,
+    commit: await gitDescribe(),
     machine: { nproc: machine().nproc, loadAverage1m: { start: loads[0]!, end: loads.at(-1)!, min: Math.min(...loads), max: Math.max(...loads) }, node: process.version, pgbench: await pgbenchVersion(), postgres },
     options: { seconds, warmup, concurrency: concurrencyOption ?? "per scenario", scenarios: scenarioNames, strategies, serviceEnv, statements: values.statements },
     rows,
