@@ -339,11 +339,15 @@ async function measureScenario(cluster: BenchCluster, scenario: Scenario, rows: 
   const template = await scenarioTemplate(cluster, scenario);
   if (template === undefined) return false;
   let copies = 0;
-  // Each measurement on a fresh copy of the template, dropped afterwards.
+  // Each measurement on a fresh copy of the template, dropped afterwards, and after a
+  // checkpoint: the copy and the measurement before it leave dirty buffers and WAL that
+  // the server would otherwise write out (and count as its CPU) during this one.
   const onCopy = async <T>(work: (url: string) => Promise<T>): Promise<T> => {
     const name = `${template}_${++copies}`;
     try {
-      return await work(await cluster.copy(template, name));
+      const url = await cluster.copy(template, name);
+      await cluster.checkpoint();
+      return await work(url);
     } finally {
       await cluster.drop(name);
     }

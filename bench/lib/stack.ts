@@ -22,6 +22,8 @@ export interface BenchCluster {
   /** A fresh copy of `template` (which nobody may be connected to) named `database`. */
   copy(template: string, database: string): Promise<string>;
   drop(database: string): Promise<void>;
+  /** Writes every dirty buffer out now, so that the next measurement does not pay for the last one's. */
+  checkpoint(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -59,6 +61,7 @@ export async function startBenchCluster(settings?: Record<string, string>): Prom
       return cluster.url(database);
     },
     drop: (database) => admin(`DROP DATABASE IF EXISTS ${pg.escapeIdentifier(database)} WITH (FORCE)`),
+    checkpoint: () => admin("CHECKPOINT"),
     async stop() {
       await cluster.stop();
       await rm(root, { recursive: true, force: true });
