@@ -211,20 +211,27 @@ interface StatementCost {
  */
 const STATEMENTS_SETTINGS = { shared_preload_libraries: "pg_stat_statements", "pg_stat_statements.track_planning": "on" };
 
-/** What pg_stat_statements saw since its reset, costliest first: totals (calls, µs). */
-async function statementTotals(db: pg.Client): Promise<StatementCost[]> {
+/** What pg_stat_statements saw since its reset, costliest first: totals. */
+interface StatementTotals {
+  text: string;
+  calls: number;
+  execMicros: number;
+  planMicros: number;
+}
+
+async function statementTotals(db: pg.Client): Promise<StatementTotals[]> {
   const { rows } = await db.query<{ query: string; calls: string; exec_ms: number; plan_ms: number }>(
     `SELECT query, calls, total_exec_time AS exec_ms, total_plan_time AS plan_ms FROM pg_stat_statements
       WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) AND query NOT LIKE '%pg_stat_statements%'
       ORDER BY total_exec_time + total_plan_time DESC LIMIT 8`,
   );
-  return rows.map((r) => ({ text: r.query.replace(/\s+/g, " ").slice(0, 100), callsPerHold: Number(r.calls), execMicrosPerHold: r.exec_ms * 1000, planMicrosPerHold: r.plan_ms * 1000 }));
+  return rows.map((r) => ({ text: r.query.replace(/\s+/g, " ").slice(0, 100), calls: Number(r.calls), execMicros: r.exec_ms * 1000, planMicros: r.plan_ms * 1000 }));
 }
 
 /** Totals divided by the granted holds. */
-function perHold(totals: StatementCost[], holds: number): StatementCost[] {
+function perHold(totals: StatementTotals[], holds: number): StatementCost[] {
   const each = (x: number, digits = 0) => (holds === 0 ? 0 : round(x / holds, digits));
-  return totals.map((s) => ({ text: s.text, callsPerHold: each(s.callsPerHold, 2), execMicrosPerHold: each(s.execMicrosPerHold), planMicrosPerHold: each(s.planMicrosPerHold) }));
+  return totals.map((t) => ({ text: t.text, callsPerHold: each(t.calls, 2), execMicrosPerHold: each(t.execMicros), planMicrosPerHold: each(t.planMicros) }));
 }
 
 /** One strategy through the service: the load generator in a process of its own, CPU read at its window's edges. */
@@ -236,7 +243,7 @@ async function measureHoldfast(cluster: BenchCluster, url: string, scenario: Sce
       await stats.connect();
       await stats.query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements");
     }
-    let statements: StatementCost[] | undefined;
+    let statements: StatementTotals[] | undefined;
     const pid = service.child.pid!;
     const sampler = cpuSampler(cluster);
     let service0 = 0;

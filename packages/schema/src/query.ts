@@ -61,7 +61,7 @@ export async function query<T>(db: Db, text: string, params: readonly unknown[] 
  * ROLLBACK failed is not reused (Knex's pool drops connections marked disposed, as it
  * does those that reported an error or ended).
  *
- * The transaction's statements (all prepared, see `prepared`) run on generic plans,
+ * The transaction's statements (all prepared, see PREPARED_PER_CONNECTION) run on generic plans,
  * planned once per connection: these are the write paths of the RPCs (a claim, key
  * lookups, inserts, guarded counter updates), whose best plan does not depend on the
  * values. Left to choose, PostgreSQL re-plans them on every call, because it prices
@@ -126,7 +126,7 @@ async function send<T>(connection: PooledConnection, text: string, params: reado
       connection.__knex__disposed ??= err;
     } else if (known && isSchemaChange(err)) {
       // A statement that ran on this connection before now fails before running: the
-      // schema changed under it (see GENERATION).
+      // schema changed under it (see `generation`).
       if (prepared.generation === generation) generation++;
       STALE.add(err as object);
       connection.__knex__disposed ??= err;
@@ -172,7 +172,7 @@ export function isStalePlan(err: unknown): boolean {
   return typeof err === 'object' && err !== null && STALE.has(err);
 }
 
-/** A statement in `$n` form: its text, its number of parameters, and its name as a prepared statement. */
+/** A statement in `$n` form: its text, its number of parameters, and the digest its prepared statement's name carries. */
 interface Positional {
   text: string;
   count: number;
