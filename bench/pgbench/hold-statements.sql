@@ -1,34 +1,38 @@
 -- One hold as the reservation-service sends it to PostgreSQL (PESSIMISTIC, one
--- SKU, stock available): one transaction of four round trips, BEGIN, the two
--- statements below, COMMIT, taken from the service's text (log_statement = all of a
--- CreateHold), with literals where it binds parameters and the SKU's read as a
--- subquery of the claim's SELECT (the service's claim statement carries it as a
--- CTE of its own):
---   1. the claim of the request id, which also reads the SKU's policy and counters
---      (packages/core/src/idempotency.ts claimKeys, with reserve.ts's read);
+-- SKU, stock available): one transaction of two round trips, each a pipeline of two
+-- messages, taken from the service's text (log_statement = all of a CreateHold),
+-- with literals where it binds parameters and the SKU's read as a subquery of the
+-- claim's SELECT (the service's claim statement carries it as a CTE of its own):
+--   1. BEGIN, and behind it, without waiting for its answer, the claim of the request
+--      id, which also reads the SKU's policy and counters
+--      (packages/schema/src/query.ts transaction; packages/core/src/idempotency.ts
+--      claimKeys, with reserve.ts's read);
 --   2. the reservation, its line and the recorded response, in the same statement
 --      as the guarded counter update and its ledger event (reserve.ts, with
---      packages/schema/src/ledger.ts APPLY_COUNTER_CHANGES and its `alongside` CTEs).
--- The hot row is locked from the counter update until COMMIT: one round trip and
--- the commit.
+--      packages/schema/src/ledger.ts APPLY_COUNTER_CHANGES, its `alongside` CTEs and
+--      its `finish` check), and behind it the COMMIT (query.ts commitWith).
+-- The hot row is locked from the counter update until the commit's flush: no round
+-- trip through the client in between.
 --
 -- Not here, because the service sends them outside this transaction: the attempt
 -- rate limit's admission statement before it (fairness-controls.ts admitAttempt,
 -- autocommitted, and skipped for SKUs without a limit), the NOTIFYs after it, and
 -- the request log (hold_attempts, one multi-row INSERT per 50 ms). What differs
--- from the service: the request id is made by the claim (gen_random_uuid(); the
--- service gets it from the client) and the reservation id by the second statement
--- (the service makes it), the first handed on with \gset; the request hash is made
--- up; the recorded response is a CreateHoldResponse of the usual size. The caller is
--- spelt 'service:' || 'bench' because pgbench reads a colon and a name as a variable
--- even inside a string literal. This file copies the service's statements by hand:
+-- from the service: the request id is the client's number and a random one (the
+-- service gets it from the client), the reservation id is made by the second
+-- statement (the service makes it); the request hash is made up; the recorded
+-- response is a CreateHoldResponse of the usual size. The caller is spelt
+-- 'service:' || 'bench' because pgbench reads a colon and a name as a variable even
+-- inside a string literal. This file copies the service's statements by hand:
 -- update it when idempotency.ts, reserve.ts or ledger.ts change them.
 --
 --   pgbench -n -M prepared -c 16 -j 2 -T 10 -D skus=10000 -f bench/pgbench/hold-statements.sql <url>
 \set i random(0, :skus - 1)
+\set r random(1, 1000000000000000)
+\startpipeline
 BEGIN;
 -- 1. Claim the request id and read the SKU (packages/core/src/idempotency.ts claimKeys).
-WITH k AS (SELECT gen_random_uuid()::text AS request_id, 'service:' || 'bench' AS caller),
+WITH k AS (SELECT :client_id::text || '-' || :r::text AS request_id, 'service:' || 'bench' AS caller),
 claim AS (
   INSERT INTO idempotency_records (caller, request_id, method, request_hash, state, expires_at, lease_expires_at)
   SELECT k.caller, k.request_id, 'holdfast.inventory.v1.InventoryReservationService/CreateHold', md5(k.request_id) || md5(:i::text), 'IN_FLIGHT',
@@ -51,14 +55,16 @@ SELECT (SELECT count(*) FROM claim)::int AS claimed, (SELECT token FROM claim) A
        (SELECT row_to_json(r)::text FROM (SELECT s.*, i.on_hand, i.reserved, i.allocated, i.available, i.version, i.waitlist_count
                                               FROM skus s JOIN inventory i ON i.sku_code = s.code
                                              WHERE s.code = 'B-' || lpad(:i::text, 5, '0')) r) AS sku_row
-\gset
+;
+\endpipeline
+\startpipeline
 -- 2. The reservation, its line and the recorded response (reserve.ts insertReservations'
 -- CTEs, `alongside`), and the counters with the ledger event, guarded, in one
 -- statement (packages/schema/src/ledger.ts APPLY_COUNTER_CHANGES).
 WITH rid AS (SELECT gen_random_uuid() AS id),
 h AS (
   INSERT INTO reservations (id, type, status, customer_id, caller, request_id, locking_strategy, expires_at, max_expires_at, confirmed_at)
-  VALUES ((SELECT id FROM rid), 'HOLD', 'HELD', 'c' || :client_id::text, :caller, :request_id, 'PESSIMISTIC',
+  VALUES ((SELECT id FROM rid), 'HOLD', 'HELD', 'c' || :client_id::text, ('service:' || 'bench'), (:client_id::text || '-' || :r::text), 'PESSIMISTIC',
           now() + 3600000::bigint * interval '1 millisecond',
           now() + 7200000::bigint * interval '1 millisecond',
           CASE WHEN 'HELD'::text = 'ALLOCATED' THEN now() END)
@@ -66,16 +72,16 @@ h AS (
 ), lines AS (
   INSERT INTO reservation_items (reservation_id, sku_code, quantity, status, expires_at, created_at)
   SELECT h.id, l.sku_code, l.quantity, h.status, h.expires_at, h.created_at
-    FROM h, unnest(ARRAY[:sku::text], ARRAY[1]::int[]) AS l(sku_code, quantity)
+    FROM h, unnest(ARRAY[('B-' || lpad(:i::text, 5, '0'))], ARRAY[1]::int[]) AS l(sku_code, quantity)
 ), recorded AS (
   UPDATE idempotency_records SET state = 'COMPLETED', status_code = 0,
          response = '\x0a80010a2466373865663430652d316462382d343862362d383639332d31313032613033653236366210011801220263312a0b0a07422d3030303030100130023a0c0894fe87d80610c0ea8ea802420c0894fe87d80610c0ea8ea8024a0c08a49a88d80610c0ea8ea8026a0268317a13736572766963653a6465762d73657276696365'::bytea,
          completed_at = now()
-   WHERE caller = :caller AND request_id = :request_id
+   WHERE caller = ('service:' || 'bench') AND request_id = (:client_id::text || '-' || :r::text)
 ),
 ch AS (
   SELECT *
-    FROM unnest(ARRAY[0]::int[], ARRAY[:sku::text], ARRAY['HOLD_CREATED']::text[], ARRAY[(SELECT id FROM rid)], ARRAY[0]::bigint[], ARRAY[1]::bigint[], ARRAY[0]::bigint[], ARRAY[NULL]::text[])
+    FROM unnest(ARRAY[0]::int[], ARRAY[('B-' || lpad(:i::text, 5, '0'))], ARRAY['HOLD_CREATED']::text[], ARRAY[(SELECT id FROM rid)], ARRAY[0]::bigint[], ARRAY[1]::bigint[], ARRAY[0]::bigint[], ARRAY[NULL]::text[])
       AS t(ord, sku_code, operation, reservation_id, d_on_hand, d_reserved, d_allocated, reason)
 ),
 expected AS (
@@ -113,7 +119,8 @@ ev AS (
          count(*) OVER later AS later_events
     FROM ch JOIN u ON u.sku_code = ch.sku_code
   WINDOW later AS (PARTITION BY ch.sku_code ORDER BY ch.ord ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING)
-)
+),
+logged AS (
 INSERT INTO audit_events (
   operation, sku_code, reservation_id, delta_on_hand, delta_reserved, delta_allocated,
   on_hand_before, reserved_before, allocated_before, on_hand_after, reserved_after, allocated_after,
@@ -121,8 +128,14 @@ INSERT INTO audit_events (
 SELECT operation, sku_code, reservation_id, d_on_hand, d_reserved, d_allocated,
        f_on_hand - later_on_hand - d_on_hand, f_reserved - later_reserved - d_reserved, f_allocated - later_allocated - d_allocated,
        f_on_hand - later_on_hand, f_reserved - later_reserved, f_allocated - later_allocated,
-       f_version - later_events, :caller, :request_id, reason, NULL::uuid
+       f_version - later_events, ('service:' || 'bench'), (:client_id::text || '-' || :r::text), reason, NULL::uuid
   FROM ev
  ORDER BY sku_code COLLATE "C", ord
-RETURNING *;
+RETURNING sku_code
+)
+-- Sent with the COMMIT: refuses (fails) instead of committing half (ledger.ts ApplyOptions.finish).
+SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM u) THEN holdfast_refuse('refused')
+            WHEN clock_timestamp() >= now() + 3599900::bigint * interval '1 millisecond' THEN holdfast_refuse('late')
+       END AS refused;
 COMMIT;
+\endpipeline

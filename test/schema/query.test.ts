@@ -3,7 +3,7 @@ import type { Knex } from "knex";
 import { Code } from "@connectrpc/connect";
 import { ErrorInfoSchema } from "@holdfast/contracts/rpc";
 import { toConnectError } from "@holdfast/runtime";
-import { PREPARED_PER_CONNECTION, createKnex, isStalePlan, query, transaction } from "@holdfast/schema";
+import { CounterChangeRefused, PREPARED_PER_CONNECTION, applyCounterChanges, commitWith, createKnex, isStalePlan, query, transaction, type PgTransaction } from "@holdfast/schema";
 import { createTestDatabase, type TestDatabase } from "../support/database.js";
 import { rejectionOf } from "../support/assertions.js";
 import { range } from "../support/calls.js";
@@ -122,5 +122,172 @@ describe("shared schema: statements are prepared once per connection", () => {
     }
     const [count] = await query<{ n: number }>(knex, "SELECT count(*)::int AS n FROM pg_prepared_statements");
     expect(count!.n).to.equal(PREPARED_PER_CONNECTION);
+  });
+});
+
+// transaction() sends BEGIN with the first statement, and commitWith() a last statement
+// with the COMMIT (issue 8: two round trips per RPC instead of four, and no round trip
+// through the service while a hot row is locked). The COMMIT goes out before the
+// statement's outcome is known, so nothing of a transaction may be committed when that
+// statement failed, wherever it failed.
+describe("shared schema: a transaction's round trips", () => {
+  let db: TestDatabase;
+  let knex: Knex;
+
+  before(async () => {
+    db = await createTestDatabase("round-trips");
+    knex = createKnex({ url: db.url, poolMax: 1 });
+    await query(knex, "CREATE TABLE trip_probe (id int PRIMARY KEY, label text)");
+  });
+  after(async () => {
+    await knex?.destroy();
+    await db?.drop();
+  });
+
+  const labels = async () => (await query<{ id: number }>(knex, "SELECT id FROM trip_probe ORDER BY id")).map((r) => r.id);
+  const insert = "INSERT INTO trip_probe (id, label) VALUES (?, ?)";
+
+  /**
+   * What the pooled connection writes and reads, in order: "w:<message type>" per
+   * protocol message written ("Q" a simple query such as BEGIN or COMMIT, "P"/"B"/"E"
+   * parse, bind, execute of a statement), "r" per read. pg's socket is not part of its
+   * API; this test reads it to see the round trips themselves.
+   */
+  async function wire<T>(run: () => Promise<T>): Promise<{ result: T; log: string[] }> {
+    const client = knex.client as { acquireConnection(): Promise<unknown>; releaseConnection(c: unknown): Promise<void> };
+    const connection = (await client.acquireConnection()) as { connection: { stream: NodeJS.WritableStream & NodeJS.EventEmitter } };
+    await client.releaseConnection(connection);
+    const stream = connection.connection.stream;
+    const log: string[] = [];
+    const write = stream.write;
+    stream.write = function (this: unknown, chunk: Buffer, ...rest: unknown[]) {
+      // A corked write may carry several messages: one entry per message.
+      for (let at = 0; at < chunk.length; at += 1 + chunk.readUInt32BE(at + 1)) log.push(`w:${String.fromCharCode(chunk[at]!)}`);
+      return (write as (...args: unknown[]) => boolean).call(this, chunk, ...rest);
+    } as typeof stream.write;
+    const onData = () => log.push("r");
+    stream.on("data", onData);
+    try {
+      return { result: await run(), log };
+    } finally {
+      stream.write = write;
+      stream.off("data", onData);
+    }
+  }
+  /** The messages written before each read: one group per round trip. */
+  const roundTrips = (log: string[]) => log.join(" ").split(" r").map((g) => g.trim()).filter((g) => g !== "" && g !== "r");
+
+  it("sends BEGIN with the first statement and COMMIT with the last: two statements, two round trips", async () => {
+    const { log } = await wire(() =>
+      transaction(knex, async (trx) => {
+        await query(trx, "SELECT ?::int AS one", [1]);
+        await commitWith(trx, insert, [1, "one"]);
+      }),
+    );
+    const trips = roundTrips(log);
+    // BEGIN (Q) and the first statement before the first read; the last statement and COMMIT (Q) before the next.
+    expect(trips[0]).to.match(/^w:Q w:P w:B w:D w:E w:S/);
+    expect(trips[1]).to.match(/w:B .*w:S w:Q$/);
+    expect(trips.length, log.join(" ")).to.be.at.most(3); // the two answers may come in more than one read
+    expect(await labels()).to.deep.equal([1]);
+  });
+
+  it("keeps nothing of the transaction when its last statement fails in the database: the COMMIT behind it ends it as a ROLLBACK", async () => {
+    const failure = await rejectionOf(
+      transaction(knex, async (trx) => {
+        await query(trx, insert, [2, "two"]);
+        await commitWith(trx, insert, [1, "again"]); // a duplicate key
+      }),
+    );
+    expect(String(failure)).to.match(/trip_probe_pkey/);
+    expect(await labels()).to.deep.equal([1]);
+    // The connection goes on with the next transaction.
+    await transaction(knex, (trx) => commitWith(trx, insert, [3, "three"]));
+    expect(await labels()).to.deep.equal([1, 3]);
+  });
+
+  it("sends no COMMIT behind a last statement node-postgres could not send, and rolls back", async () => {
+    const failure = await rejectionOf(
+      transaction(knex, async (trx) => {
+        await query(trx, insert, [4, "four"]);
+        await commitWith(trx, insert, [5, { n: 1n }]); // a BigInt inside an object: not serializable
+      }),
+    );
+    expect(String(failure)).to.match(/BigInt/);
+    expect(await labels()).to.deep.equal([1, 3]);
+  });
+
+  it("does not commit once its signal is aborted, with or without a last statement", async () => {
+    const gone = new AbortController();
+    const withLast = await rejectionOf(
+      transaction(
+        knex,
+        async (trx) => {
+          await query(trx, insert, [6, "six"]);
+          gone.abort(new Error("caller left"));
+          await commitWith(trx, insert, [7, "seven"]);
+        },
+        gone.signal,
+      ),
+    );
+    expect(String(withLast)).to.match(/caller left/);
+    const left = new AbortController();
+    const withoutLast = await rejectionOf(
+      transaction(
+        knex,
+        async (trx) => {
+          await query(trx, insert, [8, "eight"]);
+          left.abort(new Error("caller left too"));
+        },
+        left.signal,
+      ),
+    );
+    expect(String(withoutLast)).to.match(/caller left too/);
+    expect(await labels()).to.deep.equal([1, 3]);
+  });
+
+  describe("a counter change sent with the COMMIT (applyCounterChanges' finish)", () => {
+    before(async () => {
+      await query(knex, "INSERT INTO skus (code, name) VALUES ('TRIP-A', 'Trip A')");
+      await query(knex, "INSERT INTO inventory (sku_code, on_hand) VALUES ('TRIP-A', 1)");
+    });
+    const counters = () => query(knex, "SELECT on_hand, version FROM inventory WHERE sku_code = 'TRIP-A'");
+    const events = async () => (await query<{ n: number }>(knex, "SELECT count(*)::int AS n FROM audit_events WHERE sku_code = 'TRIP-A'"))[0]!.n;
+    const take = (trx: PgTransaction, id: number, units: number, aliveForMs: number | null) =>
+      applyCounterChanges(trx, [{ sku: "TRIP-A", operation: "STOCK_ADJUSTED", onHand: -units }], { actor: "test", requestId: `r-${id}` }, {
+        alongside: { ctes: "probe AS (INSERT INTO trip_probe (id, label) VALUES (?, 'alongside'))", params: [id] },
+        finish: { aliveForMs },
+      });
+
+    it("fails the statement when the guard refuses it: the rows written alongside and before it are not kept", async () => {
+      const before = await counters();
+      const refused = await rejectionOf(
+        transaction(knex, async (trx) => {
+          await query(trx, insert, [10, "before"]);
+          await take(trx, 11, 2, null); // 2 of the 1 on hand
+        }),
+      );
+      expect(refused).to.be.instanceOf(CounterChangeRefused);
+      expect((refused as CounterChangeRefused).reason).to.equal("refused");
+      expect(await counters()).to.deep.equal(before);
+      expect(await labels()).to.deep.equal([1, 3]);
+      expect(await events()).to.equal(0);
+    });
+
+    it("fails the statement when it ends later than aliveForMs after the transaction began", async () => {
+      const before = await counters();
+      const late = await rejectionOf(transaction(knex, (trx) => take(trx, 12, 1, 0)));
+      expect((late as CounterChangeRefused).reason).to.equal("late");
+      expect(await counters()).to.deep.equal(before);
+      expect(await labels()).to.deep.equal([1, 3]);
+    });
+
+    it("commits the change, its event and the rows alongside when the guard lets it through in time", async () => {
+      const [before] = (await counters()) as { version: number }[];
+      await transaction(knex, (trx) => take(trx, 13, 1, 60_000));
+      expect(await counters()).to.deep.equal([{ on_hand: 0, version: before!.version + 1 }]);
+      expect(await events()).to.equal(1);
+      expect(await labels()).to.deep.equal([1, 3, 13]);
+    });
   });
 });

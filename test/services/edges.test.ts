@@ -38,6 +38,16 @@ function serviceFixture(label: string, env: NodeJS.ProcessEnv, sku: string) {
   return fx;
 }
 
+/** Waits until a backend of the test database waits for a lock (the service's guarded counter change). */
+async function untilALockWait(sql: Knex): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    const rows = await query(sql, `SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`);
+    if (rows.length > 0) return;
+    await sleep(25);
+  }
+  throw new Error("no backend started waiting for the row lock");
+}
+
 describe("reservation-service: edges of idempotency and locking", () => {
   // A one-second idempotency window and a short lock timeout make both edges reachable quickly.
   const fx = serviceFixture("edges", { IDEMPOTENCY_WINDOW_MS: "1000", LOCK_TIMEOUT_MS: "300" }, "EDGE-A");
@@ -148,15 +158,7 @@ describe("reservation-service: OPTIMISTIC compare-and-set", () => {
   // One attempt: the first lost race is final, so the outcome is deterministic.
   const fx = serviceFixture("optimistic", { OPTIMISTIC_MAX_ATTEMPTS: "1", LOCK_TIMEOUT_MS: "10000" }, "CAS-A");
 
-  /** Waits until a backend of the test database waits for a lock (the service's compare-and-set). */
-  async function untilSomeoneWaitsForALock(): Promise<void> {
-    for (let i = 0; i < 200; i++) {
-      const rows = await query(fx.sql, `SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`);
-      if (rows.length > 0) return;
-      await sleep(25);
-    }
-    throw new Error("no backend started waiting for the row lock");
-  }
+  const untilSomeoneWaitsForALock = () => untilALockWait(fx.sql);
 
   it("loses its race when the version moves after its read, and answers CONFLICT_RETRIES_EXHAUSTED when out of attempts, recording nothing", async () => {
     const requestId = rid("cas");
@@ -240,5 +242,71 @@ describe("reservation-service: a caller's deadline bounds the work done for it",
     // One counter change: the abandoned attempt left no trace in the ledger.
     const events = await query(fx.sql, `SELECT id FROM audit_events WHERE sku_code = 'EDGE-D' AND operation = 'HOLD_CREATED'`);
     expect(events).to.have.length(1);
+  });
+});
+
+// A single SKU's hold sends its counter change with the COMMIT (one round trip, the row
+// locked for that statement only): the service cannot look at what the statement found
+// before committing, so the statement refuses instead, and the hold goes on as if it
+// had looked.
+describe("reservation-service: a single SKU's counter change sent with the COMMIT", () => {
+  const fx = serviceFixture("finish", { LOCK_TIMEOUT_MS: "10000", HOLD_TTL_MIN_MS: "1000" }, "FIN-A");
+  const stock = () => query(fx.sql, `SELECT on_hand, reserved FROM inventory WHERE sku_code = 'FIN-A'`);
+
+  /** Holds FIN-A's row while `hold` starts and waits for it, runs `meanwhile`, then lets it go. */
+  async function whileTheRowIsHeld(hold: () => Promise<unknown>, meanwhile: (trx: Knex.Transaction) => Promise<unknown>): Promise<{ call: Promise<unknown> }> {
+    const trx = await fx.sql.transaction();
+    let call: Promise<unknown> | undefined;
+    try {
+      await query(trx, `SELECT 1 FROM inventory WHERE sku_code = 'FIN-A' FOR UPDATE`);
+      call = hold();
+      call.catch(() => undefined);
+      await untilALockWait(fx.sql);
+      await meanwhile(trx);
+      await trx.commit();
+    } finally {
+      if (!trx.isCompleted()) await trx.rollback();
+    }
+    return { call: call! };
+  }
+
+  it("PESSIMISTIC: a hold whose read saw the stock but whose guard finds it gone answers INSUFFICIENT_STOCK, recorded, and holds nothing", async () => {
+    const requestId = rid("gone");
+    const request = { requestId, customerId: "c-1", lockingStrategy: LockingStrategy.PESSIMISTIC, lines: [{ sku: "FIN-A", quantity: 9 }] };
+    // The hold reads 10 available and wants 9; meanwhile 9 leave the shelf.
+    const { call } = await whileTheRowIsHeld(
+      () => fx.client.createHold(request, { timeoutMs: 15_000 }),
+      (trx) => query(trx, `UPDATE inventory SET on_hand = on_hand - 9, version = version + 1, updated_at = now() WHERE sku_code = 'FIN-A'`),
+    );
+    const failure = await failureOf(call);
+    expect(failure.code).to.equal(Code.FailedPrecondition);
+    const info = failure.findDetails(ErrorInfoSchema)[0];
+    expect(info?.reason).to.equal("INSUFFICIENT_STOCK");
+    expect(await stock()).to.deep.equal([{ on_hand: 1, reserved: 0 }]);
+    expect(await query(fx.sql, `SELECT 1 FROM reservations WHERE request_id = ?`, [requestId])).to.have.length(0);
+    // Recorded as the answer: the same request replays it.
+    const replay = await failureOf(fx.client.createHold(request));
+    expect(replay.findDetails(ErrorInfoSchema)[0]?.metadata.replayed).to.equal("true");
+    await query(fx.sql, `UPDATE inventory SET on_hand = 10, version = version + 1, updated_at = now() WHERE sku_code = 'FIN-A'`);
+  });
+
+  it("a hold that waited for the row until it would be born dead answers ABORTED / LOCK_TIMEOUT, commits nothing, and its retry holds for its whole TTL", async () => {
+    const requestId = rid("late");
+    const request = { requestId, customerId: "c-2", lines: [{ sku: "FIN-A", quantity: 1 }], ttl: { seconds: 1n } };
+    // The row stays locked for longer than the hold's one-second TTL.
+    const { call } = await whileTheRowIsHeld(
+      () => fx.client.createHold(request, { timeoutMs: 15_000 }),
+      () => sleep(1_100),
+    );
+    const failure = await failureOf(call);
+    expect(failure.code).to.equal(Code.Aborted);
+    expect(failure.findDetails(ErrorInfoSchema)[0]?.reason).to.equal("LOCK_TIMEOUT");
+    expect(await stock()).to.deep.equal([{ on_hand: 10, reserved: 0 }]);
+    expect(await query(fx.sql, `SELECT 1 FROM idempotency_records WHERE request_id = ?`, [requestId])).to.have.length(0);
+    const retried = await fx.client.createHold(request);
+    expect(retried.replayed).to.equal(false);
+    const life = Number(retried.reservation!.expireTime!.seconds - retried.reservation!.createTime!.seconds);
+    expect(life).to.equal(1);
+    expect(await stock()).to.deep.equal([{ on_hand: 10, reserved: 1 }]);
   });
 });

@@ -25,7 +25,7 @@ import { AnySchema, anyPack } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { ErrorInfoSchema, StatusSchema } from "@holdfast/contracts/rpc";
 import { isLockTimeout } from "@holdfast/runtime";
-import { builtOnce, query, transaction, type Db, type PgTransaction } from "@holdfast/schema";
+import { builtOnce, commitWith, query, transaction, type Db, type PgTransaction } from "@holdfast/schema";
 import type { Knex } from "knex";
 import { idempotencyKeyReused, lockTimeout, requestInProgress } from "./errors.js";
 
@@ -167,12 +167,15 @@ export class Idempotency {
             },
           };
           const value = await work(trx, claimed);
-          // The caller gave up while we worked: roll back rather than commit for nobody.
-          this.signal?.throwIfAborted();
-          if (value instanceof Refusal) await query(trx, COMPLETE, completeParams(key, value.error.code, encodeError(value.error)));
-          else if (!recorded) await claimed.record(value);
+          // The outcome's record goes with the COMMIT, unless the work committed with its
+          // last statement (commitWith), the record in it. The caller gave up while we
+          // worked: `transaction` rolls back (the signal) rather than commit for nobody.
+          if (!trx.settled) {
+            if (value instanceof Refusal) await commitWith(trx, COMPLETE, completeParams(key, value.error.code, encodeError(value.error)));
+            else if (!recorded) await commitWith(trx, COMPLETE, completeParams(key, 0, toBinary(schema, value)));
+          }
           return { kind: "done", value } as const;
-        });
+        }, this.signal);
       } catch (err) {
         // Refused before anything changed (rolled back): record the refusal on its own.
         if (isRecordedRefusal(err)) {

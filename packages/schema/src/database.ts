@@ -133,6 +133,12 @@ export function createKnex(options: CreateKnexOptions): Knex {
     // pg sends these in the startup packet; 0 means "leave the server's setting".
     ...Object.fromEntries(Object.entries(timeouts).filter(([, value]) => value > 0)),
     types: holdfastTypeParsers,
+    // node-postgres's pipeline mode: a statement is sent as soon as it is issued, not
+    // after the answer to the one before (each still has its own Sync, so one failing
+    // does not skip the next). `transaction` (query.ts) uses it to send BEGIN with the
+    // first statement and COMMIT with the last; code that awaits each statement, as
+    // everything else does, sees no difference.
+    ...({ pipeline: true } as object),
   };
 
   const config: Knex.Config = {

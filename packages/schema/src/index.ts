@@ -35,9 +35,10 @@ export * from './rows.js';
 export * from './limits.js';
 export { MIGRATION_COMMANDS, MIGRATION_USAGE, isMigrationCommand, runMigrationCommand, type MigrationCommand } from './commands.js';
 export { assertDatabaseReady } from './readiness.js';
-export { query, named, transaction, builtOnce, PgTransaction, PREPARED_PER_CONNECTION, isStalePlan, type Db } from './query.js';
+export { query, named, transaction, commitWith, builtOnce, PgTransaction, PREPARED_PER_CONNECTION, isStalePlan, type Db } from './query.js';
 export {
   applyCounterChanges,
+  CounterChangeRefused,
   lockInventoryRows,
   readInventoryRows,
   claimReclaimableHolds,

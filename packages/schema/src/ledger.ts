@@ -17,7 +17,8 @@
  *   in-line reclaim), so no cycle of waits can form.
  * - LOCK WINDOW. A hot row stays locked from its first write until COMMIT, so callers
  *   write everything else first (reservation rows, the idempotency record) and call
- *   `applyCounterChanges` last, then commit.
+ *   `applyCounterChanges` last, then commit; for one SKU, with the COMMIT in the
+ *   same round trip (`finish`), so the lock is not held across a round trip at all.
  * - GUARD. The UPDATE only touches rows whose counters stay valid (no counter
  *   negative, available >= 0) and, when asked, whose version is the expected one
  *   (compare-and-set). PostgreSQL re-evaluates that WHERE on the newest row version
@@ -26,7 +27,7 @@
  *   SKUs are reported in `refused`; the CHECK constraints on `inventory` stay the last
  *   line of defence.
  */
-import { builtOnce, query, type Db } from './query.js';
+import { PgTransaction, builtOnce, commitWith, query, type Db } from './query.js';
 import type { AuditEventRow, AuditOperation, InventoryRow } from './rows.js';
 import { promoteWaiting, settlePromotedEntries, type HoldTermSettings, type Promotion } from './waitlist.js';
 
@@ -81,6 +82,29 @@ export interface ApplyOptions {
   alongside?: { ctes: string; params: readonly unknown[] };
   /** False: the caller needs only `refused`, and `events` comes back empty. Default true. */
   events?: boolean;
+  /**
+   * This change (with its `alongside` CTEs) is the transaction's last statement: it is
+   * sent with the COMMIT (query.ts commitWith), so it must be all or nothing by itself.
+   * Instead of coming back in `refused`, a change the guard refuses fails the statement
+   * (holdfast_refuse, migration 0005) and CounterChangeRefused ("refused") is thrown,
+   * the transaction over and nothing of it kept. `aliveForMs`: the statement also fails
+   * ("late") if it ends that long or longer after the transaction began (now(): the
+   * time a new hold's expiry counts from), so that no hold is committed already dead
+   * after waiting for the row. Only for a change of one SKU, on a PgTransaction;
+   * `events` comes back empty.
+   */
+  finish?: { aliveForMs: number | null };
+}
+
+/** A change sent with its COMMIT (ApplyOptions.finish) was refused: the transaction rolled back. */
+export class CounterChangeRefused extends Error {
+  constructor(
+    /** "refused": the guard (stock, version, the waitlist's claim); "late": the statement ended past `aliveForMs`. */
+    readonly reason: 'refused' | 'late',
+    readonly skus: string[],
+  ) {
+    super(`counter change ${reason === 'late' ? 'too late' : 'refused'} on ${skus.join(', ')}; the transaction rolled back`);
+  }
 }
 
 export interface AppliedChanges {
@@ -174,7 +198,8 @@ ev AS (
          count(*) OVER later AS later_events
     FROM ch JOIN u ON u.sku_code = ch.sku_code
   WINDOW later AS (PARTITION BY ch.sku_code ORDER BY ch.ord ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING)
-)
+)`;
+const INSERT_EVENTS = `
 INSERT INTO audit_events (
   operation, sku_code, reservation_id, delta_on_hand, delta_reserved, delta_allocated,
   on_hand_before, reserved_before, allocated_before, on_hand_after, reserved_after, allocated_after,
@@ -189,8 +214,21 @@ SELECT operation, sku_code, reservation_id, d_on_hand, d_reserved, d_allocated,
 /** The events written, or (ApplyOptions.events false) only their SKUs: fewer columns for the driver to parse. */
 const RETURNING_EVENTS = 'RETURNING *';
 const RETURNING_SKUS = 'RETURNING sku_code';
-const APPLY_ALONE_EVENTS = `WITH ${APPLY_COUNTER_CHANGES}${RETURNING_EVENTS}`;
-const APPLY_ALONE_SKUS = `WITH ${APPLY_COUNTER_CHANGES}${RETURNING_SKUS}`;
+const APPLY_ALONE_EVENTS = `WITH ${APPLY_COUNTER_CHANGES}${INSERT_EVENTS}${RETURNING_EVENTS}`;
+const APPLY_ALONE_SKUS = `WITH ${APPLY_COUNTER_CHANGES}${INSERT_EVENTS}${RETURNING_SKUS}`;
+/*
+ * ApplyOptions.finish: the events are written by a CTE (a data-modifying CTE runs
+ * whether or not anything reads it), and the statement's own SELECT fails it when the
+ * guard refused the change (u updated no row), or when it ends too late for a new
+ * hold (clock_timestamp(), after any wait for the row lock; the parameter: aliveForMs,
+ * NULL for none). CASE evaluates its branches in order, so "refused" wins.
+ */
+const FINISH = `,
+logged AS (${INSERT_EVENTS}${RETURNING_SKUS}
+)
+SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM u) THEN holdfast_refuse('refused')
+            WHEN clock_timestamp() >= now() + ?::bigint * interval '1 millisecond' THEN holdfast_refuse('late')
+       END AS refused`;
 
 /**
  * The statement with `alongside` CTEs: one string per distinct CTE text (a handful),
@@ -198,11 +236,16 @@ const APPLY_ALONE_SKUS = `WITH ${APPLY_COUNTER_CHANGES}${RETURNING_SKUS}`;
  * statement string back (its lookup on the way out is then cheap).
  */
 const WITH_ALONGSIDE = {
-  events: builtOnce((ctes) => `WITH ${ctes},\n${APPLY_COUNTER_CHANGES}${RETURNING_EVENTS}`),
-  skus: builtOnce((ctes) => `WITH ${ctes},\n${APPLY_COUNTER_CHANGES}${RETURNING_SKUS}`),
+  events: builtOnce((ctes) => `WITH ${ctes},\n${APPLY_COUNTER_CHANGES}${INSERT_EVENTS}${RETURNING_EVENTS}`),
+  skus: builtOnce((ctes) => `WITH ${ctes},\n${APPLY_COUNTER_CHANGES}${INSERT_EVENTS}${RETURNING_SKUS}`),
+  finish: builtOnce((ctes) => `WITH ${ctes},\n${APPLY_COUNTER_CHANGES}${FINISH}`),
 };
-function withAlongside(ctes: string, events: boolean): string {
-  return (events ? WITH_ALONGSIDE.events : WITH_ALONGSIDE.skus)(ctes);
+const APPLY_ALONE_FINISH = `WITH ${APPLY_COUNTER_CHANGES}${FINISH}`;
+
+/** The statement's text: with or without `alongside` CTEs, returning events, SKUs or (finish) one row of nothing. */
+function applyText(alongside: string | undefined, returning: 'events' | 'skus' | 'finish'): string {
+  if (alongside !== undefined) return WITH_ALONGSIDE[returning](alongside);
+  return returning === 'events' ? APPLY_ALONE_EVENTS : returning === 'skus' ? APPLY_ALONE_SKUS : APPLY_ALONE_FINISH;
 }
 
 /**
@@ -230,14 +273,13 @@ export async function applyCounterChanges(
     if (refused.length > 0) return { events: [], refused };
   }
   const expected = [...(options.expectedVersions ?? new Map<string, number>())];
-  const events = options.events !== false;
-  const text =
-    alongside === undefined
-      ? events
-        ? APPLY_ALONE_EVENTS
-        : APPLY_ALONE_SKUS
-      : withAlongside(alongside.ctes, events);
-  const rows = await query<AuditEventRow>(db, text, [
+  const finish = options.finish;
+  if (finish !== undefined && (skus.length > 1 || !(db instanceof PgTransaction))) {
+    throw new Error('applyCounterChanges: `finish` is for a change of one SKU in a PgTransaction');
+  }
+  const events = options.events !== false && finish === undefined;
+  const text = applyText(alongside?.ctes, finish !== undefined ? 'finish' : events ? 'events' : 'skus');
+  const params = [
     ...(alongside?.params ?? []),
     changes.map((_, i) => i),
     changes.map((c) => c.sku),
@@ -253,7 +295,18 @@ export async function applyCounterChanges(
     expected.map(([, version]) => version),
     options.yieldToWaitlist === true,
     origin.reconciliationRunId ?? null,
-  ]);
+  ];
+  if (finish !== undefined) {
+    try {
+      await commitWith(db as PgTransaction, text, [...params, finish.aliveForMs]);
+    } catch (err) {
+      const { code, detail } = err as { code?: unknown; detail?: unknown };
+      if (code === 'HF001' && (detail === 'refused' || detail === 'late')) throw new CounterChangeRefused(detail, skus);
+      throw err;
+    }
+    return { events: [], refused: [] };
+  }
+  const rows = await query<AuditEventRow>(db, text, params);
   const changed = new Set(rows.map((r) => r.sku_code));
   return { events: events ? rows : [], refused: skus.filter((s) => !changed.has(s)) };
 }

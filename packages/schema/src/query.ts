@@ -10,8 +10,16 @@ import pg from 'pg';
 export class PgTransaction {
   /** Set once COMMIT or ROLLBACK is under way: a statement after that is a bug, not part of the transaction. */
   ended = false;
+  /** Over on the server: committed, or ended by `commitWith`'s COMMIT after its statement failed. Nothing more to send. */
+  settled = false;
+  /** BEGIN, sent and not yet answered: the first statement goes right behind it (see `transaction`). */
+  begin: Promise<unknown> | undefined;
 
-  constructor(readonly connection: pg.ClientBase) {}
+  constructor(
+    readonly connection: pg.ClientBase,
+    /** Once aborted, the transaction does not commit (see `transaction`). */
+    readonly signal?: AbortSignal,
+  ) {}
 }
 
 /** A Knex instance, a transaction of one, or a PgTransaction. */
@@ -32,7 +40,7 @@ export type Db = Knex | Knex.Transaction | PgTransaction;
 export async function query<T>(db: Db, text: string, params: readonly unknown[] = []): Promise<T[]> {
   if (db instanceof PgTransaction) {
     if (db.ended) throw new Error('query: the transaction has already ended');
-    return send<T>(db.connection, text, params);
+    return afterBegin(db, send<T>(db.connection, text, params));
   }
   if (db.isTransaction !== true) {
     const client = db.client as KnexClient;
@@ -57,9 +65,22 @@ export async function query<T>(db: Db, text: string, params: readonly unknown[] 
 /**
  * Runs `work` in a transaction (READ COMMITTED, the server's default) on a connection
  * of `knex`'s pool: BEGIN, `work`, COMMIT; ROLLBACK if `work` throws, and its error is
- * rethrown. `work` runs its statements with `query(trx, ...)`. A connection whose
- * ROLLBACK failed is not reused (Knex's pool drops connections marked disposed, as it
- * does those that reported an error or ended).
+ * rethrown. `work` runs its statements with `query(trx, ...)`, and may end with
+ * `commitWith`, which sends its last statement together with the COMMIT. A connection
+ * whose ROLLBACK failed is not reused (Knex's pool drops connections marked disposed,
+ * as it does those that reported an error or ended).
+ *
+ * Round trips: BEGIN is not waited for; the first statement is sent right behind it
+ * (the connections are in node-postgres's pipeline mode, see createKnex), and so is
+ * the COMMIT behind the last statement with `commitWith`. A transaction of two
+ * statements (an RPC's claim, then its writes) costs two round trips instead of four;
+ * issue 8 measured that at ~20 % of PostgreSQL's CPU per hold (each round trip is a
+ * backend going to sleep and waking up), and it takes the round trip through this
+ * process out of the time a hot row stays locked.
+ *
+ * `signal`: once aborted, the transaction rolls back instead of committing (COMMIT, or
+ * `commitWith`'s statement, is not sent) and the signal's reason is thrown. A commit
+ * already sent stands.
  *
  * The transaction's statements (all prepared, see PREPARED_PER_CONNECTION) run on generic plans,
  * planned once per connection: these are the write paths of the RPCs (a claim, key
@@ -67,31 +88,95 @@ export async function query<T>(db: Db, text: string, params: readonly unknown[] 
  * values. Left to choose, PostgreSQL re-plans them on every call, because it prices
  * `unnest(?::text[])` at 100 rows in a generic plan and at the array's length in a
  * custom one; issue 8 measured that re-planning at ~0.9 ms of its CPU per hold.
- * `SET LOCAL` ends with the transaction, and it travels with BEGIN (one round trip).
+ * `SET LOCAL` ends with the transaction, and it travels with BEGIN.
  */
-export async function transaction<T>(knex: Knex, work: (trx: PgTransaction) => Promise<T>): Promise<T> {
+export async function transaction<T>(knex: Knex, work: (trx: PgTransaction) => Promise<T>, signal?: AbortSignal): Promise<T> {
   const client = knex.client as KnexClient;
   const connection = await client.acquireConnection();
-  const trx = new PgTransaction(connection);
+  const trx = new PgTransaction(connection, signal);
   try {
-    await connection.query(BEGIN);
+    // BEGIN cannot fail on a live connection (on a dead one, neither can what follows
+    // it). Should it ever, what was sent behind it ran outside a transaction: the
+    // connection is dropped and BEGIN's error thrown (afterBegin).
+    trx.begin = connection.query(BEGIN);
+    trx.begin.catch(() => undefined);
     let result: T;
     try {
       result = await work(trx);
+      signal?.throwIfAborted();
     } catch (err) {
-      trx.ended = true;
-      await connection.query('ROLLBACK').catch((rollbackError: unknown) => {
-        connection.__knex__disposed ??= rollbackError;
-      });
+      if (!trx.settled) await rollback(trx);
       throw err;
     }
-    trx.ended = true;
-    await connection.query('COMMIT');
+    if (!trx.settled) {
+      trx.ended = true;
+      await afterBegin(trx, connection.query('COMMIT'));
+      trx.settled = true;
+    }
     return result;
   } finally {
     trx.ended = true;
     await client.releaseConnection(connection);
   }
+}
+
+/**
+ * Ends `trx` with its last statement and COMMIT, sent together (one round trip), and
+ * returns the statement's rows. Rows the statement locks stay locked for its execution
+ * and the commit's flush, not for a round trip through this process.
+ *
+ * The COMMIT is sent before the statement's outcome is known, so the statement must do
+ * all of its work or fail: never write part of it and report the rest as refused rows
+ * (ledger.ts's counter change raises instead, ApplyOptions.finish). If it fails in the
+ * database, PostgreSQL ends the failed transaction at the COMMIT (as a ROLLBACK) and
+ * the statement's error is thrown. If node-postgres cannot send it at all (a value it
+ * cannot serialize), the COMMIT is not sent either and the transaction rolls back. If
+ * the COMMIT itself fails (a lost connection), its fate is unknown, as with any COMMIT.
+ * With the transaction's signal aborted, nothing is sent and the transaction rolls back.
+ */
+export async function commitWith<T>(trx: PgTransaction, text: string, params: readonly unknown[] = []): Promise<T[]> {
+  if (trx.ended) throw new Error('commitWith: the transaction has already ended');
+  trx.signal?.throwIfAborted();
+  const { connection } = trx;
+  const statement = sendStatement<T>(connection, text, params);
+  if (statement.unsent !== undefined) {
+    statement.rows.catch(() => undefined);
+    throw statement.unsent;
+  }
+  trx.ended = true;
+  const commit = connection.query('COMMIT');
+  const [ran, committed] = await Promise.allSettled([afterBegin(trx, statement.rows), commit]);
+  if (committed.status === 'fulfilled') trx.settled = true; // committed, or rolled back after a failed statement
+  if (ran.status === 'rejected') throw ran.reason;
+  if (committed.status === 'rejected') throw committed.reason;
+  return ran.value;
+}
+
+/** `statement`'s outcome, once the BEGIN sent before it (if it is the transaction's first) has been answered. */
+async function afterBegin<T>(trx: PgTransaction, statement: Promise<T>): Promise<T> {
+  const begin = trx.begin;
+  if (begin === undefined) return statement;
+  trx.begin = undefined;
+  const [began, result] = await Promise.allSettled([begin, statement]);
+  if (began.status === 'rejected') {
+    // What followed BEGIN ran outside a transaction, or not at all: nothing more on this connection.
+    (trx.connection as PooledConnection).__knex__disposed ??= began.reason;
+    trx.ended = true;
+    trx.settled = true;
+    throw began.reason;
+  }
+  if (result.status === 'rejected') throw result.reason;
+  return result.value;
+}
+
+/** ROLLBACK; a connection where it fails is dropped by the pool. */
+async function rollback(trx: PgTransaction): Promise<void> {
+  const connection = trx.connection as PooledConnection;
+  trx.ended = true;
+  await afterBegin(trx, connection.query('ROLLBACK')).catch((rollbackError: unknown) => {
+    connection.__knex__disposed ??= rollbackError;
+  });
+  trx.settled = true;
 }
 
 const BEGIN = 'BEGIN; SET LOCAL plan_cache_mode = force_generic_plan';
@@ -105,36 +190,75 @@ interface KnexClient {
 /** A pg connection of Knex's pool; Knex destroys it instead of reusing it once `__knex__disposed` is set. */
 type PooledConnection = pg.ClientBase & { __knex__disposed?: unknown };
 
-async function send<T>(connection: PooledConnection, text: string, params: readonly unknown[]): Promise<T[]> {
+function send<T>(connection: PooledConnection, text: string, params: readonly unknown[]): Promise<T[]> {
+  return sendStatement<T>(connection, text, params).rows;
+}
+
+/**
+ * Sends one statement on `connection` (as a named prepared statement, see
+ * PREPARED_PER_CONNECTION) and returns its rows to come; `unsent` is set when it
+ * never went out (node-postgres refused it, or could not serialize a value), known
+ * as soon as this returns: `commitWith` must not send a COMMIT behind a statement
+ * that never ran.
+ */
+function sendStatement<T>(connection: PooledConnection, text: string, params: readonly unknown[]): { rows: Promise<T[]>; unsent?: unknown } {
   const sql = positional(text);
-  if (sql.count !== params.length) throw new Error(`Expected ${params.length} bindings, saw ${sql.count}`);
-  if (params.includes(undefined)) throw new Error(`Undefined binding(s) detected for the query: ${sql.text}`);
+  if (sql.count !== params.length) return refused(new Error(`Expected ${params.length} bindings, saw ${sql.count}`));
+  if (params.includes(undefined)) return refused(new Error(`Undefined binding(s) detected for the query: ${sql.text}`));
   const prepared = preparedOn(connection);
   const name = `hf${generation}_${sql.digest}`;
   const known = prepared.names.has(name);
   const named = known || prepared.names.size < PREPARED_PER_CONNECTION;
   const values = params as unknown[];
-  try {
-    const result = await connection.query(named ? { name, text: sql.text, values } : { text: sql.text, values });
-    if (named) prepared.names.add(name);
-    return result.rows as T[];
-  } catch (err) {
-    if (named && !(err instanceof pg.DatabaseError)) {
-      // node-postgres failed on its side (a value it could not convert) after it may
-      // have sent the statement's Parse and then closed it: what the connection has
-      // prepared is no longer known, so the pool drops it.
-      connection.__knex__disposed ??= err;
-    } else if (known && isSchemaChange(err)) {
-      // A statement that ran on this connection before now fails before running: the
-      // schema changed under it (see `generation`).
-      if (prepared.generation === generation) generation++;
-      STALE.add(err as object);
-      connection.__knex__disposed ??= err;
-    }
-    // As Knex did: the statement in the message (not its values), for the logs.
-    if (err instanceof Error) err.message = `${sql.text} - ${err.message}`;
-    throw err;
-  }
+  let unsent: unknown;
+  let submitting = true;
+  const result = new Promise<pg.QueryResult>((resolve, reject) => {
+    const statement = new pg.Query(named ? { name, text: sql.text, values } : { text: sql.text, values }, (err, res) => {
+      if (err === undefined || err === null) resolve(res as unknown as pg.QueryResult);
+      else {
+        // Failed while being submitted (a value it could not serialize): never sent.
+        if (submitting) unsent = err;
+        reject(err);
+      }
+    });
+    const submit = statement.submit.bind(statement) as (c: unknown) => unknown;
+    // A statement node-postgres refuses to submit is answered later, but never sent.
+    (statement as { submit: (c: unknown) => unknown }).submit = (c) => {
+      const error = submit(c);
+      if (error) unsent = error;
+      return error;
+    };
+    connection.query(statement);
+  });
+  submitting = false;
+  const rows = result.then(
+    (res) => {
+      if (named) prepared.names.add(name);
+      return res.rows as T[];
+    },
+    (err: unknown) => {
+      if (named && !(err instanceof pg.DatabaseError)) {
+        // node-postgres failed on its side (a value it could not convert) after it may
+        // have sent the statement's Parse and then closed it: what the connection has
+        // prepared is no longer known, so the pool drops it.
+        connection.__knex__disposed ??= err;
+      } else if (known && isSchemaChange(err)) {
+        // A statement that ran on this connection before now fails before running: the
+        // schema changed under it (see `generation`).
+        if (prepared.generation === generation) generation++;
+        STALE.add(err as object);
+        connection.__knex__disposed ??= err;
+      }
+      // As Knex did: the statement in the message (not its values), for the logs.
+      if (err instanceof Error) err.message = `${sql.text} - ${err.message}`;
+      throw err;
+    },
+  );
+  return { rows, unsent };
+}
+
+function refused(err: Error): { rows: Promise<never>; unsent: Error } {
+  return { rows: Promise.reject(err), unsent: err };
 }
 
 /**

@@ -32,11 +32,13 @@
  * - The transaction: claim every member's request id (one statement, in key order),
  *   reading the SKU's policy and counters (no lock, like the normal path); grant in
  *   arrival order while stock lasts (first fit, as if the holds ran one after the
- *   other); insert the granted reservations and their lines, and record every
- *   member's outcome (grants and INSUFFICIENT_STOCK refusals), one statement; then
- *   ONE guarded counter UPDATE with one ledger event per hold (applyCounterChanges,
- *   each event with its own caller, request id and before/after); COMMIT. The hot row
- *   is locked for that last statement plus the commit, as on the normal path.
+ *   other); then one statement: insert the granted reservations and their lines,
+ *   record every member's outcome (grants and INSUFFICIENT_STOCK refusals), and ONE
+ *   guarded counter UPDATE with one ledger event per hold (applyCounterChanges, each
+ *   event with its own caller, request id and before/after), sent with the COMMIT
+ *   (`finish`: it fails rather than commit what the guard refused). Two round trips
+ *   (BEGIN goes with the claim). The hot row is locked for that last statement plus
+ *   the commit's flush, as on the normal path.
  * - Short: if the read shows less than the batch wants and expired holds can be
  *   reclaimed, the row is locked, they are expired in line (as the normal path does)
  *   and the batch decides on the locked values. If the guard refuses what the read
@@ -60,6 +62,7 @@ import type { ConnectError } from "@connectrpc/connect";
 import { CreateHoldResponseSchema, LockingStrategy, type CreateHoldResponse } from "@holdfast/contracts";
 import { claimKeys, insufficientStock, recordOutcomesInline, type IdempotencyKey, type KeyOutcome } from "@holdfast/core";
 import {
+  CounterChangeRefused,
   applyCounterChanges,
   claimReclaimableHolds,
   expireClaimedHolds,
@@ -74,13 +77,14 @@ import {
 import type { Call, Deps } from "./context.js";
 import { toReservation } from "./convert.js";
 import {
+  COMMIT_MARGIN_MS,
   RECLAIM_LIMIT,
   availableToBuyers,
-  bornAlive,
   holdTerms,
   insertReservations,
   plannedReservation,
   readSkusWithCounters,
+  reservationInserts,
   skusWithCountersRead,
   strategyFor,
   type HoldPolicy,
@@ -265,8 +269,6 @@ export class GroupCommit {
     const { db, settings } = this.deps;
     const answers = new Map<Member, Answer>();
     const promoted: Promotion[] = [];
-    // Taken before the transaction begins, so never later than its now() (bornAlive).
-    const began = performance.now();
     await transaction(db, async (trx) => {
       // The SKU's policy and counters are read by the claim's statement (no lock, like the
       // normal path's), or, on the locked row, by a statement of their own after it.
@@ -347,28 +349,35 @@ export class GroupCommit {
         ...refused.map((r) => ({ key: r.member.key, refusal: r.error })),
       ];
       const planned = granted.map((g) => ({ header: g.header, lines: [{ sku, quantity: g.member.quantity }], terms: terms.get(g.member) }));
-      await insertReservations(trx, planned, recordOutcomesInline(outcomes, released));
-      if (granted.length > 0) {
-        const applied = await applyCounterChanges(
-          trx,
-          granted.map((g) => ({
-            sku,
-            operation: "HOLD_CREATED" as const,
-            reservationId: g.header.id,
-            reserved: g.member.quantity,
-            origin: { actor: g.member.call.principal.id, requestId: g.member.key.requestId },
-          })),
-          { actor: granted[0]!.member.call.principal.id, requestId: null },
-          { yieldToWaitlist: true, events: false },
-        );
-        if (applied.refused.length > 0) {
+      const record = recordOutcomesInline(outcomes, released);
+      if (granted.length === 0) {
+        await insertReservations(trx, planned, record, { commit: true });
+      } else {
+        // The inserts, the records, the counter change and the COMMIT: one statement, one
+        // round trip (ApplyOptions.finish). Rolled back if the guard refuses it, or if it
+        // ends too late for the shortest TTL of the batch: a hold whose transaction
+        // waited (nearly) its whole TTL would be born dead; the batch's holds then take
+        // the normal path (ABORTED / LOCK_TIMEOUT there, if so).
+        const aliveForMs = Math.min(...granted.map((g) => terms.get(g.member)!.ttlMs)) - COMMIT_MARGIN_MS;
+        try {
+          await applyCounterChanges(
+            trx,
+            granted.map((g) => ({
+              sku,
+              operation: "HOLD_CREATED" as const,
+              reservationId: g.header.id,
+              reserved: g.member.quantity,
+              origin: { actor: g.member.call.principal.id, requestId: g.member.key.requestId },
+            })),
+            { actor: granted[0]!.member.call.principal.id, requestId: null },
+            { yieldToWaitlist: true, alongside: reservationInserts(planned, record), finish: { aliveForMs } },
+          );
+        } catch (err) {
+          if (!(err instanceof CounterChangeRefused && err.reason === "refused")) throw err;
           if (!lock) throw new GuardLost();
           throw new Error(`counter change refused on the locked row of ${sku}`);
         }
       }
-      // A hold whose transaction waited (nearly) its whole TTL would be born dead: the
-      // batch rolls back and its holds take the normal path (ABORTED / LOCK_TIMEOUT there, if so).
-      for (const g of granted) bornAlive(g.response, terms.get(g.member), began, [sku]);
       for (const g of granted) answers.set(g.member, { response: g.response });
       for (const r of refused) answers.set(r.member, { error: r.error });
     });

@@ -7,7 +7,11 @@
  *   the reservation and its lines and record the response; then, last, change the
  *   counters and write the ledger (see packages/schema/src/ledger.ts), in the same
  *   statement as the insert for one SKU, in the next one for several; COMMIT. A hot
- *   inventory row is therefore locked for one statement plus the commit.
+ *   inventory row is therefore locked for one statement plus the commit. For one
+ *   SKU the COMMIT is sent with that statement (ApplyOptions.finish: two round trips
+ *   in all, BEGIN going with the claim); the statement then fails rather than commit
+ *   a change its guard refused, and the attempt runs again the classic way
+ *   (FinishRefused), which can look again within its transaction.
  * - PESSIMISTIC: the counter statement is guarded (`available >= q` per row) and
  *   waits for the row lock (at most lock_timeout, then ABORTED / LOCK_TIMEOUT).
  *   Several SKUs are locked in SKU order first, so overlapping batches cannot
@@ -44,11 +48,13 @@ import {
   type ReservationLine,
 } from "@holdfast/contracts";
 import {
+  CounterChangeRefused,
   MAX_HOLD_LIFETIME_MAX_MS,
   QUANTITY_MAX,
   applyCounterChanges,
   builtOnce,
   claimReclaimableHolds,
+  commitWith,
   hasExpiredHeldLines,
   expireClaimedHolds,
   type Promotion,
@@ -62,6 +68,7 @@ import {
   type ReservationRow,
   type SkuRow,
   type Db,
+  PgTransaction,
 } from "@holdfast/schema";
 import type { Call, Deps } from "./context.js";
 import { answeredAttempt, refusedAttempt } from "./attempts.js";
@@ -156,6 +163,16 @@ interface ReserveSpec {
 class Conflict extends Error {
   constructor(readonly skus: string[]) {
     super(`compare-and-set lost on ${skus.join(", ")}`);
+  }
+}
+
+/**
+ * The guard refused a change sent with the COMMIT (ApplyOptions.finish): the attempt's
+ * transaction rolled back, where the classic attempt would have looked again in it.
+ */
+class FinishRefused extends Error {
+  constructor(readonly strategy: StoredStrategy) {
+    super("counter change sent with the COMMIT refused");
   }
 }
 
@@ -305,6 +322,10 @@ async function reserve<D extends DescMessage>(
       if (!spec.admitted && rows.some((r) => r.rate_limit_max_attempts !== null)) throw new AdmissionOwed();
     },
   };
+  // The attempt's last statement goes with its COMMIT, until the guard refuses one
+  // (FinishRefused): then the attempt runs again the classic way, which can go on
+  // after a refusal in the same transaction (look again, reclaim, or refuse).
+  let finish = true;
   for (let attempt = 1; ; attempt++) {
     try {
       // Taken before the transaction begins, so never later than its now().
@@ -314,7 +335,7 @@ async function reserve<D extends DescMessage>(
         schema,
         (trx, claimed) => {
           promoted.length = 0;
-          return reserveOnce(trx, deps.settings, call, key, spec, respond, claimed, began, promoted, onShort);
+          return reserveOnce(trx, deps.settings, call, key, spec, respond, claimed, { began, finish }, promoted, onShort);
         },
         read,
       );
@@ -327,6 +348,19 @@ async function reserve<D extends DescMessage>(
         spec.admitted = true;
         attempt--;
         continue;
+      }
+      if (err instanceof CounterChangeRefused && err.reason === "late") throw lockTimeout({ skus });
+      if (err instanceof FinishRefused) {
+        // As the classic attempt does after its guard refused: a fresh read decides. An
+        // OPTIMISTIC attempt with the stock still there lost its compare-and-set (below);
+        // otherwise the attempt runs again, the classic way, without counting.
+        finish = false;
+        const optimisticConflict = err.strategy === "OPTIMISTIC" && !(await shortOutside(deps.db, spec.lines));
+        if (!optimisticConflict) {
+          attempt--;
+          continue;
+        }
+        err = new Conflict(skus);
       }
       if (err instanceof Conflict) {
         if (attempt >= deps.settings.optimisticMaxAttempts) throw conflictRetriesExhausted(err.skus, attempt);
@@ -403,7 +437,8 @@ async function reserveOnce<R>(
   spec: ReserveSpec,
   respond: (reservation: Reservation) => R,
   claimed: Claimed<R, SkuWithCounters>,
-  began: number,
+  /** began: before the transaction (bornAlive); finish: a single SKU's change may go with the COMMIT. */
+  { began, finish }: { began: number; finish: boolean },
   promoted: Promotion[],
   onShort?: OnShort<R>,
 ): Promise<R | Refusal> {
@@ -463,6 +498,20 @@ async function reserveOnce<R>(
     const alongside = spec.lines.length === 1 ? plan() : undefined;
     inserted = alongside ?? (await insert());
     const expectedVersions = strategy === "OPTIMISTIC" ? new Map(rows.map((r) => [r.code, r.version])) : undefined;
+    if (alongside !== undefined && finish) {
+      // One round trip for the reservation, its record, the counter change and the
+      // COMMIT; the hot row is locked for that statement and the commit's flush only.
+      // Refused by the guard: rolled back (FinishRefused); committed too late for the
+      // hold's TTL: rolled back (CounterChangeRefused "late": LOCK_TIMEOUT, as bornAlive).
+      const aliveForMs = terms === undefined ? null : terms.ttlMs - COMMIT_MARGIN_MS;
+      try {
+        await applyCounterChanges(trx, changesFor(inserted.header.id), origin, { expectedVersions, yieldToWaitlist: true, alongside: alongside.insert, finish: { aliveForMs } });
+      } catch (err) {
+        if (err instanceof CounterChangeRefused && err.reason === "refused") throw new FinishRefused(strategy);
+        throw err;
+      }
+      return inserted.response;
+    }
     const applied = await applyCounterChanges(trx, changesFor(inserted.header.id), origin, { expectedVersions, yieldToWaitlist: true, alongside: alongside?.insert, events: false });
     if (applied.refused.length === 0) return bornAlive(inserted.response, terms, began, skus);
     // Refused by the guard (or the version): look again, without a lock.
@@ -488,8 +537,14 @@ async function reserveOnce<R>(
   return bornAlive(inserted.response, terms, began, skus);
 }
 
+/** Whether a fresh read (outside any transaction) shows any of the lines short for a new buyer. */
+async function shortOutside(db: Db, lines: readonly Line[]): Promise<boolean> {
+  const rows = await readSkusWithCounters(db, lines.map((l) => l.sku));
+  return shortLines(lines, availableToBuyers(rows.map(asInventory), rows)).length > 0;
+}
+
 /** Margin for the COMMIT that follows: a hold must not be committed with less life left than this. */
-const COMMIT_MARGIN_MS = 100;
+export const COMMIT_MARGIN_MS = 100;
 
 /**
  * The hold's times are the transaction's start (now()); waiting for row locks since
@@ -599,7 +654,7 @@ const insertStatement = builtOnce((ctes) => `WITH ${ctes}\nSELECT 1`);
  * values decided here. One reservation for a request; a hot SKU's group commit
  * inserts a batch.
  */
-function reservationInserts(planned: readonly PlannedInsert[], record: { sql: string; params: unknown[] }): { ctes: string; params: unknown[] } {
+export function reservationInserts(planned: readonly PlannedInsert[], record: { sql: string; params: unknown[] }): { ctes: string; params: unknown[] } {
   const column = <T>(f: (p: PlannedInsert) => T) => planned.map(f);
   const lines = planned.flatMap((p) => p.lines.map((l) => ({ id: p.header.id, ...l })));
   return {
@@ -622,8 +677,15 @@ function reservationInserts(planned: readonly PlannedInsert[], record: { sql: st
   };
 }
 
-/** reservationInserts, run as one statement. */
-export async function insertReservations(trx: Db, planned: readonly PlannedInsert[], record: { sql: string; params: unknown[] }): Promise<void> {
+/** reservationInserts, run as one statement; `commit`: the transaction's last, sent with its COMMIT (commitWith). */
+export async function insertReservations(
+  trx: Db,
+  planned: readonly PlannedInsert[],
+  record: { sql: string; params: unknown[] },
+  { commit = false }: { commit?: boolean } = {},
+): Promise<void> {
   const insert = reservationInserts(planned, record);
-  await query(trx, insertStatement(insert.ctes), insert.params);
+  if (!commit) await query(trx, insertStatement(insert.ctes), insert.params);
+  else if (trx instanceof PgTransaction) await commitWith(trx, insertStatement(insert.ctes), insert.params);
+  else throw new Error("insertReservations: `commit` needs a PgTransaction");
 }
