@@ -244,6 +244,19 @@ describe("shared schema: a transaction's round trips", () => {
     );
     expect(String(withoutLast)).to.match(/caller left too/);
     expect(await labels()).to.deep.equal([1, 3]);
+    // Aborted once the last statement and its COMMIT have gone out: that commit stands, and is answered.
+    const late = new AbortController();
+    const committed = await transaction(
+      knex,
+      async (trx) => {
+        const rows = await commitWith(trx, `${insert} RETURNING id`, [9, "nine"]);
+        late.abort(new Error("left after the commit"));
+        return rows;
+      },
+      late.signal,
+    );
+    expect(committed).to.deep.equal([{ id: 9 }]);
+    expect(await labels()).to.deep.equal([1, 3, 9]);
   });
 
   describe("a counter change sent with the COMMIT (applyCounterChanges' finish)", () => {
@@ -270,7 +283,7 @@ describe("shared schema: a transaction's round trips", () => {
       expect(refused).to.be.instanceOf(CounterChangeRefused);
       expect((refused as CounterChangeRefused).reason).to.equal("refused");
       expect(await counters()).to.deep.equal(before);
-      expect(await labels()).to.deep.equal([1, 3]);
+      expect(await labels()).to.deep.equal([1, 3, 9]);
       expect(await events()).to.equal(0);
     });
 
@@ -279,7 +292,7 @@ describe("shared schema: a transaction's round trips", () => {
       const late = await rejectionOf(transaction(knex, (trx) => take(trx, 12, 1, 0)));
       expect((late as CounterChangeRefused).reason).to.equal("late");
       expect(await counters()).to.deep.equal(before);
-      expect(await labels()).to.deep.equal([1, 3]);
+      expect(await labels()).to.deep.equal([1, 3, 9]);
     });
 
     it("commits the change, its event and the rows alongside when the guard lets it through in time", async () => {
@@ -287,7 +300,7 @@ describe("shared schema: a transaction's round trips", () => {
       await transaction(knex, (trx) => take(trx, 13, 1, 60_000));
       expect(await counters()).to.deep.equal([{ on_hand: 0, version: before!.version + 1 }]);
       expect(await events()).to.equal(1);
-      expect(await labels()).to.deep.equal([1, 3, 13]);
+      expect(await labels()).to.deep.equal([1, 3, 9, 13]);
     });
   });
 });

@@ -11,6 +11,8 @@ import { createGrpcJsClient, type GrpcJsClient } from "@holdfast/runtime";
 import { createKnex, query } from "@holdfast/schema";
 import type { Knex } from "knex";
 import { rejectionOf } from "../support/assertions.js";
+import { range } from "../support/calls.js";
+import { assertInvariants } from "../support/invariants.js";
 import { createTestDatabase, type TestDatabase } from "../support/database.js";
 import { startService, type ServiceProcess } from "../support/processes.js";
 import { testCaller } from "../support/auth.js";
@@ -288,6 +290,42 @@ describe("reservation-service: a single SKU's counter change sent with the COMMI
     const replay = await failureOf(fx.client.createHold(request));
     expect(replay.findDetails(ErrorInfoSchema)[0]?.metadata.replayed).to.equal("true");
     await query(fx.sql, `UPDATE inventory SET on_hand = 10, version = version + 1, updated_at = now() WHERE sku_code = 'FIN-A'`);
+  });
+
+  it("a hold whose read predates a reclaim that gave units back decides on a fresh read, not on the units it saw", async () => {
+    // FIN-B: 6 units, 5 of them held for one second (then expired, still counted as reserved).
+    await fx.client.createSku({ requestId: rid("sku"), sku: "FIN-B", name: "FIN-B", initialOnHand: 6n });
+    const lapsing = await Promise.all(
+      range(5).map(() => fx.client.createHold({ requestId: rid("lapse"), customerId: "c-3", lines: [{ sku: "FIN-B", quantity: 1 }], ttl: { seconds: 1n } })),
+    );
+    const [{ caller }] = await query<{ caller: string }>(fx.sql, `SELECT caller FROM reservations WHERE id = ?`, [lapsing[0]!.reservation!.id]);
+    const expiry = new Date(Math.max(...lapsing.map((h) => Number(h.reservation!.expireTime!.seconds) * 1000 + h.reservation!.expireTime!.nanos / 1e6)));
+    for (let i = 0; (await query(fx.sql, `SELECT 1 WHERE now() > ?::timestamptz`, [expiry])).length === 0; i++) {
+      if (i > 100) throw new Error("the holds never expired by the database clock");
+      await sleep(50);
+    }
+    // The hold wants 3 and reads 1 available, then waits for its request id (taken by
+    // this test's transaction) while another hold reclaims the 5 expired ones in line
+    // and takes 2: 4 are available when it goes on, and no expired hold is left.
+    const requestId = rid("stale");
+    const trx = await fx.sql.transaction();
+    let call: Promise<unknown> | undefined;
+    try {
+      await query(trx, `INSERT INTO idempotency_records (caller, request_id, method, request_hash, state, expires_at) VALUES (?, ?, 'm', 'h', 'IN_FLIGHT', now() + interval '1 hour')`, [caller, requestId]);
+      call = fx.client.createHold({ requestId, customerId: "c-4", lines: [{ sku: "FIN-B", quantity: 3 }] }, { timeoutMs: 15_000 });
+      call.catch(() => undefined);
+      await untilALockWait(fx.sql);
+      const reclaimer = await fx.client.createHold({ requestId: rid("reclaim"), customerId: "c-5", lines: [{ sku: "FIN-B", quantity: 2 }] });
+      expect(reclaimer.reservation).to.not.equal(undefined);
+    } finally {
+      await trx.rollback();
+    }
+    const stale = (await call!) as Awaited<ReturnType<Grpc["createHold"]>>;
+    expect(stale.reservation?.lines.map((l) => ({ sku: l.sku, quantity: l.quantity }))).to.deep.equal([{ sku: "FIN-B", quantity: 3 }]);
+    expect(await query(fx.sql, `SELECT on_hand, reserved FROM inventory WHERE sku_code = 'FIN-B'`)).to.deep.equal([{ on_hand: 6, reserved: 5 }]);
+    const expired = await query(fx.sql, `SELECT 1 FROM audit_events WHERE sku_code = 'FIN-B' AND operation = 'HOLD_EXPIRED'`);
+    expect(expired).to.have.length(5);
+    await assertInvariants(fx.sql, ["FIN-B"]);
   });
 
   it("a hold that waited for the row until it would be born dead answers ABORTED / LOCK_TIMEOUT, commits nothing, and its retry holds for its whole TTL", async () => {

@@ -119,7 +119,9 @@ export class Idempotency {
    *   client gone) no new transaction starts (nor its work, if it aborted while the call
    *   waited for a connection), and one in progress rolls back instead of committing, so
    *   nobody's abandoned request takes stock. A commit that races the abort stands and
-   *   is replayed to a retry with the same request id. With a deadline, the
+   *   is replayed to a retry with the same request id; so does a last statement sent with
+   *   its COMMIT (commitWith) that was still running when the caller left without a
+   *   deadline (with one, the statement itself is cancelled at it, below). With a deadline, the
    *   transaction's statements after the claim (lock waits included) are cancelled when
    *   it passes (statement_timeout, never above the configured one), so a call whose
    *   caller has gone does not keep its connection waiting for a row lock.

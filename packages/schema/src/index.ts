@@ -42,7 +42,7 @@ export {
   lockInventoryRows,
   readInventoryRows,
   claimReclaimableHolds,
-  hasExpiredHeldLines,
+  probeShortage,
   expireClaimedHolds,
   recordDrift,
   skuOrder,
@@ -51,6 +51,7 @@ export {
   type ApplyOptions,
   type AppliedChanges,
   type HeldLine,
+  type ShortageProbe,
   type LedgerCounters,
 } from './ledger.js';
 export {

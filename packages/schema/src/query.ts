@@ -80,7 +80,9 @@ export async function query<T>(db: Db, text: string, params: readonly unknown[] 
  *
  * `signal`: once aborted, the transaction rolls back instead of committing (COMMIT, or
  * `commitWith`'s statement, is not sent) and the signal's reason is thrown. A commit
- * already sent stands.
+ * already sent stands, and so does one queued behind a last statement that is still
+ * running (waiting for a row lock, say) when the signal aborts: a deadline bounds that
+ * statement in the database (statement_timeout), a caller that just left does not.
  *
  * The transaction's statements (all prepared, see PREPARED_PER_CONNECTION) run on generic plans,
  * planned once per connection: these are the write paths of the RPCs (a claim, key
@@ -103,14 +105,15 @@ export async function transaction<T>(knex: Knex, work: (trx: PgTransaction) => P
     let result: T;
     try {
       result = await work(trx);
-      signal?.throwIfAborted();
+      // Committed already (commitWith): that stands, whatever the signal says now.
+      if (!trx.settled) signal?.throwIfAborted();
     } catch (err) {
       if (!trx.settled) await rollback(trx);
       throw err;
     }
     if (!trx.settled) {
       trx.ended = true;
-      await afterBegin(trx, connection.query('COMMIT'));
+      committedOrThrow(await afterBegin(trx, connection.query('COMMIT')));
       trx.settled = true;
     }
     return result;
@@ -149,7 +152,16 @@ export async function commitWith<T>(trx: PgTransaction, text: string, params: re
   if (committed.status === 'fulfilled') trx.settled = true; // committed, or rolled back after a failed statement
   if (ran.status === 'rejected') throw ran.reason;
   if (committed.status === 'rejected') throw committed.reason;
+  committedOrThrow(committed.value);
   return ran.value;
+}
+
+/**
+ * PostgreSQL answers COMMIT in a failed transaction with "ROLLBACK", not an error: a
+ * statement error that work swallowed would otherwise pass for a commit.
+ */
+function committedOrThrow(result: pg.QueryResult): void {
+  if (result.command !== 'COMMIT') throw new Error(`the transaction was rolled back (COMMIT answered ${result.command}): one of its statements had failed`);
 }
 
 /** `statement`'s outcome, once the BEGIN sent before it (if it is the transaction's first) has been answered. */

@@ -66,7 +66,7 @@ import {
   applyCounterChanges,
   claimReclaimableHolds,
   expireClaimedHolds,
-  hasExpiredHeldLines,
+  probeShortage,
   lockInventoryRows,
   readInventoryRows,
   transaction,
@@ -310,8 +310,12 @@ export class GroupCommit {
 
       let available = row === undefined ? 0 : availableOf(row, row);
       const wanted = members.reduce((sum, m) => sum + m.quantity, 0);
-      if (row !== undefined && wanted > available && (await hasExpiredHeldLines(trx, [sku]))) {
-        // Expired holds to reclaim first: on the locked row, as the normal path does.
+      // Short on the read: a fresh one decides (the read may predate a reclaim that gave
+      // units back since, probeShortage), or, with expired holds to reclaim first, the
+      // locked row, as on the normal path.
+      const probe = row !== undefined && wanted > available ? (await probeShortage(trx, [sku]))[0] : undefined;
+      if (probe !== undefined && !probe.reclaimable) available = availableOf(probe, row!);
+      if (probe?.reclaimable === true) {
         const [locked] = lock ? [row] : await lockInventoryRows(trx, [sku]);
         lock = true;
         const expired = await claimReclaimableHolds(trx, [sku], RECLAIM_LIMIT);

@@ -55,7 +55,7 @@ import {
   builtOnce,
   claimReclaimableHolds,
   commitWith,
-  hasExpiredHeldLines,
+  probeShortage,
   expireClaimedHolds,
   type Promotion,
   lockInventoryRows,
@@ -521,9 +521,14 @@ async function reserveOnce<R>(
 
   // Short, or a pessimistic guard lost to a change that the read no longer shows.
   // Unless there is something to reclaim, a fresh read that shows the shortage is
-  // the answer, and the hot rows are not locked just to refuse.
-  if (shortNow.length > 0 && !(await hasExpiredHeldLines(trx, skus))) {
-    return refuse(trx, inserted?.header, shortNow);
+  // the answer, and the hot rows are not locked just to refuse (probeShortage: the
+  // claim's read may predate a reclaim that has given units back since).
+  if (shortNow.length > 0) {
+    const probe = await probeShortage(trx, skus);
+    if (!probe.some((p) => p.reclaimable)) {
+      shortNow = shortLines(spec.lines, forBuyer(probe));
+      if (shortNow.length > 0) return refuse(trx, inserted?.header, shortNow);
+    }
   }
   const locked = await lockInventoryRows(trx, skus);
   const expired = await claimReclaimableHolds(trx, skus, RECLAIM_LIMIT);
