@@ -136,6 +136,9 @@ export async function transaction<T>(knex: Knex, work: (trx: PgTransaction) => P
  * cannot serialize), the COMMIT is not sent either and the transaction rolls back. If
  * the COMMIT itself fails (a lost connection), its fate is unknown, as with any COMMIT.
  * With the transaction's signal aborted, nothing is sent and the transaction rolls back.
+ * A statement that ran but whose rows node-postgres failed to parse (a type parser
+ * throwing) has committed although its error is thrown: the last statements sent this
+ * way return no such values (the ledger's returns a NULL, the inserts a constant).
  */
 export async function commitWith<T>(trx: PgTransaction, text: string, params: readonly unknown[] = []): Promise<T[]> {
   if (trx.ended) throw new Error('commitWith: the transaction has already ended');
