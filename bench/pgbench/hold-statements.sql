@@ -52,7 +52,10 @@ SELECT (SELECT count(*) FROM claim)::int AS claimed, (SELECT token FROM claim) A
        (SELECT id FROM waitlist_entries WHERE caller = (SELECT caller FROM k) AND request_id = (SELECT request_id FROM k) ORDER BY seq LIMIT 1) AS waitlist_entry_id,
        now() AS now, (SELECT request_id FROM k) AS request_id, (SELECT caller FROM k) AS caller, 'B-' || lpad(:i::text, 5, '0') AS sku,
        -- The SKU's policy and counters, no lock (reserve.ts's read, in the claim's statement).
-       (SELECT row_to_json(r)::text FROM (SELECT s.*, i.on_hand, i.reserved, i.allocated, i.available, i.version, i.waitlist_count
+       (SELECT row_to_json(r)::text FROM (SELECT s.*, i.on_hand, i.reserved, i.allocated, i.available, i.version, i.waitlist_count,
+                                                   EXISTS (SELECT 1 FROM reservation_items ri
+                                                            WHERE ri.sku_code = i.sku_code AND ri.status = 'HELD'
+                                                              AND ri.expires_at <= (SELECT clock_timestamp())) AS reclaimable
                                               FROM skus s JOIN inventory i ON i.sku_code = s.code
                                              WHERE s.code = 'B-' || lpad(:i::text, 5, '0')) r) AS sku_row
 ;

@@ -66,7 +66,6 @@ import {
   applyCounterChanges,
   claimReclaimableHolds,
   expireClaimedHolds,
-  probeShortage,
   lockInventoryRows,
   readInventoryRows,
   transaction,
@@ -310,12 +309,10 @@ export class GroupCommit {
 
       let available = row === undefined ? 0 : availableOf(row, row);
       const wanted = members.reduce((sum, m) => sum + m.quantity, 0);
-      // Short on the read: a fresh one decides (the read may predate a reclaim that gave
-      // units back since, probeShortage), or, with expired holds to reclaim first, the
-      // locked row, as on the normal path.
-      const probe = row !== undefined && wanted > available ? (await probeShortage(trx, [sku]))[0] : undefined;
-      if (probe !== undefined && !probe.reclaimable) available = availableOf(probe, row!);
-      if (probe?.reclaimable === true) {
+      // Short on the read, with expired holds to reclaim in that same snapshot: on the
+      // locked row, as the normal path does. Short with nothing to reclaim: the read is
+      // the answer (it was true at that moment, reserve.ts RECLAIMABLE).
+      if (row !== undefined && wanted > available && row.reclaimable) {
         const [locked] = lock ? [row] : await lockInventoryRows(trx, [sku]);
         lock = true;
         const expired = await claimReclaimableHolds(trx, [sku], RECLAIM_LIMIT);

@@ -388,7 +388,20 @@ export type HoldPolicy = Pick<
   | "waitlist_promotion_policy"
   | "hot_sku_mode"
 >;
-export type SkuWithCounters = HoldPolicy & Pick<InventoryRow, "available" | "version" | "waitlist_count">;
+export type SkuWithCounters = HoldPolicy &
+  Pick<InventoryRow, "available" | "version" | "waitlist_count"> & {
+    /** An expired HELD line sits on the SKU (claimReclaimableHolds may give units back), as of the counters' snapshot. */
+    reclaimable: boolean;
+  };
+
+/**
+ * Whether an expired HELD line sits on the SKU of inventory row `i` (index-only, on
+ * reservation_items_held_sku_expires_idx), read with the counters: a request short on
+ * those counters and with nothing to reclaim in that same snapshot was short at that
+ * moment, whatever has happened since (ledger.ts probeShortage).
+ */
+const RECLAIMABLE = `EXISTS (SELECT 1 FROM reservation_items r
+                WHERE r.sku_code = i.sku_code AND r.status = 'HELD' AND r.expires_at <= (SELECT clock_timestamp())) AS reclaimable`;
 
 /**
  * The SKUs' policies and counters in one plain read: no lock, so a sold-out SKU costs
@@ -401,7 +414,8 @@ export type SkuWithCounters = HoldPolicy & Pick<InventoryRow, "available" | "ver
 const SKUS_WITH_COUNTERS = `
 SELECT s.code, s.default_locking_strategy, s.default_hold_ttl_ms, s.max_hold_ttl_ms, s.max_hold_lifetime_ms,
        s.max_units_per_customer, s.rate_limit_max_attempts, s.abandonment_aware_ttl, s.waitlist_promotion_policy,
-       s.hot_sku_mode, i.available, i.version, i.waitlist_count
+       s.hot_sku_mode, i.available, i.version, i.waitlist_count,
+       ${RECLAIMABLE}
   FROM skus s JOIN inventory i ON i.sku_code = s.code
  WHERE s.code = ANY(?::text[])`;
 const SKUS_WITH_COUNTERS_LOCKED = `${SKUS_WITH_COUNTERS} FOR NO KEY UPDATE OF i`;
@@ -490,6 +504,8 @@ async function reserveOnce<R>(
   };
 
   let shortNow = shortLines(spec.lines, forBuyer(rows.map(asInventory)));
+  // Expired holds that could give units back, seen in the counters' own snapshot.
+  let reclaimable = rows.some((r) => r.reclaimable);
   let inserted: { header: ReservationRow; response: R } | undefined;
   if (shortNow.length === 0) {
     // One SKU: the reservation is inserted by the counter statement itself (one round
@@ -515,21 +531,19 @@ async function reserveOnce<R>(
     const applied = await applyCounterChanges(trx, changesFor(inserted.header.id), origin, { expectedVersions, yieldToWaitlist: true, alongside: alongside?.insert, events: false });
     if (applied.refused.length === 0) return bornAlive(inserted.response, terms, began, skus);
     // Refused by the guard (or the version): look again, without a lock.
-    shortNow = shortLines(spec.lines, forBuyer(await readInventoryRows(trx, skus)));
+    const probe = await probeShortage(trx, skus);
+    shortNow = shortLines(spec.lines, forBuyer(probe));
+    reclaimable = probe.some((p) => p.reclaimable);
     if (shortNow.length === 0 && strategy === "OPTIMISTIC") throw new Conflict(applied.refused);
   }
 
   // Short, or a pessimistic guard lost to a change that the read no longer shows.
-  // Unless there is something to reclaim, a fresh read that shows the shortage is
-  // the answer, and the hot rows are not locked just to refuse (probeShortage: the
-  // claim's read may predate a reclaim that has given units back since).
-  if (shortNow.length > 0) {
-    const probe = await probeShortage(trx, skus);
-    if (!probe.some((p) => p.reclaimable)) {
-      shortNow = shortLines(spec.lines, forBuyer(probe));
-      if (shortNow.length > 0) return refuse(trx, inserted?.header, shortNow);
-    }
-  }
+  // Unless there is something to reclaim, the read that shows the shortage is the
+  // answer, and the hot rows are not locked just to refuse. Shortage and "nothing to
+  // reclaim" come from one snapshot (the claim's read, or the probe after a refused
+  // guard): a read of the counters alone may predate a reclaim by another request
+  // that has since given units back, and refuse units that were never all gone.
+  if (shortNow.length > 0 && !reclaimable) return refuse(trx, inserted?.header, shortNow);
   const locked = await lockInventoryRows(trx, skus);
   const expired = await claimReclaimableHolds(trx, skus, RECLAIM_LIMIT);
   if (expired.length > 0) promoted.push(...(await expireClaimedHolds(trx, expired, origin, settings)).promotions);
