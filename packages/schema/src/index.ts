@@ -42,7 +42,6 @@ export {
   lockInventoryRows,
   readInventoryRows,
   claimReclaimableHolds,
-  probeShortage,
   expireClaimedHolds,
   recordDrift,
   skuOrder,
@@ -51,7 +50,6 @@ export {
   type ApplyOptions,
   type AppliedChanges,
   type HeldLine,
-  type ShortageProbe,
   type LedgerCounters,
 } from './ledger.js';
 export {

@@ -453,39 +453,6 @@ export async function claimReclaimableHolds(db: Db, lockSet: readonly string[], 
   return rows.map((r) => r.id);
 }
 
-/** A SKU's counters as a fresh read sees them, and whether expired holds sit on it (probeShortage). */
-export interface ShortageProbe {
-  sku_code: string;
-  available: number;
-  waitlist_count: number;
-  /** An expired HELD line sits on the SKU: claimReclaimableHolds may give units back. */
-  reclaimable: boolean;
-}
-
-/**
- * For a request that an earlier read found short: the SKUs' counters now, and whether
- * expired HELD lines sit on them, in one statement (one snapshot, no lock; the probe
- * is index-only on reservation_items_held_sku_expires_idx), so that a request refused
- * for a real shortage never locks the rows it cannot take. One snapshot for both
- * matters: expired holds that another transaction reclaimed and committed meanwhile
- * are in the counters (and no longer HELD); ones it has claimed but not committed are
- * still HELD here, so the caller locks the rows and waits for it. The earlier read
- * alone could refuse on numbers that were never all true at once (units since given
- * back by a reclaim it did not see, while the holds it did see are gone).
- */
-export async function probeShortage(db: Db, skus: readonly string[]): Promise<ShortageProbe[]> {
-  return query<ShortageProbe>(
-    db,
-    `SELECT i.sku_code, i.available, i.waitlist_count,
-            EXISTS (SELECT 1 FROM reservation_items r
-                     WHERE r.sku_code = i.sku_code AND r.status = 'HELD' AND r.expires_at <= (SELECT clock_timestamp())) AS reclaimable
-       FROM inventory i
-      WHERE i.sku_code = ANY(?::text[])
-      ORDER BY i.sku_code`,
-    [skuOrder(skus)],
-  );
-}
-
 /**
  * Moves claimed (locked) HELD holds that are past their expiry to EXPIRED, with their
  * lines, and returns their units: one HOLD_EXPIRED event per line. The caller must

@@ -55,7 +55,6 @@ import {
   builtOnce,
   claimReclaimableHolds,
   commitWith,
-  probeShortage,
   expireClaimedHolds,
   type Promotion,
   lockInventoryRows,
@@ -398,7 +397,10 @@ export type SkuWithCounters = HoldPolicy &
  * Whether an expired HELD line sits on the SKU of inventory row `i` (index-only, on
  * reservation_items_held_sku_expires_idx), read with the counters: a request short on
  * those counters and with nothing to reclaim in that same snapshot was short at that
- * moment, whatever has happened since (ledger.ts probeShortage).
+ * moment, whatever has happened since. Without it in the same snapshot, a read of the
+ * counters may predate a reclaim by another request that has since given expired
+ * units back and taken only some: refusing on it, after a later probe finds nothing
+ * left to reclaim, refuses units that were never all gone at once.
  */
 const RECLAIMABLE = `EXISTS (SELECT 1 FROM reservation_items r
                 WHERE r.sku_code = i.sku_code AND r.status = 'HELD' AND r.expires_at <= (SELECT clock_timestamp())) AS reclaimable`;
@@ -503,7 +505,7 @@ async function reserveOnce<R>(
     return planned;
   };
 
-  let shortNow = shortLines(spec.lines, forBuyer(rows.map(asInventory)));
+  let shortNow = shortForBuyer(spec.lines, rows);
   // Expired holds that could give units back, seen in the counters' own snapshot.
   let reclaimable = rows.some((r) => r.reclaimable);
   let inserted: { header: ReservationRow; response: R } | undefined;
@@ -531,17 +533,17 @@ async function reserveOnce<R>(
     const applied = await applyCounterChanges(trx, changesFor(inserted.header.id), origin, { expectedVersions, yieldToWaitlist: true, alongside: alongside?.insert, events: false });
     if (applied.refused.length === 0) return bornAlive(inserted.response, terms, began, skus);
     // Refused by the guard (or the version): look again, without a lock.
-    const probe = await probeShortage(trx, skus);
-    shortNow = shortLines(spec.lines, forBuyer(probe));
-    reclaimable = probe.some((p) => p.reclaimable);
+    const fresh = await readSkusWithCounters(trx, skus);
+    shortNow = shortForBuyer(spec.lines, fresh);
+    reclaimable = fresh.some((r) => r.reclaimable);
     if (shortNow.length === 0 && strategy === "OPTIMISTIC") throw new Conflict(applied.refused);
   }
 
   // Short, or a pessimistic guard lost to a change that the read no longer shows.
   // Unless there is something to reclaim, the read that shows the shortage is the
   // answer, and the hot rows are not locked just to refuse. Shortage and "nothing to
-  // reclaim" come from one snapshot (the claim's read, or the probe after a refused
-  // guard): a read of the counters alone may predate a reclaim by another request
+  // reclaim" come from one snapshot (the claim's read, or the read after a refused
+  // guard, RECLAIMABLE): a read of the counters alone may predate a reclaim by another request
   // that has since given units back, and refuse units that were never all gone.
   if (shortNow.length > 0 && !reclaimable) return refuse(trx, inserted?.header, shortNow);
   const locked = await lockInventoryRows(trx, skus);
@@ -558,8 +560,12 @@ async function reserveOnce<R>(
 
 /** Whether a fresh read (outside any transaction) shows any of the lines short for a new buyer. */
 async function shortOutside(db: Db, lines: readonly Line[]): Promise<boolean> {
-  const rows = await readSkusWithCounters(db, lines.map((l) => l.sku));
-  return shortLines(lines, availableToBuyers(rows.map(asInventory), rows)).length > 0;
+  return shortForBuyer(lines, await readSkusWithCounters(db, lines.map((l) => l.sku))).length > 0;
+}
+
+/** The lines a new buyer would find short on these rows (a STRICT_FIFO waitlist's units are not theirs). */
+function shortForBuyer(lines: readonly Line[], rows: readonly SkuWithCounters[]): ShortLine[] {
+  return shortLines(lines, availableToBuyers(rows.map(asInventory), rows));
 }
 
 /** Margin for the COMMIT that follows: a hold must not be committed with less life left than this. */
