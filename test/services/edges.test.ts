@@ -16,6 +16,7 @@ import { assertInvariants } from "../support/invariants.js";
 import { createTestDatabase, type TestDatabase } from "../support/database.js";
 import { startService, type ServiceProcess } from "../support/processes.js";
 import { testCaller } from "../support/auth.js";
+import { untilALockWait } from "../support/wait.js";
 
 type Grpc = GrpcJsClient<typeof InventoryReservationService>;
 const rid = (label: string) => `${label}-${randomUUID()}`;
@@ -38,16 +39,6 @@ function serviceFixture(label: string, env: NodeJS.ProcessEnv, sku: string) {
     await fx.db?.drop();
   });
   return fx;
-}
-
-/** Waits until a backend of the test database waits for a lock (the service's guarded counter change). */
-async function untilALockWait(sql: Knex): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    const rows = await query(sql, `SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`);
-    if (rows.length > 0) return;
-    await sleep(25);
-  }
-  throw new Error("no backend started waiting for the row lock");
 }
 
 describe("reservation-service: edges of idempotency and locking", () => {

@@ -22,6 +22,7 @@ import { createTestDatabase, type TestDatabase } from "../support/database.js";
 import { assertInvariants } from "../support/invariants.js";
 import { startService, type ServiceProcess } from "../support/processes.js";
 import { testCaller, testCallerInterceptor } from "../support/auth.js";
+import { untilALockWait } from "../support/wait.js";
 
 const DOMAIN = "holdfast.inventory.v1";
 /** Until authentication lands every caller is this principal (core/context.ts). */
@@ -580,16 +581,7 @@ describe("reservation lifecycle over gRPC (real process, no sweeper)", function 
             (response) => response,
             (err: unknown) => err,
           );
-          const deadline = Date.now() + 5_000;
-          for (;;) {
-            const [w] = await query<{ n: number }>(
-              knex,
-              `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`,
-            );
-            if (w!.n > 0) break;
-            if (Date.now() > deadline) throw new AssertionError(`${rpc} never waited for the header lock`);
-            await sleep(20);
-          }
+          await untilALockWait(knex, `${rpc} waiting for the header lock`);
           // The call's transaction began before this point; it must have begun before the expiry.
           const [still] = await query<{ live: boolean }>(knex, `SELECT clock_timestamp() < expires_at AS live FROM reservations WHERE id = ?`, [held.id]);
           expect(still!.live, `the set-up (the call waiting for the header lock) took longer than the hold's ${TTL_S} s TTL`).to.equal(true);

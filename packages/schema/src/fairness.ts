@@ -110,13 +110,20 @@ export interface AttemptAdmission {
  * would forget the admission, and whose lock on this row would last until its
  * commit). For every SKU of the attempt that has a rate limit (the skus row read in
  * the same statement, so a limit applies from the first attempt after UpdateSku
- * commits), with t = the database clock:
+ * commits), with t = the database clock once the attempt holds the row:
  *   log   = the row's admitted times inside (t - window, t], oldest first
  *   admit = cardinality(log) < max_attempts
  *   new log = log || t if admitted, else log (refused attempts are not logged)
  * A new row admits (max_attempts >= 1). Rows are inserted, and so locked, in SKU
  * order: two multi-SKU attempts of one customer cannot deadlock. The limit and window
  * are copied into the row so that ON CONFLICT can read them from EXCLUDED.
+ *
+ * Race window: p.t is read before the INSERT, and an attempt that then waits for the
+ * row (another attempt of the customer holds it) would be judged at that earlier
+ * instant against times logged after it: its log could hold times "in its future",
+ * its retry-after exceed the window, and its own time land out of order in the log.
+ * So the UPDATE reads the clock again (n.t), after ON CONFLICT has locked the row,
+ * when every time in the log was committed before it.
  */
 const ADMIT_ATTEMPTS = `
 WITH p AS (
@@ -132,14 +139,15 @@ SELECT p.code, ?, p.n, p.w, ARRAY[p.t], p.t, true, p.t + p.w * interval '1 milli
 ON CONFLICT (sku_code, customer_id) DO UPDATE
    SET (max_attempts, window_ms, admitted, last_attempt_at, last_admitted, expires_at) = (
          SELECT EXCLUDED.max_attempts, EXCLUDED.window_ms,
-                CASE WHEN l.ok THEN l.log || EXCLUDED.last_attempt_at ELSE l.log END,
-                EXCLUDED.last_attempt_at, l.ok,
-                CASE WHEN l.ok THEN GREATEST(EXCLUDED.last_attempt_at, l.log[cardinality(l.log)]) ELSE l.log[cardinality(l.log)] END
+                CASE WHEN l.ok THEN l.log || l.t ELSE l.log END,
+                l.t, l.ok,
+                CASE WHEN l.ok THEN GREATEST(l.t, l.log[cardinality(l.log)]) ELSE l.log[cardinality(l.log)] END
                   + EXCLUDED.window_ms * interval '1 millisecond'
-           FROM (SELECT k.log, cardinality(k.log) < EXCLUDED.max_attempts AS ok
-                   FROM (SELECT ARRAY(SELECT a FROM unnest(c.admitted) AS a
-                                       WHERE a > EXCLUDED.last_attempt_at - EXCLUDED.window_ms * interval '1 millisecond'
-                                       ORDER BY a) AS log) k) l)
+           FROM (SELECT k.t, k.log, cardinality(k.log) < EXCLUDED.max_attempts AS ok
+                   FROM (SELECT n.t, ARRAY(SELECT a FROM unnest(c.admitted) AS a
+                                            WHERE a > n.t - EXCLUDED.window_ms * interval '1 millisecond'
+                                            ORDER BY a) AS log
+                           FROM (SELECT clock_timestamp() AS t) n) k) l)
 RETURNING sku_code, last_admitted, max_attempts, window_ms,
           ceil(extract(epoch FROM (admitted[1] + window_ms * interval '1 millisecond' - last_attempt_at)) * 1000)::bigint AS retry_after_ms`;
 
