@@ -35,4 +35,5 @@ EXPOSE 50051 8080 50052 9464
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s \
   CMD node -e "const w=process.env.HOLDFAST_SERVICE==='expiry-worker';const p=w?(process.env.WORKER_HTTP_PORT||9464):(process.env.HTTP_PORT||8080);fetch('http://127.0.0.1:'+p+'/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"
 # exec: the service is PID 1's direct replacement and receives SIGTERM itself.
-CMD ["sh", "-c", "exec node --enable-source-maps services/${HOLDFAST_SERVICE}/dist/main.js"]
+# The node options are SERVICE_NODE_OPTIONS (packages/runtime/src/run-service.ts: why).
+CMD ["sh", "-c", "exec node --enable-source-maps --max-semi-space-size=64 services/${HOLDFAST_SERVICE}/dist/main.js"]

@@ -10,6 +10,7 @@ import { fileURLToPath } from "node:url";
 import pg from "pg";
 import { EPHEMERAL_LOOPBACK_PORTS, ensureDatabase, freePort, startEmbeddedPostgres } from "@holdfast/dev-stack";
 import { createKnex, migrateLatest } from "@holdfast/schema";
+import { SERVICE_NODE_OPTIONS } from "@holdfast/runtime";
 import { BENCH_AUTH_ENV } from "../auth.js";
 
 export interface BenchCluster {
@@ -91,7 +92,7 @@ const LEVELS: Record<number, string> = { 10: "trace", 20: "debug", 30: "info", 4
  * with the bench's auth, on loopback, and resolves once it logs "ready".
  */
 export function startService(entry: string, env: Record<string, string>): Promise<ServiceProcess> {
-  const child = spawn(process.execPath, [fileURLToPath(import.meta.resolve(entry))], {
+  const child = spawn(process.execPath, [...SERVICE_NODE_OPTIONS, fileURLToPath(import.meta.resolve(entry))], {
     env: { PATH: process.env.PATH, LOG_LEVEL: "info", ...BENCH_AUTH_ENV, ...EPHEMERAL_LOOPBACK_PORTS, ...env },
     stdio: ["ignore", "pipe", "inherit"],
   });

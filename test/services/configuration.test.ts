@@ -1,5 +1,6 @@
+import { readFileSync } from "node:fs";
 import { expect } from "chai";
-import { ConfigError, EXIT_CONFIG } from "@holdfast/runtime";
+import { ConfigError, EXIT_CONFIG, SERVICE_NODE_OPTIONS } from "@holdfast/runtime";
 import { loadReservationServiceConfig } from "@holdfast/reservation-service";
 import { loadExpiryWorkerConfig } from "@holdfast/expiry-worker";
 import { runServiceToExit } from "../support/processes.js";
@@ -71,6 +72,12 @@ describe("configuration", () => {
     expect(text).to.match(/MAX_CALLS_IN_FLIGHT: must be at least 1 \(got "0"\)/);
     expect(text).to.match(/MAX_CALLS_WAITING: must be a whole number \(digits only\) \(got "-1"\)/);
     expect(text).to.match(/MAX_CALL_WAIT_MS: must be a whole number \(digits only\) \(got ""\)/);
+  });
+
+  it("the container starts a service with the node options every other launcher passes", () => {
+    const dockerfile = readFileSync(new URL("../../../Dockerfile", import.meta.url), "utf8");
+    const cmd = dockerfile.split("\n").find((line) => line.startsWith("CMD "));
+    expect(cmd).to.include(`exec node ${SERVICE_NODE_OPTIONS.join(" ")} services/\${HOLDFAST_SERVICE}/dist/main.js`);
   });
 
   it("requires both TLS files, and files that exist", () => {

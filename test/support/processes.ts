@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { EPHEMERAL_LOOPBACK_PORTS } from "@holdfast/dev-stack";
+import { SERVICE_NODE_OPTIONS } from "@holdfast/runtime";
 import { TEST_AUTH_ENV } from "./auth.js";
 
 export type ServiceName = "reservation-service" | "expiry-worker";
@@ -30,7 +31,7 @@ export interface ExitedProcess {
 }
 
 function nodeArgs(service: ServiceName): string[] {
-  return ["--enable-source-maps", fileURLToPath(import.meta.resolve(ENTRY[service]))];
+  return [...SERVICE_NODE_OPTIONS, fileURLToPath(import.meta.resolve(ENTRY[service]))];
 }
 
 /** Every listener of both services on loopback, on a port the OS picks. */

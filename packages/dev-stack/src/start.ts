@@ -6,7 +6,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { prettyFactory } from "pino-pretty";
-import { ConfigError, createLogger } from "@holdfast/runtime";
+import { ConfigError, SERVICE_NODE_OPTIONS, createLogger } from "@holdfast/runtime";
 import { createKnex, migrateLatest } from "@holdfast/schema";
 import { ROLE_NAMES } from "@holdfast/core";
 import { mintCallerTokens, type CallerTokens } from "./callers.js";
@@ -31,7 +31,7 @@ function launch(name: string, entry: string, env: NodeJS.ProcessEnv): ServicePro
   // Each service runs in its own process group, so that Ctrl-C reaches only
   // this launcher, which then stops them one SIGTERM each and waits for their
   // drain. The IPC channel makes a service stop by itself if the launcher dies.
-  const child = spawn(process.execPath, ["--enable-source-maps", fileURLToPath(import.meta.resolve(entry))], {
+  const child = spawn(process.execPath, [...SERVICE_NODE_OPTIONS, fileURLToPath(import.meta.resolve(entry))], {
     env,
     detached: true,
     stdio: ["ignore", "pipe", "inherit", "ipc"],

@@ -16,4 +16,4 @@ export { instrumentService, statusName, REQUEST_ID_HEADER } from "./instrument.j
 export { validateService } from "./validation.js";
 export { unimplementedService } from "./unimplemented.js";
 export { HealthStatus, healthService, ServingStatus } from "./health.js";
-export { runService, EXIT_CONFIG } from "./run-service.js";
+export { runService, EXIT_CONFIG, SERVICE_NODE_OPTIONS } from "./run-service.js";
