@@ -4,7 +4,7 @@
 // customer were admitted got a retry-after longer than the window (10,003 ms of 10,000).
 import { expect } from "chai";
 import type { Knex } from "knex";
-import { admitAttempts, createKnex, query, transaction } from "@holdfast/schema";
+import { admitAttempts, createKnex, query, transaction, type Db } from "@holdfast/schema";
 import { createTestDatabase, type TestDatabase } from "../support/database.js";
 import { untilALockWait } from "../support/wait.js";
 
@@ -17,7 +17,12 @@ describe("shared schema: the attempt rate limiter", () => {
     db = await createTestDatabase("fairness");
     // One connection holds the customer's row, one runs the attempt, one watches.
     knex = createKnex({ url: db.url, poolMax: 3 });
-    await query(knex, `INSERT INTO skus (code, name, rate_limit_max_attempts, rate_limit_window_ms) VALUES ('RL-2', 'RL-2', 2, ?), ('RL-3', 'RL-3', 3, ?)`, [WINDOW_MS, WINDOW_MS]);
+    await query(
+      knex,
+      `INSERT INTO skus (code, name, rate_limit_max_attempts, rate_limit_window_ms)
+       SELECT code, code, n, ? FROM (VALUES ('RL-2', 2), ('RL-3', 3), ('RL-A', 5), ('RL-B', 5), ('RL-LOW', 3)) AS v(code, n)`,
+      [WINDOW_MS],
+    );
   });
   after(async () => {
     await knex?.destroy();
@@ -39,27 +44,39 @@ describe("shared schema: the attempt rate limiter", () => {
     )[0]!;
 
   /**
-   * Starts an attempt of `customer` on `sku` while the test holds its row, waits until the
-   * attempt waits for it, then leaves two admissions in the log, both newer than the
-   * attempt's start (as two attempts that won the row would have), and lets it go.
+   * Runs an attempt of `customer` on `skus` while the test holds the customer's row of
+   * `heldSku` (which must exist): once the attempt waits for it, `meanwhile` runs in the
+   * holding transaction, which then commits. The attempt's admissions, and what
+   * `meanwhile` returned.
+   */
+  async function attemptWaitingFor<T>(heldSku: string, customer: string, skus: string[], meanwhile: (trx: Db) => Promise<T>) {
+    let attempt!: ReturnType<typeof admitAttempts>;
+    const during = await transaction(knex, async (trx) => {
+      await query(trx, `SELECT 1 FROM customer_attempt_windows WHERE sku_code = ? AND customer_id = ? FOR UPDATE`, [heldSku, customer]);
+      attempt = admitAttempts(knex, customer, skus);
+      await untilALockWait(knex, "the attempt waiting for the customer's row");
+      return meanwhile(trx);
+    });
+    return { admissions: await attempt, during };
+  }
+
+  /**
+   * An attempt of `customer` on `sku` that waited for its row while two attempts that
+   * won it were admitted: the log it finds holds two times, both newer than its start.
    */
   async function attemptThatWaitedBehindTwo(sku: string, customer: string) {
     expect((await admitAttempts(knex, customer, [sku]))[0]!.admitted, "the row's first attempt").to.equal(true);
-    let attempt!: ReturnType<typeof admitAttempts>;
-    await transaction(knex, async (trx) => {
-      await query(trx, `SELECT 1 FROM customer_attempt_windows WHERE sku_code = ? AND customer_id = ? FOR UPDATE`, [sku, customer]);
-      attempt = admitAttempts(knex, customer, [sku]);
-      await untilALockWait(knex, "the attempt waiting for the customer's row");
-      await query(
+    const { admissions } = await attemptWaitingFor(sku, customer, [sku], (trx) =>
+      query(
         trx,
         `UPDATE customer_attempt_windows
             SET admitted = ARRAY[clock_timestamp(), clock_timestamp()]::timestamptz[],
                 last_attempt_at = clock_timestamp(), expires_at = clock_timestamp() + window_ms * interval '1 millisecond'
           WHERE sku_code = ? AND customer_id = ?`,
         [sku, customer],
-      );
-    });
-    return (await attempt)[0]!;
+      ),
+    );
+    return admissions[0]!;
   }
 
   it("refuses an attempt that waited while the window filled, with a retry-after within the window", async () => {
@@ -76,5 +93,39 @@ describe("shared schema: the attempt rate limiter", () => {
     const admitted = await attemptThatWaitedBehindTwo("RL-3", "waited");
     expect(admitted.admitted).to.equal(true);
     expect(await windowOf("RL-3", "waited")).to.deep.equal({ logged: 3, in_order: true, attempt_is_newest: true, expires_a_window_after_newest: true });
+  });
+
+  it("stamps a new row of a multi-SKU attempt when it is inserted, after the wait for an earlier SKU's row", async () => {
+    // RL-A's row exists and is held; RL-B's does not: the attempt inserts it after RL-A's wait.
+    await admitAttempts(knex, "multi", ["RL-A"]);
+    const { admissions, during } = await attemptWaitingFor("RL-A", "multi", ["RL-B", "RL-A"], async (trx) => {
+      const [row] = await query<{ at: string }>(trx, `SELECT clock_timestamp()::text AS at`);
+      return row!.at;
+    });
+    expect(admissions.map((a) => [a.sku, a.admitted])).to.deep.equal([["RL-A", true], ["RL-B", true]]);
+    const [b] = await query<{ after_the_wait: boolean }>(
+      knex,
+      `SELECT admitted[1] >= ?::timestamptz AND last_attempt_at = admitted[1] AS after_the_wait FROM customer_attempt_windows WHERE sku_code = 'RL-B' AND customer_id = 'multi'`,
+      [during],
+    );
+    expect(b!.after_the_wait, "RL-B's admission time is after the row of RL-A was let go").to.equal(true);
+  });
+
+  it("refuses, and does not fail, once UpdateSku has lowered the limit below what the log holds", async () => {
+    for (let i = 0; i < 3; i++) expect((await admitAttempts(knex, "lowered", ["RL-LOW"]))[0]!.admitted).to.equal(true);
+    const [before] = await query<{ newest: string }>(knex, `SELECT admitted[3]::text AS newest FROM customer_attempt_windows WHERE sku_code = 'RL-LOW' AND customer_id = 'lowered'`);
+    await query(knex, `UPDATE skus SET rate_limit_max_attempts = 1 WHERE code = 'RL-LOW'`);
+    const [refused] = await admitAttempts(knex, "lowered", ["RL-LOW"]);
+    expect(refused).to.include({ admitted: false, maxAttempts: 1 });
+    expect(refused!.retryAfterMs).to.be.greaterThan(0).and.at.most(WINDOW_MS);
+    // The newest time is kept: the next attempt is admitted when it leaves the window, not before.
+    const [after] = await query<{ logged: number; kept_newest: boolean; retry_after_ms: number }>(
+      knex,
+      `SELECT cardinality(admitted) AS logged, admitted[1] = ?::timestamptz AS kept_newest,
+              ceil(extract(epoch FROM admitted[1] + window_ms * interval '1 millisecond' - last_attempt_at) * 1000)::int AS retry_after_ms
+         FROM customer_attempt_windows WHERE sku_code = 'RL-LOW' AND customer_id = 'lowered'`,
+      [before!.newest],
+    );
+    expect(after).to.deep.equal({ logged: 1, kept_newest: true, retry_after_ms: refused!.retryAfterMs });
   });
 });

@@ -74,10 +74,16 @@ describe("configuration", () => {
     expect(text).to.match(/MAX_CALL_WAIT_MS: must be a whole number \(digits only\) \(got ""\)/);
   });
 
-  it("the container starts a service with the node options every other launcher passes", () => {
-    const dockerfile = readFileSync(new URL("../../../Dockerfile", import.meta.url), "utf8");
+  it("the container and the services' executables start them with the node options every other launcher passes", () => {
+    const root = new URL("../../../", import.meta.url);
+    const dockerfile = readFileSync(new URL("Dockerfile", root), "utf8");
     const cmd = dockerfile.split("\n").find((line) => line.startsWith("CMD "));
     expect(cmd).to.include(`exec node ${SERVICE_NODE_OPTIONS.join(" ")} services/\${HOLDFAST_SERVICE}/dist/main.js`);
+    // The packages' `bin` (npx holdfast-reservation-service): the shebang of main.js.
+    for (const service of ["reservation-service", "expiry-worker"]) {
+      const [shebang] = readFileSync(new URL(`services/${service}/dist/main.js`, root), "utf8").split("\n");
+      expect(shebang, service).to.equal(`#!/usr/bin/env -S node ${SERVICE_NODE_OPTIONS.join(" ")}`);
+    }
   });
 
   it("requires both TLS files, and files that exist", () => {

@@ -5,7 +5,9 @@ import { exitOnShutdownSignal } from "./shutdown.js";
 
 /**
  * The node options every launcher of a Holdfast service passes (`npm start`, the
- * tests, the benchmarks; the Dockerfile's CMD spells the same list):
+ * tests, the benchmarks; the Dockerfile's CMD and the shebang of each service's
+ * main.js, its package's `bin`, spell the same list, checked by
+ * test/services/configuration.test.ts):
  * - source maps, so that a stack trace at 3 a.m. names the TypeScript line;
  * - a young generation of 64 MiB semi-spaces (V8's default here: 16 MiB). A hold
  *   allocates its request, response and statement parameters and drops them within
@@ -14,7 +16,8 @@ import { exitOnShutdownSignal } from "./shutdown.js";
  *   reservation-service spent ~20 % of its CPU in the garbage collector; with this,
  *   CPU per hold of a GROUP_COMMIT SKU at 256 clients went 326 → 291 µs and its holds/s
  *   +9 % (4 of 4 alternated pairs); 10,000 SKUs at 64 clients, bound by PostgreSQL,
- *   did not change. The cost: up to 96 MiB more of resident memory under load.
+ *   did not change. The cost: V8's young generation is three semi-spaces (two, and as
+ *   much again for large young objects), so up to 144 MiB more resident memory.
  * V8 reads the semi-space size only at start-up (v8.setFlagsFromString afterwards
  * has no effect), hence a launch flag and not code in `main`.
  */

@@ -113,33 +113,41 @@ export interface AttemptAdmission {
  * commits), with t = the database clock once the attempt holds the row:
  *   log   = the row's admitted times inside (t - window, t], oldest first
  *   admit = cardinality(log) < max_attempts
- *   new log = log || t if admitted, else log (refused attempts are not logged)
+ *   new log = log || t if admitted, else the newest max_attempts of log (refused
+ *             attempts are not logged)
  * A new row admits (max_attempts >= 1). Rows are inserted, and so locked, in SKU
  * order: two multi-SKU attempts of one customer cannot deadlock. The limit and window
  * are copied into the row so that ON CONFLICT can read them from EXCLUDED.
  *
- * Race window: p.t is read before the INSERT, and an attempt that then waits for the
- * row (another attempt of the customer holds it) would be judged at that earlier
- * instant against times logged after it: its log could hold times "in its future",
- * its retry-after exceed the window, and its own time land out of order in the log.
- * So the UPDATE reads the clock again (n.t), after ON CONFLICT has locked the row,
- * when every time in the log was committed before it.
+ * Race window: an attempt may wait for a row that another attempt of the customer
+ * holds (or, multi-SKU, for an earlier SKU's row). Judged at an instant read before
+ * that wait, its log could hold times "in its future", its retry-after exceed the
+ * window, and its own time land out of order in the log. So t is read per row, as
+ * late as each path allows: for a new row as the sorted rows are inserted one after
+ * the other (q.t, above the ORDER BY: after the earlier SKUs' waits); for an existing
+ * row in the UPDATE (n.t), after ON CONFLICT has locked it, when every time in its
+ * log was committed before.
+ *
+ * The refused log keeps only the newest max_attempts times: UpdateSku may have lowered
+ * the limit below what the row holds (the CHECK bounds the log by it), and the oldest
+ * times leave the window first, so dropping them changes no later decision, and the
+ * retry-after (when the oldest time kept leaves the window) is the moment the next
+ * attempt is admitted.
  */
 const ADMIT_ATTEMPTS = `
 WITH p AS (
-  SELECT s.code, s.rate_limit_max_attempts AS n, s.rate_limit_window_ms AS w, clock_timestamp() AS t
+  SELECT s.code, s.rate_limit_max_attempts AS n, s.rate_limit_window_ms AS w
     FROM skus s
    WHERE s.code = ANY(?::text[]) AND s.rate_limit_max_attempts IS NOT NULL
 )
 INSERT INTO customer_attempt_windows AS c
        (sku_code, customer_id, max_attempts, window_ms, admitted, last_attempt_at, last_admitted, expires_at)
-SELECT p.code, ?, p.n, p.w, ARRAY[p.t], p.t, true, p.t + p.w * interval '1 millisecond'
-  FROM p
- ORDER BY p.code
+SELECT q.code, ?, q.n, q.w, ARRAY[q.t], q.t, true, q.t + q.w * interval '1 millisecond'
+  FROM (SELECT o.*, clock_timestamp() AS t FROM (SELECT * FROM p ORDER BY p.code) o) q
 ON CONFLICT (sku_code, customer_id) DO UPDATE
    SET (max_attempts, window_ms, admitted, last_attempt_at, last_admitted, expires_at) = (
          SELECT EXCLUDED.max_attempts, EXCLUDED.window_ms,
-                CASE WHEN l.ok THEN l.log || l.t ELSE l.log END,
+                CASE WHEN l.ok THEN l.log || l.t ELSE l.log[cardinality(l.log) - EXCLUDED.max_attempts + 1 : cardinality(l.log)] END,
                 l.t, l.ok,
                 CASE WHEN l.ok THEN GREATEST(l.t, l.log[cardinality(l.log)]) ELSE l.log[cardinality(l.log)] END
                   + EXCLUDED.window_ms * interval '1 millisecond'
