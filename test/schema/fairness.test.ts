@@ -118,14 +118,33 @@ describe("shared schema: the attempt rate limiter", () => {
     const [refused] = await admitAttempts(knex, "lowered", ["RL-LOW"]);
     expect(refused).to.include({ admitted: false, maxAttempts: 1 });
     expect(refused!.retryAfterMs).to.be.greaterThan(0).and.at.most(WINDOW_MS);
-    // The newest time is kept: the next attempt is admitted when it leaves the window, not before.
-    const [after] = await query<{ logged: number; kept_newest: boolean; retry_after_ms: number }>(
+    // Every admitted time is kept (a limit raised again counts them all); under the limit
+    // of 1 the next attempt is admitted when the newest leaves the window, not before.
+    const [after] = await query<{ logged: number; newest_kept: boolean; retry_after_ms: number }>(
       knex,
-      `SELECT cardinality(admitted) AS logged, admitted[1] = ?::timestamptz AS kept_newest,
-              ceil(extract(epoch FROM admitted[1] + window_ms * interval '1 millisecond' - last_attempt_at) * 1000)::int AS retry_after_ms
+      `SELECT cardinality(admitted) AS logged, admitted[3] = ?::timestamptz AS newest_kept,
+              ceil(extract(epoch FROM admitted[3] + window_ms * interval '1 millisecond' - last_attempt_at) * 1000)::int AS retry_after_ms
          FROM customer_attempt_windows WHERE sku_code = 'RL-LOW' AND customer_id = 'lowered'`,
       [before!.newest],
     );
-    expect(after).to.deep.equal({ logged: 1, kept_newest: true, retry_after_ms: refused!.retryAfterMs });
+    expect(after).to.deep.equal({ logged: 3, newest_kept: true, retry_after_ms: refused!.retryAfterMs });
+  });
+
+  it("keeps every admitted time when a refusal judged by an older, lower limit meets a log that a raised one filled", async () => {
+    // The attempt reads a limit of 1; while it waits for the row, the limit becomes 5 and two
+    // more attempts are admitted. It is refused by the limit it read, and erases nothing.
+    await query(knex, `UPDATE skus SET rate_limit_max_attempts = 1 WHERE code = 'RL-2'`);
+    await admitAttempts(knex, "raised", ["RL-2"]);
+    const { admissions } = await attemptWaitingFor("RL-2", "raised", ["RL-2"], (trx) =>
+      query(
+        trx,
+        `UPDATE customer_attempt_windows
+            SET admitted = admitted || ARRAY[clock_timestamp(), clock_timestamp()]::timestamptz[], max_attempts = 5
+          WHERE sku_code = 'RL-2' AND customer_id = 'raised'`,
+      ),
+    );
+    expect(admissions[0]).to.include({ admitted: false, maxAttempts: 1 });
+    expect((await windowOf("RL-2", "raised")).logged).to.equal(3);
+    await query(knex, `UPDATE skus SET rate_limit_max_attempts = 2 WHERE code = 'RL-2'`);
   });
 });

@@ -489,6 +489,17 @@ describe("expiry-worker: snapshots, retention and replicas (real processes)", fu
          SELECT now() - interval '400 days', 'STOCK_ADJUSTED', sku_code, 0, on_hand, reserved, allocated, on_hand, reserved, allocated, version, 'admin:seed', 'old'
            FROM inventory WHERE sku_code = 'snap-6'`,
       );
+      // Rate-limit logs: one whose last attempt left its window (pruned); one whose
+      // expires_at passed under the window of its last attempt, but whose SKU's window
+      // was lengthened since (kept: its attempts still count).
+      await query(knex, `UPDATE skus SET rate_limit_max_attempts = 5, rate_limit_window_ms = 3600000 WHERE code = 'snap-1'`);
+      await query(knex, `UPDATE skus SET rate_limit_max_attempts = 5, rate_limit_window_ms = 60000 WHERE code = 'snap-2'`);
+      await query(
+        knex,
+        `INSERT INTO customer_attempt_windows (sku_code, customer_id, max_attempts, window_ms, admitted, last_attempt_at, last_admitted, expires_at)
+         SELECT sku, 'c', 5, 60000, ARRAY[now() - interval '30 minutes'], now() - interval '30 minutes', true, now() - interval '29 minutes'
+           FROM unnest(ARRAY['snap-1', 'snap-2']) AS sku`,
+      );
       const countOf = async (sql: string) => (await query<{ n: number }>(knex, sql))[0]!.n;
       const ledger = await query<{ n: number; max: number }>(knex, `SELECT count(*)::int AS n, max(id)::int AS max FROM audit_events`);
       const oldSnapshots = await countOf(`SELECT count(*)::int AS n FROM inventory_snapshots WHERE taken_at < now() - interval '1 hour'`);
@@ -516,6 +527,8 @@ describe("expiry-worker: snapshots, retention and replicas (real processes)", fu
       expect(status.replicas.map((r) => r.workerId), "only live replicas are listed").to.deep.equal(["retention"]);
       expect(await metric(w, "holdfast_retention_pruned_total", 'table="worker_replicas"')).to.equal(1);
       expect(await metric(w, "holdfast_retention_pruned_total", 'table="idempotency_records"')).to.equal(12_001);
+      const windows = await query<{ sku_code: string }>(knex, `SELECT sku_code FROM customer_attempt_windows ORDER BY sku_code`);
+      expect(windows.map((r) => r.sku_code), "rate-limit logs left").to.deep.equal(["snap-1"]);
       // The ledger is kept whole, however old.
       const [ledgerNow] = await query<{ n: number }>(knex, `SELECT count(*)::int AS n FROM audit_events WHERE id <= ?`, [ledger[0]!.max]);
       expect(ledgerNow!.n).to.equal(ledger[0]!.n);

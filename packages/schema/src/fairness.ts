@@ -113,8 +113,7 @@ export interface AttemptAdmission {
  * commits), with t = the database clock once the attempt holds the row:
  *   log   = the row's admitted times inside (t - window, t], oldest first
  *   admit = cardinality(log) < max_attempts
- *   new log = log || t if admitted, else the newest max_attempts of log (refused
- *             attempts are not logged)
+ *   new log = log || t if admitted, else log (refused attempts are not logged)
  * A new row admits (max_attempts >= 1). Rows are inserted, and so locked, in SKU
  * order: two multi-SKU attempts of one customer cannot deadlock. The limit and window
  * are copied into the row so that ON CONFLICT can read them from EXCLUDED.
@@ -128,11 +127,13 @@ export interface AttemptAdmission {
  * row in the UPDATE (n.t), after ON CONFLICT has locked it, when every time in its
  * log was committed before.
  *
- * The refused log keeps only the newest max_attempts times: UpdateSku may have lowered
- * the limit below what the row holds (the CHECK bounds the log by it), and the oldest
- * times leave the window first, so dropping them changes no later decision, and the
- * retry-after (when the oldest time kept leaves the window) is the moment the next
- * attempt is admitted.
+ * Limits changed by UpdateSku: the log keeps every admitted time still in the window,
+ * whatever the limit, so that a limit raised meanwhile counts them all. A lowered limit
+ * may leave more times in a row than it allows: the row's max_attempts (which bounds
+ * the log, CHECK customer_attempt_windows_bounded) is then the log's length, and what
+ * the statement returns is the SKU's limit (read in the statement's snapshot, as p
+ * read it) and, for a refusal, the moment the log holds fewer times than it: when its
+ * (length - limit + 1)-th oldest time leaves the window.
  */
 const ADMIT_ATTEMPTS = `
 WITH p AS (
@@ -146,8 +147,8 @@ SELECT q.code, ?, q.n, q.w, ARRAY[q.t], q.t, true, q.t + q.w * interval '1 milli
   FROM (SELECT o.*, clock_timestamp() AS t FROM (SELECT * FROM p ORDER BY p.code) o) q
 ON CONFLICT (sku_code, customer_id) DO UPDATE
    SET (max_attempts, window_ms, admitted, last_attempt_at, last_admitted, expires_at) = (
-         SELECT EXCLUDED.max_attempts, EXCLUDED.window_ms,
-                CASE WHEN l.ok THEN l.log || l.t ELSE l.log[cardinality(l.log) - EXCLUDED.max_attempts + 1 : cardinality(l.log)] END,
+         SELECT GREATEST(EXCLUDED.max_attempts, cardinality(l.log)), EXCLUDED.window_ms,
+                CASE WHEN l.ok THEN l.log || l.t ELSE l.log END,
                 l.t, l.ok,
                 CASE WHEN l.ok THEN GREATEST(l.t, l.log[cardinality(l.log)]) ELSE l.log[cardinality(l.log)] END
                   + EXCLUDED.window_ms * interval '1 millisecond'
@@ -156,8 +157,9 @@ ON CONFLICT (sku_code, customer_id) DO UPDATE
                                             WHERE a > n.t - EXCLUDED.window_ms * interval '1 millisecond'
                                             ORDER BY a) AS log
                            FROM (SELECT clock_timestamp() AS t) n) k) l)
-RETURNING sku_code, last_admitted, max_attempts, window_ms,
-          ceil(extract(epoch FROM (admitted[1] + window_ms * interval '1 millisecond' - last_attempt_at)) * 1000)::bigint AS retry_after_ms`;
+RETURNING sku_code, last_admitted, (SELECT s.rate_limit_max_attempts FROM skus s WHERE s.code = sku_code) AS max_attempts, window_ms,
+          ceil(extract(epoch FROM (admitted[cardinality(admitted) - (SELECT s.rate_limit_max_attempts FROM skus s WHERE s.code = sku_code) + 1]
+                                   + window_ms * interval '1 millisecond' - last_attempt_at)) * 1000)::bigint AS retry_after_ms`;
 
 /**
  * Counts one attempt of `customerId` on each of `skus` that has a rate limit, and says

@@ -12,7 +12,9 @@
  *   deregistering; they left the listing after a minute).
  * - customer_attempt_windows rows (the rate limiter's sliding logs) whose newest
  *   admitted attempt has left its window: such a row admits like an absent one, so
- *   deleting it changes no decision. A concurrent attempt's upsert either finds the
+ *   deleting it changes no decision. The window is the SKU's as it is now: a row's
+ *   expires_at was computed with the window of its last attempt, and UpdateSku may
+ *   have lengthened it since (its attempts then still count). A concurrent attempt's upsert either finds the
  *   row (and we skip it, locked) or inserts it afresh after our DELETE.
  * - The ledger (audit_events) is never pruned: it is the evidence the counters are
  *   checked against, and its append-only trigger would refuse anyway.
@@ -87,8 +89,14 @@ const TARGETS: readonly Target[] = [
   {
     table: "customer_attempt_windows",
     lock: [0x486f6c64, 0x52617465], // 'Rate'
-    // customer_attempt_windows_expires_at_idx.
-    sql: batch("customer_attempt_windows", `expires_at < now()`, "expires_at"),
+    // customer_attempt_windows_expires_at_idx; then the SKU's current window (above).
+    sql: batch(
+      "customer_attempt_windows",
+      `expires_at < now()
+       AND NOT EXISTS (SELECT 1 FROM skus s
+                        WHERE s.code = sku_code AND admitted[cardinality(admitted)] + s.rate_limit_window_ms * interval '1 millisecond' >= now())`,
+      "expires_at",
+    ),
     params: () => [],
   },
 ];

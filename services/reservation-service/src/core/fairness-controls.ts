@@ -16,10 +16,12 @@ import { abandonmentAwareTtl, abandonmentRecords, admitAttempts, customerActiveU
  * Counts this attempt against the rate limits of `skus` (one autocommitted statement on
  * `db`, never a transaction's connection) and throws RESOURCE_EXHAUSTED / RATE_LIMITED
  * if any of them refuses it. SKUs without a limit cost nothing but that statement.
+ * Refused by several SKUs, the answer names the one that admits again last: a retry
+ * before its delay would be refused by that one anyway.
  */
 export async function admitAttempt(db: Db, customerId: string, skus: readonly string[]): Promise<void> {
-  const refused = (await admitAttempts(db, customerId, skus)).find((a) => !a.admitted);
-  if (refused !== undefined) throw rateLimited(customerId, refused);
+  const refused = (await admitAttempts(db, customerId, skus)).filter((a) => !a.admitted);
+  if (refused.length > 0) throw rateLimited(customerId, refused.reduce((a, b) => (b.retryAfterMs > a.retryAfterMs ? b : a)));
 }
 
 /** Thrown in an attempt's transaction whose SKUs have a rate limit it was not admitted by: roll back, admit, start again. */
