@@ -170,6 +170,19 @@ describe("fairness controls: per-customer limit, attempt rate limit, abandonment
       expect((await failure(hold(b, "Y", [{ sku: SKU, quantity: 1 }]))).metadata).to.include({ held: "2" });
       await assertInvariants(knex, [SKU]);
     });
+    it("a customer's own entry past its max_wait, not yet swept, no longer counts when it joins again", async () => {
+      const SKU = "FC-WL-LAPSED";
+      await createSku(SKU, 0, { maxUnitsPerCustomer: 2 });
+      const first = (await a.joinWaitlist({ requestId: rid(), customerId: "L", sku: SKU, quantity: 2, maxWait: secs(1) })).entry!;
+      // No worker here: the entry lapses (database clock) and stays WAITING in its row.
+      await until("the entry's max_wait has passed", async () => (await query<{ past: boolean }>(knex, `SELECT expires_at <= now() AS past FROM waitlist_entries WHERE id = ?`, [first.id]))[0]!.past, 5_000, 50);
+      const again = (await b.joinWaitlist({ requestId: rid(), customerId: "L", sku: SKU, quantity: 2 })).entry!;
+      expect(again.status).to.equal(WaitlistEntryStatus.WAITING);
+      expect((await a.getWaitlistEntry({ waitlistEntryId: first.id })).entry!.status).to.equal(WaitlistEntryStatus.EXPIRED);
+      // The live entry counts: one more unit would take the customer past the limit.
+      expect((await failure(a.joinWaitlist({ requestId: rid(), customerId: "L", sku: SKU, quantity: 1 }))).metadata).to.include({ sku: SKU, limit: "2", held: "2" });
+      await assertInvariants(knex, [SKU]);
+    });
   });
 
   describe("customer_attempt_rate_limit", () => {

@@ -32,6 +32,7 @@ import {
 } from "@holdfast/contracts";
 import {
   closeWaiting,
+  lockCustomerUnits,
   promoteAndExpireWaiting,
   lockInventoryRows,
   moveWaitlistCounters,
@@ -138,10 +139,11 @@ export async function joinInTransaction(
   const [sku] = await query<SkuRow>(trx, `SELECT * FROM skus WHERE code = ?`, [spec.sku]);
   if (sku === undefined) throw skuNotFound([spec.sku]);
   if (sku.waitlist_disabled) return new Refusal(waitlistDisabled(spec.sku));
-  // max_units_per_customer counts WAITING entries: checked (and the customer's lock
-  // taken) before the SKU's row lock, so a promotion can never take the customer past it.
-  const overLimit = await customerLimitRefusal(trx, spec.customerId, [{ sku: spec.sku, quantity: spec.quantity }], [sku]);
-  if (overLimit !== undefined) return overLimit;
+  // max_units_per_customer counts WAITING entries: the customer's lock is taken before
+  // the SKU's row lock (the lock order of every adder), so a promotion can never take
+  // the customer past it; the units are counted once lapsed entries have left (below).
+  const limits = [{ sku: spec.sku, quantity: spec.quantity }];
+  if (sku.max_units_per_customer !== null) await lockCustomerUnits(trx, spec.customerId);
   const [locked] = await lockInventoryRows(trx, [spec.sku]);
   if (locked === undefined) throw skuNotFound([spec.sku]);
   // Entries that lapsed (max_wait) without being swept yet leave the queue first, and
@@ -149,6 +151,9 @@ export async function joinInTransaction(
   // longer stands in the way of joining again, nor counts against the length limit.
   const origin = { actor: call.principal.id, requestId: spec.requestId };
   const before = await promoteAndExpireWaiting(trx, [spec.sku], origin, deps.settings);
+  // Counted now: the customer's own lapsed entry, just closed, no longer counts.
+  const overLimit = await customerLimitRefusal(trx, spec.customerId, limits, [sku]);
+  if (overLimit !== undefined) return overLimit;
   // Entries now waiting (the row read under the lock, less what just left the queue).
   const waiting = locked.waitlist_count - before.expired.length - before.promotions.length;
   const [existing] = await query<{ id: string }>(
