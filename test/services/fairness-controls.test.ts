@@ -349,6 +349,22 @@ describe("fairness controls: per-customer limit, attempt rate limit, abandonment
       expect((await a.getReservation({ reservationId: r.id })).reservation!.expireTime).to.deep.equal(r.expireTime);
       await assertInvariants(knex, [SKU, "FC-AB-PLAIN"]);
     });
+
+    it("does not count a lapsed hold whose header a transition holds (a ConfirmHold that read the clock in time may commit)", async () => {
+      const SKU = "FC-AB-HELD";
+      await createSku(SKU, 1000, { abandonmentAwareTtl: true, defaultHoldTtl: secs(600) });
+      const [kept] = await abandon(SKU, "confirming", 2);
+      // 2 expired − grace 1 = 1 strike: 300 s.
+      expect(ttlSeconds((await hold(a, "confirming", [{ sku: SKU, quantity: 1 }])).reservation!)).to.equal(300);
+      // With one of them locked as an in-flight ConfirmHold would: 1 expired, no strike.
+      const inFlight = await knex.transaction();
+      try {
+        await inFlight.raw(`SELECT 1 FROM reservations WHERE id = ? FOR UPDATE`, [kept!.id]);
+        expect(ttlSeconds((await hold(b, "confirming", [{ sku: SKU, quantity: 1 }])).reservation!)).to.equal(600);
+      } finally {
+        await inFlight.rollback();
+      }
+    });
   });
 
   describe("policy", () => {

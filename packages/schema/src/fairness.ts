@@ -199,10 +199,21 @@ export interface AbandonmentRecord {
  * The customer's holds created in the last window (reservations_customer_created_idx:
  * customer, then a range on created_at), with their lines on the SKUs. Holds of a
  * waitlist promotion count like the others. Released holds count for nothing.
+ *
+ * A HELD hold past its expiry counts as expired only if this statement gets a share
+ * lock on its header (`lapsed`), as in CUSTOMER_UNITS: a ConfirmHold or ExtendHold
+ * that read the clock before the expiry may hold it and be about to commit, and such
+ * a hold is not abandoned. SKIP LOCKED: never waits, whatever the caller holds.
  */
 const ABANDONMENT_RECORD = `
+WITH lapsed AS (
+  SELECT r.id FROM reservations r
+   WHERE r.customer_id = ? AND r.created_at > now() - ?::bigint * interval '1 millisecond'
+     AND r.type = 'HOLD' AND r.status = 'HELD' AND r.expires_at <= clock_timestamp()
+     FOR SHARE SKIP LOCKED
+)
 SELECT i.sku_code,
-       count(*) FILTER (WHERE r.status = 'EXPIRED' OR (r.status = 'HELD' AND r.expires_at <= clock_timestamp()))::int AS expired,
+       count(*) FILTER (WHERE r.status = 'EXPIRED' OR r.id IN (SELECT id FROM lapsed))::int AS expired,
        count(*) FILTER (WHERE r.confirmed_at IS NOT NULL)::int AS confirmed
   FROM reservations r JOIN reservation_items i ON i.reservation_id = r.id
  WHERE r.customer_id = ? AND r.created_at > now() - ?::bigint * interval '1 millisecond'
@@ -210,7 +221,13 @@ SELECT i.sku_code,
  GROUP BY i.sku_code`;
 
 export async function abandonmentRecords(db: Db, customerId: string, skus: readonly string[]): Promise<AbandonmentRecord[]> {
-  const rows = await query<{ sku_code: string; expired: number; confirmed: number }>(db, ABANDONMENT_RECORD, [customerId, ABANDONMENT_WINDOW_MS, skuOrder(skus)]);
+  const rows = await query<{ sku_code: string; expired: number; confirmed: number }>(db, ABANDONMENT_RECORD, [
+    customerId,
+    ABANDONMENT_WINDOW_MS,
+    customerId,
+    ABANDONMENT_WINDOW_MS,
+    skuOrder(skus),
+  ]);
   return rows.map((r) => ({ sku: r.sku_code, expired: r.expired, confirmed: r.confirmed }));
 }
 
