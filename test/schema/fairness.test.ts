@@ -4,29 +4,24 @@
 // customer were admitted got a retry-after longer than the window (10,003 ms of 10,000).
 import { expect } from "chai";
 import type { Knex } from "knex";
-import { admitAttempts, createKnex, query, transaction, type Db } from "@holdfast/schema";
-import { createTestDatabase, type TestDatabase } from "../support/database.js";
+import { admitAttempts, query, transaction, type Db } from "@holdfast/schema";
+import { databaseFixture } from "../support/database.js";
 import { untilALockWait } from "../support/wait.js";
 
 describe("shared schema: the attempt rate limiter", () => {
-  let db: TestDatabase;
+  // One connection holds the customer's row, one runs the attempt, one watches.
+  const fx = databaseFixture("fairness", 3);
   let knex: Knex;
   const WINDOW_MS = 10_000;
 
   before(async () => {
-    db = await createTestDatabase("fairness");
-    // One connection holds the customer's row, one runs the attempt, one watches.
-    knex = createKnex({ url: db.url, poolMax: 3 });
+    knex = fx.knex;
     await query(
       knex,
       `INSERT INTO skus (code, name, rate_limit_max_attempts, rate_limit_window_ms)
        SELECT code, code, n, ? FROM (VALUES ('RL-2', 2), ('RL-3', 3), ('RL-A', 5), ('RL-B', 5), ('RL-LOW', 3)) AS v(code, n)`,
       [WINDOW_MS],
     );
-  });
-  after(async () => {
-    await knex?.destroy();
-    await db?.drop();
   });
 
   /** The customer's row, judged in SQL (microseconds; a JS Date keeps milliseconds). */

@@ -4,7 +4,7 @@ import { Code } from "@connectrpc/connect";
 import { ErrorInfoSchema } from "@holdfast/contracts/rpc";
 import { toConnectError } from "@holdfast/runtime";
 import { CounterChangeRefused, PREPARED_PER_CONNECTION, applyCounterChanges, commitWith, createKnex, isStalePlan, query, transaction, type PgTransaction } from "@holdfast/schema";
-import { createTestDatabase, type TestDatabase } from "../support/database.js";
+import { databaseFixture } from "../support/database.js";
 import { rejectionOf } from "../support/assertions.js";
 import { range } from "../support/calls.js";
 
@@ -13,17 +13,9 @@ import { range } from "../support/calls.js";
 // were a third of PostgreSQL's CPU per hold). One pooled connection here, so every
 // call below lands on the connection whose prepared statements it inspects.
 describe("shared schema: statements are prepared once per connection", () => {
-  let db: TestDatabase;
+  const fx = databaseFixture("query", 1);
   let knex: Knex;
-
-  before(async () => {
-    db = await createTestDatabase("query");
-    knex = createKnex({ url: db.url, poolMax: 1 });
-  });
-  after(async () => {
-    await knex?.destroy();
-    await db?.drop();
-  });
+  before(() => (knex = fx.knex));
 
   interface Prepared {
     name: string;
@@ -72,7 +64,7 @@ describe("shared schema: statements are prepared once per connection", () => {
   });
 
   it("after a migration, every pooled connection prepares afresh: a column's new type, and statements on several connections", async () => {
-    const pool = createKnex({ url: db.url, poolMax: 3 });
+    const pool = createKnex({ url: fx.db.url, poolMax: 3 });
     try {
       await pool.raw("CREATE TABLE query_types (id text PRIMARY KEY, label text)");
       await pool.raw("INSERT INTO query_types VALUES ('5b0d8c36-2f9f-4b8e-9a57-6c1c1f1e0a01', 'a')");
@@ -131,17 +123,11 @@ describe("shared schema: statements are prepared once per connection", () => {
 // statement's outcome is known, so nothing of a transaction may be committed when that
 // statement failed, wherever it failed.
 describe("shared schema: a transaction's round trips", () => {
-  let db: TestDatabase;
+  const fx = databaseFixture("round-trips", 1);
   let knex: Knex;
-
   before(async () => {
-    db = await createTestDatabase("round-trips");
-    knex = createKnex({ url: db.url, poolMax: 1 });
+    knex = fx.knex;
     await query(knex, "CREATE TABLE trip_probe (id int PRIMARY KEY, label text)");
-  });
-  after(async () => {
-    await knex?.destroy();
-    await db?.drop();
   });
 
   const labels = async () => (await query<{ id: number }>(knex, "SELECT id FROM trip_probe ORDER BY id")).map((r) => r.id);

@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import pg from "pg";
+import type { Knex } from "knex";
 import { createKnex, migrateLatest } from "@holdfast/schema";
 
 export interface TestDatabase {
@@ -47,4 +48,22 @@ export async function createTestDatabase(label: string, options: { migrate?: boo
     url: url.toString(),
     drop: () => admin((c) => c.query(`DROP DATABASE IF EXISTS ${pg.escapeIdentifier(name)} WITH (FORCE)`)).then(() => undefined),
   };
+}
+
+/**
+ * For the enclosing describe: a fresh migrated database and a pool of `poolMax`
+ * connections on it, made in a `before` hook (registered first, so it runs before the
+ * describe's own) and destroyed and dropped in an `after` hook.
+ */
+export function databaseFixture(label: string, poolMax: number): { db: TestDatabase; knex: Knex } {
+  const fx = {} as { db: TestDatabase; knex: Knex };
+  before(async () => {
+    fx.db = await createTestDatabase(label);
+    fx.knex = createKnex({ url: fx.db.url, poolMax });
+  });
+  after(async () => {
+    await fx.knex?.destroy();
+    await fx.db?.drop();
+  });
+  return fx;
 }

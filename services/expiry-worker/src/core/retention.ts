@@ -14,7 +14,8 @@
  *   admitted attempt has left its window: such a row admits like an absent one, so
  *   deleting it changes no decision. The window is the SKU's as it is now: a row's
  *   expires_at was computed with the window of its last attempt, and UpdateSku may
- *   have lengthened it since (its attempts then still count). A concurrent attempt's upsert either finds the
+ *   have lengthened it since (its attempts then still count). A concurrent
+ *   attempt's upsert either finds the
  *   row (and we skip it, locked) or inserts it afresh after our DELETE.
  * - The ledger (audit_events) is never pruned: it is the evidence the counters are
  *   checked against, and its append-only trigger would refuse anyway.

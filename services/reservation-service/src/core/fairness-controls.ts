@@ -6,7 +6,9 @@
  * - `admitAttempt`: the attempt rate limit, before the attempt's transaction
  *   (`RateLimitHints`: when CreateHold may skip it and let its transaction's first
  *   read tell whether it is owed).
- * - `customerLimitRefusal`: max_units_per_customer, in the transaction, before any row lock.
+ * - `customerLimitRefusal`: max_units_per_customer, in the transaction, before any row
+ *   lock (`lockCustomerLimits` then `customerLimitExcess`, for JoinWaitlist, which
+ *   counts after its row lock).
  * - `abandonmentAwareHoldTtl`: the TTL of a new hold on abandonment-aware SKUs.
  */
 import { Refusal, perCustomerLimitExceeded, rateLimited } from "@holdfast/core";
@@ -61,28 +63,48 @@ export class RateLimitHints {
   }
 }
 
+/** Lines of a request on SKUs with a max_units_per_customer, with their limits. */
+export type LimitedLines = { sku: string; quantity: number; limit: number }[];
+
+/**
+ * The lines on SKUs with a max_units_per_customer; if any, first takes the customer's
+ * advisory lock (held until the transaction ends), so it must run before the
+ * transaction locks any reservation header or inventory row.
+ */
+export async function lockCustomerLimits(
+  trx: Db,
+  customerId: string,
+  lines: readonly { sku: string; quantity: number }[],
+  skus: readonly Pick<SkuRow, "code" | "max_units_per_customer">[],
+): Promise<LimitedLines> {
+  const limits = new Map(skus.flatMap((s) => (s.max_units_per_customer === null ? [] : [[s.code, s.max_units_per_customer] as const])));
+  const limited = lines.flatMap((l) => (limits.has(l.sku) ? [{ ...l, limit: limits.get(l.sku)! }] : []));
+  if (limited.length > 0) await lockCustomerUnits(trx, customerId);
+  return limited;
+}
+
 /**
  * PER_CUSTOMER_LIMIT_EXCEEDED naming every line that would take the customer past its
- * SKU's max_units_per_customer, or undefined. On SKUs with a limit it first takes the
- * customer's advisory lock (held until the transaction ends), so it must run before
- * the transaction locks any reservation header or inventory row.
+ * SKU's limit, or undefined. Counts in a later statement than lockCustomerLimits's:
+ * its snapshot includes whatever the lock's previous holder committed.
  */
+export async function customerLimitExcess(trx: Db, customerId: string, limited: LimitedLines): Promise<Refusal | undefined> {
+  if (limited.length === 0) return undefined;
+  const units = await customerActiveUnits(trx, customerId, limited.map((l) => l.sku));
+  const excess = limited
+    .map((l) => ({ sku: l.sku, limit: l.limit, held: units.get(l.sku) ?? 0, requested: l.quantity }))
+    .filter((e) => e.held + e.requested > e.limit);
+  return excess.length > 0 ? new Refusal(perCustomerLimitExceeded(customerId, excess)) : undefined;
+}
+
+/** lockCustomerLimits, then customerLimitExcess: the check of a transaction that holds no row lock yet. */
 export async function customerLimitRefusal(
   trx: Db,
   customerId: string,
   lines: readonly { sku: string; quantity: number }[],
   skus: readonly Pick<SkuRow, "code" | "max_units_per_customer">[],
 ): Promise<Refusal | undefined> {
-  const limits = new Map(skus.flatMap((s) => (s.max_units_per_customer === null ? [] : [[s.code, s.max_units_per_customer] as const])));
-  const limited = lines.filter((l) => limits.has(l.sku));
-  if (limited.length === 0) return undefined;
-  await lockCustomerUnits(trx, customerId);
-  // A later statement than the lock's: its snapshot includes whatever the previous holder committed.
-  const units = await customerActiveUnits(trx, customerId, limited.map((l) => l.sku));
-  const excess = limited
-    .map((l) => ({ sku: l.sku, limit: limits.get(l.sku)!, held: units.get(l.sku) ?? 0, requested: l.quantity }))
-    .filter((e) => e.held + e.requested > e.limit);
-  return excess.length > 0 ? new Refusal(perCustomerLimitExceeded(customerId, excess)) : undefined;
+  return customerLimitExcess(trx, customerId, await lockCustomerLimits(trx, customerId, lines, skus));
 }
 
 /**

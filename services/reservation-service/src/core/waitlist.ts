@@ -32,7 +32,6 @@ import {
 } from "@holdfast/contracts";
 import {
   closeWaiting,
-  lockCustomerUnits,
   promoteAndExpireWaiting,
   lockInventoryRows,
   moveWaitlistCounters,
@@ -65,7 +64,7 @@ import {
 import type { Call, Deps } from "./context.js";
 import { toWaitlistEntry } from "./convert.js";
 import { loadReservations } from "./reads.js";
-import { admitAttempt, customerLimitRefusal } from "./fairness-controls.js";
+import { admitAttempt, customerLimitExcess, lockCustomerLimits } from "./fairness-controls.js";
 
 const method = (name: string) => `${InventoryReservationService.typeName}/${name}`;
 
@@ -142,8 +141,7 @@ export async function joinInTransaction(
   // max_units_per_customer counts WAITING entries: the customer's lock is taken before
   // the SKU's row lock (the lock order of every adder), so a promotion can never take
   // the customer past it; the units are counted once lapsed entries have left (below).
-  const limits = [{ sku: spec.sku, quantity: spec.quantity }];
-  if (sku.max_units_per_customer !== null) await lockCustomerUnits(trx, spec.customerId);
+  const limited = await lockCustomerLimits(trx, spec.customerId, [{ sku: spec.sku, quantity: spec.quantity }], [sku]);
   const [locked] = await lockInventoryRows(trx, [spec.sku]);
   if (locked === undefined) throw skuNotFound([spec.sku]);
   // Entries that lapsed (max_wait) without being swept yet leave the queue first, and
@@ -152,7 +150,7 @@ export async function joinInTransaction(
   const origin = { actor: call.principal.id, requestId: spec.requestId };
   const before = await promoteAndExpireWaiting(trx, [spec.sku], origin, deps.settings);
   // Counted now: the customer's own lapsed entry, just closed, no longer counts.
-  const overLimit = await customerLimitRefusal(trx, spec.customerId, limits, [sku]);
+  const overLimit = await customerLimitExcess(trx, spec.customerId, limited);
   if (overLimit !== undefined) return overLimit;
   // Entries now waiting (the row read under the lock, less what just left the queue).
   const waiting = locked.waitlist_count - before.expired.length - before.promotions.length;
