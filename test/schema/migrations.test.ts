@@ -64,6 +64,23 @@ describe("shared schema: migrations", () => {
     expect(row).to.include({ on_hand: 10, reserved: 0, allocated: 0, available: 10 });
   });
 
+  it("refuses malformed identifiers in the database itself, at the limits the contract states (0006's checks)", async () => {
+    const sku = (code: string) => knex("skus").insert({ code, name: "Format test" });
+    const record = (requestId: string) => knex("idempotency_records").insert({ caller: "test", request_id: requestId, method: "m", request_hash: "h" });
+    // Accepted: the longest allowed, every allowed character.
+    await sku(`F${"x".repeat(63)}`);
+    await sku("a.b_c-9");
+    await record("r".repeat(128));
+    await record("Az09._:-");
+    // Refused with check_violation: one too long, empty, a first character that may not
+    // start a SKU code, a character outside the class (a space, '/', '@' in a request id).
+    for (const bad of [`G${"x".repeat(64)}`, "", "-abc", ".abc", "a b", "a/b", "a:b"]) expect(await sqlStateOf(sku(bad)), `SKU code ${JSON.stringify(bad)}`).to.equal("23514");
+    for (const bad of ["r".repeat(129), "", "a b", "a/b", "a@b", "é"]) expect(await sqlStateOf(record(bad)), `request id ${JSON.stringify(bad)}`).to.equal("23514");
+    expect(await knex("skus").where("name", "Format test").count({ n: "*" }).first()).to.deep.equal({ n: 2 });
+    await knex("idempotency_records").where({ caller: "test" }).delete();
+    await knex("skus").where("name", "Format test").delete();
+  });
+
   it("keeps the audit ledger append-only", async () => {
     const [event] = await knex("audit_events")
       .insert({

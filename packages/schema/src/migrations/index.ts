@@ -16,6 +16,7 @@ import * as m0002 from './0002_hold_attempts.js';
 import * as m0003 from './0003_read_indexes.js';
 import * as m0004 from './0004_fairness_controls.js';
 import * as m0005 from './0005_refuse.js';
+import * as m0006 from './0006_format_checks.js';
 
 export interface HoldfastMigration {
   /** Recorded in the migrations table; sorts in application order. */
@@ -30,6 +31,7 @@ export const migrations: readonly HoldfastMigration[] = Object.freeze([
   { name: '0003_read_indexes', up: m0003.up, down: m0003.down },
   { name: '0004_fairness_controls', up: m0004.up, down: m0004.down },
   { name: '0005_refuse', up: m0005.up, down: m0005.down },
+  { name: '0006_format_checks', up: m0006.up, down: m0006.down },
 ]);
 
 /** A Knex `MigrationSource` over {@link migrations}; it never touches the file system. */
