@@ -416,24 +416,45 @@ export type KeyOutcome<D extends DescMessage> = { key: IdempotencyKey; schema: D
  * Records the outcomes of keys claimed by this transaction (claimKeys), and forgets
  * the claims of `released` (handed to another path, which claims them again), as
  * part of the caller's next statement: data-modifying statements to put in its WITH
- * clause, with their parameters.
+ * clause, with their parameters. `windowMs`: the claim's window (claimKeys).
+ *
+ * The outcomes are written by an upsert through the primary key, not by an UPDATE
+ * joined to the keys' arrays. The claim wrote every one of these rows in this
+ * transaction and holds their locks, so DO UPDATE always applies (were a row somehow
+ * gone, the completed record would be written afresh, which is also right). What
+ * the form buys: ON CONFLICT finds each row through its arbiter index, whatever the
+ * table's statistics say. An UPDATE … FROM unnest is planned from statistics, and
+ * its generic plan (query.ts: once per connection) made while the table looked
+ * empty, as in a new database or after retention emptied it, is a hash join over a
+ * sequential scan of every record, kept until autovacuum's ANALYZE invalidates it:
+ * issue 8's bench read ~80 records per hold that way, more as the sale went on.
+ * (`released` keeps the join: it is empty but for batches that hand holds back.)
  */
-export function recordOutcomesInline<D extends DescMessage>(outcomes: readonly KeyOutcome<D>[], released: readonly IdempotencyKey[]): { sql: string; params: unknown[] } {
+export function recordOutcomesInline<D extends DescMessage>(
+  outcomes: readonly KeyOutcome<D>[],
+  released: readonly IdempotencyKey[],
+  windowMs: number,
+): { sql: string; params: unknown[] } {
   const encoded = outcomes.map((o) =>
     "refusal" in o ? { key: o.key, code: o.refusal.code, bytes: encodeError(o.refusal) } : { key: o.key, code: 0, bytes: toBinary(o.schema, o.response) },
   );
   return {
     sql: `recorded AS (
-            UPDATE idempotency_records r SET state = 'COMPLETED', status_code = o.status_code, response = o.response, completed_at = now()
-              FROM unnest(?::text[], ?::text[], ?::int[], ?::bytea[]) AS o(caller, request_id, status_code, response)
-             WHERE r.caller = o.caller AND r.request_id = o.request_id
+            INSERT INTO idempotency_records AS r (caller, request_id, method, request_hash, state, status_code, response, completed_at, expires_at)
+            SELECT o.caller, o.request_id, o.method, o.request_hash, 'COMPLETED', o.status_code, o.response, now(), now() + ? * interval '1 millisecond'
+              FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::int[], ?::bytea[]) AS o(caller, request_id, method, request_hash, status_code, response)
+            ON CONFLICT (caller, request_id) DO UPDATE
+               SET state = 'COMPLETED', status_code = EXCLUDED.status_code, response = EXCLUDED.response, completed_at = EXCLUDED.completed_at
           ), released AS (
             DELETE FROM idempotency_records r USING unnest(?::text[], ?::text[]) AS x(caller, request_id)
              WHERE r.caller = x.caller AND r.request_id = x.request_id
           )`,
     params: [
+      windowMs,
       encoded.map((e) => e.key.caller),
       encoded.map((e) => e.key.requestId),
+      encoded.map((e) => e.key.method),
+      encoded.map((e) => e.key.hash),
       encoded.map((e) => e.code),
       encoded.map((e) => Buffer.from(e.bytes)),
       released.map((k) => k.caller),

@@ -350,7 +350,7 @@ export class GroupCommit {
         ...refused.map((r) => ({ key: r.member.key, refusal: r.error })),
       ];
       const planned = granted.map((g) => ({ header: g.header, lines: [{ sku, quantity: g.member.quantity }], terms: terms.get(g.member) }));
-      const record = recordOutcomesInline(outcomes, released);
+      const record = recordOutcomesInline(outcomes, released, settings.idempotencyWindowMs);
       if (granted.length === 0) {
         await insertReservations(trx, planned, record, { commit: true });
       } else {
