@@ -193,6 +193,8 @@ interface HoldfastResult extends Omit<Driven, "perSecond" | "seconds"> {
   loadAverage1m: number;
   /** With --statements: what PostgreSQL ran over the window, per granted hold, costliest first. */
   statements?: StatementCost[];
+  /** With --statements: rows read by sequential scans over the window, per granted hold, by table (tables with none left out). */
+  sequentialRowsPerHold?: Record<string, number>;
 }
 
 interface StatementCost {
@@ -228,10 +230,28 @@ async function statementTotals(db: pg.Client): Promise<StatementTotals[]> {
   return rows.map((r) => ({ text: r.query.replace(/\s+/g, " ").slice(0, 100), calls: Number(r.calls), execMicros: r.exec_ms * 1000, planMicros: r.plan_ms * 1000 }));
 }
 
+/**
+ * Rows read by sequential scans so far, by table (pg_stat_user_tables). A hold's
+ * statements find their rows through keys, so anything here that grows with the
+ * table is a plan gone wrong: issue 8 found a generic plan, made while the table
+ * looked empty, scanning every idempotency record for each hot-SKU batch. Backends
+ * report these counts at most once a second, so a window's figure is ±1 s of load.
+ */
+async function sequentialRows(db: pg.Client): Promise<Map<string, number>> {
+  const { rows } = await db.query<{ relname: string; seq_tup_read: string }>("SELECT relname, seq_tup_read FROM pg_stat_user_tables");
+  return new Map(rows.map((r) => [r.relname, Number(r.seq_tup_read)]));
+}
+
 /** Totals divided by the granted holds. */
 function perHold(totals: StatementTotals[], holds: number): StatementCost[] {
   const each = (x: number, digits = 0) => (holds === 0 ? 0 : round(x / holds, digits));
   return totals.map((t) => ({ text: t.text, callsPerHold: each(t.calls, 2), execMicrosPerHold: each(t.execMicros), planMicrosPerHold: each(t.planMicros) }));
+}
+
+/** The growth of each table's count from `start` to `end`, per hold (tables that did not grow left out). */
+function perHoldByTable(start: Map<string, number>, end: Map<string, number>, holds: number): Record<string, number> {
+  const grown = [...end].map(([table, n]) => [table, n - (start.get(table) ?? 0)] as const).filter(([, d]) => d > 0);
+  return Object.fromEntries(grown.map(([table, d]) => [table, holds === 0 ? 0 : round(d / holds, 2)]));
 }
 
 /** One strategy through the service: the load generator in a process of its own, CPU read at its window's edges. */
@@ -244,6 +264,7 @@ async function measureHoldfast(cluster: BenchCluster, url: string, scenario: Sce
       await stats.query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements");
     }
     let statements: StatementTotals[] | undefined;
+    let scanned: { start: Map<string, number>; end?: Map<string, number> } | undefined;
     const pid = service.child.pid!;
     const sampler = cpuSampler(cluster);
     let service0 = 0;
@@ -260,13 +281,17 @@ async function measureHoldfast(cluster: BenchCluster, url: string, scenario: Sce
       const message = JSON.parse(line) as { window?: "start" | "end"; result?: Driven & { cpuMicros: number } };
       if (message.window === "start") {
         await stats?.query("SELECT pg_stat_statements_reset()");
+        if (stats !== undefined) scanned = { start: await sequentialRows(stats) };
         sampler.start();
         service0 = processCpuMicros(pid);
       } else if (message.window === "end") {
         serviceCpu = processCpuMicros(pid) - service0;
         window = sampler.end();
             // Totals now, as the window closes; per hold once the load generator reports.
-        if (stats !== undefined) statements = await statementTotals(stats);
+        if (stats !== undefined) {
+          statements = await statementTotals(stats);
+          scanned!.end = await sequentialRows(stats);
+        }
       } else if (message.result !== undefined) {
         result = message.result;
       }
@@ -291,6 +316,7 @@ async function measureHoldfast(cluster: BenchCluster, url: string, scenario: Sce
       },
       loadAverage1m: machine().loadAverage1m,
       ...(statements === undefined ? {} : { statements: perHold(statements, holds) }),
+      ...(scanned?.end === undefined ? {} : { sequentialRowsPerHold: perHoldByTable(scanned.start, scanned.end, holds) }),
     };
   } finally {
     await stats?.end();
@@ -505,6 +531,11 @@ function markdown(results: Results): string {
     );
     for (const { r, h } of withStatements) {
       for (const st of h.statements!) push(r.title, r.clients, h.strategy, `\`${st.text.replaceAll("|", "\\|")}\``, st.callsPerHold, st.execMicrosPerHold, st.planMicrosPerHold);
+    }
+    lines.push("", "Rows read by sequential scans, per granted hold, by table (pg_stat_user_tables; a table that grows with the sale should read none):", "");
+    for (const { r, h } of withStatements) {
+      const tables = Object.entries(h.sequentialRowsPerHold ?? {}).map(([table, n]) => `${table} ${n}`);
+      lines.push(`- ${r.title}, ${r.clients} clients, ${h.strategy}: ${tables.length === 0 ? "none" : tables.join(", ")}`);
     }
   }
   if (results.skipped.length > 0) lines.push("", `Skipped (the server does not implement their policy yet): ${results.skipped.join(", ")}.`);
