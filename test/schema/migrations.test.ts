@@ -116,6 +116,37 @@ describe("shared schema: migrations", () => {
     expect(await sqlStateOf(inconsistent)).to.equal("23514");
   });
 
+  it("judges every ledger row as 0001's CASE did, now that a function evaluates the delta shape (0007)", async () => {
+    // Every operation (and one that is none), every sign of each delta, a SKU_CREATED
+    // from zero or not: 12 × 27 × 2 rows, judged by the CHECK's expression as it stands.
+    const verdicts = async (): Promise<string> => {
+      const [constraint] = await knex("pg_constraint").select(knex.raw("pg_get_constraintdef(oid) AS def")).where({ conname: "audit_events_delta_shape" });
+      const expression = (constraint as { def: string }).def.replace(/^CHECK \((.*)\)$/s, "$1");
+      const { rows } = await knex.raw<{ rows: { ok: boolean | null }[] }>(
+        `SELECT ${expression} AS ok
+           FROM unnest(ARRAY['SKU_CREATED', 'STOCK_ADJUSTED', 'HOLD_CREATED', 'WAITLIST_PROMOTED', 'HOLD_CONFIRMED', 'HOLD_RELEASED',
+                             'HOLD_EXPIRED', 'ALLOCATION_CREATED', 'ALLOCATION_FULFILLED', 'ALLOCATION_CANCELLED', 'RECONCILIATION_REPAIR', 'NONE']) AS operation,
+                LATERAL (SELECT a::bigint AS delta_on_hand FROM generate_series(-1, 1) a) d1,
+                LATERAL (SELECT b::bigint AS delta_reserved FROM generate_series(-1, 1) b) d2,
+                LATERAL (SELECT c::bigint AS delta_allocated FROM generate_series(-1, 1) c) d3,
+                LATERAL (SELECT o::bigint AS on_hand_before, 0::bigint AS reserved_before, 0::bigint AS allocated_before FROM unnest(ARRAY[0, 5]) o) b
+          ORDER BY operation, delta_on_hand, delta_reserved, delta_allocated, on_hand_before`,
+      );
+      return rows.map((r) => (r.ok === null ? "n" : r.ok ? "1" : "0")).join("");
+    };
+    const byFunction = await verdicts();
+    expect((await knex("pg_constraint").where({ conname: "audit_events_delta_shape" }).select(knex.raw("pg_get_constraintdef(oid) AS def")).first()).def).to.include(
+      "holdfast_delta_shape_ok",
+    );
+    expect(byFunction).to.have.length(648);
+    // Not a vacuous comparison: the rule accepts some rows and refuses most.
+    expect(byFunction.split("1").length - 1).to.be.within(20, 200);
+    await migrateDown(knex);
+    const byCase = await verdicts();
+    expect(byCase).to.equal(byFunction);
+    await migrateLatest(knex);
+  });
+
   it("migrates down one step at a time to nothing, then up again", async () => {
     const { applied } = await migrationStatus(knex);
     for (let i = applied.length; i > 0; i--) {

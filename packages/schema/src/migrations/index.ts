@@ -17,6 +17,7 @@ import * as m0003 from './0003_read_indexes.js';
 import * as m0004 from './0004_fairness_controls.js';
 import * as m0005 from './0005_refuse.js';
 import * as m0006 from './0006_format_checks.js';
+import * as m0007 from './0007_ledger_delta_shape.js';
 
 export interface HoldfastMigration {
   /** Recorded in the migrations table; sorts in application order. */
@@ -32,6 +33,7 @@ export const migrations: readonly HoldfastMigration[] = Object.freeze([
   { name: '0004_fairness_controls', up: m0004.up, down: m0004.down },
   { name: '0005_refuse', up: m0005.up, down: m0005.down },
   { name: '0006_format_checks', up: m0006.up, down: m0006.down },
+  { name: '0007_ledger_delta_shape', up: m0007.up, down: m0007.down },
 ]);
 
 /** A Knex `MigrationSource` over {@link migrations}; it never touches the file system. */
