@@ -236,6 +236,46 @@ describe("reservation-service: a caller's deadline bounds the work done for it",
     const events = await query(fx.sql, `SELECT id FROM audit_events WHERE sku_code = 'EDGE-D' AND operation = 'HOLD_CREATED'`);
     expect(events).to.have.length(1);
   });
+
+  it("a hold whose last statement began late and got its row after the caller's deadline is rolled back: the statement checks the deadline itself", async () => {
+    // statement_timeout counts from each statement's start, set to the time the caller
+    // had left when the claim was sent. Here the claim waits for the request id's record
+    // most of the deadline away, so the last statement's own timeout would reach far
+    // past the deadline: it is the statement's check of the deadline (ApplyOptions.finish)
+    // that keeps it from committing once it gets the row.
+    const requestId = rid("late-claim");
+    const [{ reserved: reservedBefore }] = await query<{ reserved: string }>(fx.sql, `SELECT reserved FROM inventory WHERE sku_code = 'EDGE-D'`);
+    const record = await fx.sql.transaction();
+    const blocker = await fx.sql.transaction();
+    let retried: Awaited<ReturnType<Grpc["createHold"]>> | undefined;
+    try {
+      await query(record, `INSERT INTO idempotency_records (caller, request_id, method, request_hash) VALUES ('service:test-checkout', ?, 'm', 'h')`, [requestId]);
+      await query(blocker, `SELECT 1 FROM inventory WHERE sku_code = 'EDGE-D' FOR UPDATE`);
+      const sent = Date.now();
+      const late = failureOf(fx.client.createHold({ requestId, customerId: "c-late", lines: [{ sku: "EDGE-D", quantity: 1 }] }, { timeoutMs: 1_500 }));
+      await untilALockWait(fx.sql, "the claim waiting for the request id's record");
+      // 900 of the 1,500 ms go by in the claim's wait; then the claim goes on and the
+      // last statement waits for the row.
+      await sleep(Math.max(0, sent + 900 - Date.now()));
+      await record.rollback();
+      await untilALockWait(fx.sql, "the last statement waiting for the SKU's row");
+      expect((await late).code).to.equal(Code.DeadlineExceeded);
+      // Past the deadline by the database's clock too, by a margin; the statement's own
+      // timeout (about 1,500 ms from its start at ~900) is still far off.
+      await sleep(100);
+      const retry = fx.client.createHold({ requestId, customerId: "c-late", lines: [{ sku: "EDGE-D", quantity: 1 }] }, { timeoutMs: 15_000 });
+      await blocker.commit();
+      retried = await retry;
+    } finally {
+      if (!record.isCompleted()) await record.rollback();
+      if (!blocker.isCompleted()) await blocker.rollback();
+    }
+    // Made by the retry, not a replay of a hold committed for the caller who had gone.
+    expect(retried.replayed).to.equal(false);
+    expect(await query(fx.sql, `SELECT id FROM reservations WHERE request_id = ?`, [requestId])).to.have.length(1);
+    const [{ reserved }] = await query<{ reserved: string }>(fx.sql, `SELECT reserved FROM inventory WHERE sku_code = 'EDGE-D'`);
+    expect(Number(reserved)).to.equal(Number(reservedBefore) + 1);
+  });
 });
 
 // A single SKU's hold sends its counter change with the COMMIT (one round trip, the row

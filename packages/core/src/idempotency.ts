@@ -85,6 +85,14 @@ export interface ClaimRead<Row> {
 export interface Claimed<R, Row = never> {
   /** The transaction's clock (now(), the time of every row it writes), read by the claim. */
   now: Date;
+  /**
+   * The caller's deadline as milliseconds after `now` (the time it had left when the
+   * claim was sent), or null without one. statement_timeout cancels each statement
+   * that long after the statement starts, so a last statement sent with its COMMIT
+   * that began late may outlive the deadline: it checks this itself
+   * (ApplyOptions.finish), so that nothing is committed for a caller who has gone.
+   */
+  deadlineMs: number | null;
   /** The rows of the ClaimRead given to `run` (none without one). */
   rows: Row[];
   /** Records the response now, in its own statement (e.g. before touching hot rows). */
@@ -121,10 +129,12 @@ export class Idempotency {
    *   nobody's abandoned request takes stock. A commit that races the abort stands and
    *   is replayed to a retry with the same request id; so does a last statement sent with
    *   its COMMIT (commitWith) that was still running when the caller left without a
-   *   deadline (with one, the statement itself is cancelled at it, below). With a deadline, the
-   *   transaction's statements after the claim (lock waits included) are cancelled when
-   *   it passes (statement_timeout, never above the configured one), so a call whose
-   *   caller has gone does not keep its connection waiting for a row lock.
+   *   deadline (with one, the statement itself is cancelled at it, below, or refuses
+   *   to commit past it: Claimed.deadlineMs). With a deadline, the transaction's
+   *   statements after the claim (lock waits included) are cancelled when it passes
+   *   (statement_timeout, never above the configured one; counted from each
+   *   statement's start), so a call whose caller has gone does not keep its
+   *   connection waiting for a row lock.
    */
   constructor(
     private readonly db: Knex,
@@ -158,6 +168,7 @@ export class Idempotency {
           let recorded = false;
           const claimed: Claimed<R, Row> = {
             now,
+            deadlineMs: claim.deadlineMs,
             rows: claim.rows,
             record: async (response) => {
               await query(trx, COMPLETE, completeParams(key, 0, toBinary(schema, response)));
@@ -255,13 +266,14 @@ export class Idempotency {
     key: IdempotencyKey,
     leaseMs: number | null = null,
     read?: ClaimRead<Row>,
-  ): Promise<{ claimed: boolean; now: Date; token: string; rows: Row[] }> {
+  ): Promise<{ claimed: boolean; now: Date; token: string; rows: Row[]; deadlineMs: number | null }> {
     try {
-      const { now, claims, rows } = await claimKeys(trx, [key], this.windowMs, leaseMs, this.deadlineLeftMs(), read);
+      const deadlineMs = this.deadlineLeftMs();
+      const { now, claims, rows } = await claimKeys(trx, [key], this.windowMs, leaseMs, deadlineMs, read);
       const claim = claims[0]!;
       if (claim.claimed && claim.reservationId !== null) throw idempotencyKeyReused(key.requestId, { reservationId: claim.reservationId });
       if (claim.claimed && claim.waitlistEntryId !== null) throw idempotencyKeyReused(key.requestId, { waitlistEntryId: claim.waitlistEntryId });
-      return { claimed: claim.claimed, now, token: claim.token!, rows };
+      return { claimed: claim.claimed, now, token: claim.token!, rows, deadlineMs };
     } catch (err) {
       // Waited lock_timeout for a duplicate still in flight.
       if (isLockTimeout(err)) throw requestInProgress(key.requestId);

@@ -90,8 +90,8 @@ export interface ApplyOptions {
    * the transaction over and nothing of it kept. `aliveForMs`: the statement also fails
    * ("late") if it ends that long or longer after the transaction began (now(): the
    * time a new hold's expiry counts from), so that no hold is committed already dead
-   * after waiting for the row. Only for a change of one SKU, on a PgTransaction;
-   * `events` comes back empty.
+   * after waiting for the row, nor after its caller's deadline (Claimed.deadlineMs).
+   * Only for a change of one SKU, on a PgTransaction; `events` comes back empty.
    */
   finish?: { aliveForMs: number | null };
 }

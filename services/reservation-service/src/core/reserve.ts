@@ -519,9 +519,12 @@ async function reserveOnce<R>(
     if (alongside !== undefined && finish) {
       // One round trip for the reservation, its record, the counter change and the
       // COMMIT; the hot row is locked for that statement and the commit's flush only.
-      // Refused by the guard: rolled back (FinishRefused); committed too late for the
-      // hold's TTL: rolled back (CounterChangeRefused "late": LOCK_TIMEOUT, as bornAlive).
-      const aliveForMs = terms === undefined ? null : terms.ttlMs - COMMIT_MARGIN_MS;
+      // Refused by the guard: rolled back (FinishRefused); ending too late for the
+      // hold's TTL, or past the caller's deadline (a statement that waited long for the
+      // row may outlive its statement_timeout's count): rolled back (CounterChangeRefused
+      // "late": LOCK_TIMEOUT, as bornAlive; a caller past its deadline hears nothing).
+      const limits = [terms === undefined ? null : terms.ttlMs - COMMIT_MARGIN_MS, claimed.deadlineMs].filter((ms) => ms !== null);
+      const aliveForMs = limits.length === 0 ? null : Math.min(...limits);
       try {
         await applyCounterChanges(trx, changesFor(inserted.header.id), origin, { expectedVersions, yieldToWaitlist: true, alongside: alongside.insert, finish: { aliveForMs } });
       } catch (err) {
