@@ -20,8 +20,8 @@
 import type { Knex } from 'knex';
 import { runSql } from './run-sql.js';
 
-/** The rule as 0001_initial wrote it, over the columns of audit_events: `down` restores it, and the test compares the function with it. */
-export const DELTA_SHAPE_CASE = `
+/** The rule as 0001_initial wrote it, over the columns of audit_events: the function's body, and what `down` restores (the test migrates down to compare the two). */
+const DELTA_SHAPE_CASE = `
       CASE operation
         WHEN 'SKU_CREATED' THEN
           delta_reserved = 0 AND delta_allocated = 0 AND delta_on_hand >= 0
