@@ -31,7 +31,7 @@
  *   (reservations_customer_created_idx), see `abandonmentAwareTtl`.
  */
 import { skuOrder } from './ledger.js';
-import { query, type Db } from './query.js';
+import { named, query, type Db } from './query.js';
 
 /** pg_advisory_xact_lock's first key for the per-customer limit ('Cust'); the second is hashtext(customer_id). */
 export const CUSTOMER_UNITS_LOCK_CLASS = 0x43757374;
@@ -208,7 +208,7 @@ export interface AbandonmentRecord {
 const ABANDONMENT_RECORD = `
 WITH lapsed AS (
   SELECT r.id FROM reservations r
-   WHERE r.customer_id = ? AND r.created_at > now() - ?::bigint * interval '1 millisecond'
+   WHERE r.customer_id = $customer AND r.created_at > now() - $window::bigint * interval '1 millisecond'
      AND r.type = 'HOLD' AND r.status = 'HELD' AND r.expires_at <= clock_timestamp()
      FOR SHARE SKIP LOCKED
 )
@@ -216,18 +216,15 @@ SELECT i.sku_code,
        count(*) FILTER (WHERE r.status = 'EXPIRED' OR r.id IN (SELECT id FROM lapsed))::int AS expired,
        count(*) FILTER (WHERE r.confirmed_at IS NOT NULL)::int AS confirmed
   FROM reservations r JOIN reservation_items i ON i.reservation_id = r.id
- WHERE r.customer_id = ? AND r.created_at > now() - ?::bigint * interval '1 millisecond'
-   AND r.type = 'HOLD' AND i.sku_code = ANY(?::text[])
+ WHERE r.customer_id = $customer AND r.created_at > now() - $window::bigint * interval '1 millisecond'
+   AND r.type = 'HOLD' AND i.sku_code = ANY($skus::text[])
  GROUP BY i.sku_code`;
 
 export async function abandonmentRecords(db: Db, customerId: string, skus: readonly string[]): Promise<AbandonmentRecord[]> {
-  const rows = await query<{ sku_code: string; expired: number; confirmed: number }>(db, ABANDONMENT_RECORD, [
-    customerId,
-    ABANDONMENT_WINDOW_MS,
-    customerId,
-    ABANDONMENT_WINDOW_MS,
-    skuOrder(skus),
-  ]);
+  const rows = await query<{ sku_code: string; expired: number; confirmed: number }>(
+    db,
+    ...named(ABANDONMENT_RECORD, { customer: customerId, window: ABANDONMENT_WINDOW_MS, skus: skuOrder(skus) }),
+  );
   return rows.map((r) => ({ sku: r.sku_code, expired: r.expired, confirmed: r.confirmed }));
 }
 
