@@ -76,11 +76,15 @@ h AS (
   INSERT INTO reservation_items (reservation_id, sku_code, quantity, status, expires_at, created_at)
   SELECT h.id, l.sku_code, l.quantity, h.status, h.expires_at, h.created_at
     FROM h, unnest(ARRAY[('B-' || lpad(:i::text, 5, '0'))], ARRAY[1]::int[]) AS l(sku_code, quantity)
+  RETURNING reservation_id
 ), recorded AS (
   UPDATE idempotency_records SET state = 'COMPLETED', status_code = 0,
          response = '\x0a80010a2466373865663430652d316462382d343862362d383639332d31313032613033653236366210011801220263312a0b0a07422d3030303030100130023a0c0894fe87d80610c0ea8ea802420c0894fe87d80610c0ea8ea8024a0c08a49a88d80610c0ea8ea8026a0268317a13736572766963653a6465762d73657276696365'::bytea,
          completed_at = now()
    WHERE caller = ('service:' || 'bench') AND request_id = (:client_id::text || '-' || :r::text)
+  RETURNING 1
+), written AS (
+  SELECT (SELECT count(*) FROM lines) + (SELECT count(*) FROM recorded) AS n
 ),
 ch AS (
   SELECT *
@@ -112,6 +116,8 @@ u AS (
      AND (i.on_hand + p.d_on_hand) - (i.reserved + p.d_reserved) - (i.allocated + p.d_allocated) >= 0
      AND (p.expected_version IS NULL OR i.version = p.expected_version)
      AND (NOT p.yields OR i.waitlist_count = 0)
+     -- Rows first, counter last: the alongside rows are written before the row is locked.
+     AND (SELECT count(*) FROM written) >= 0
   RETURNING i.sku_code, i.on_hand, i.reserved, i.allocated, i.version
 ),
 ev AS (

@@ -7,6 +7,7 @@ import { CounterChangeRefused, PREPARED_PER_CONNECTION, applyCounterChanges, com
 import { databaseFixture } from "../support/database.js";
 import { rejectionOf } from "../support/assertions.js";
 import { range } from "../support/calls.js";
+import { untilALockWait } from "../support/wait.js";
 
 // query() / transaction() send every statement as a named prepared statement, and a
 // transaction's statements run on generic plans (issue 8: re-parsing and re-planning
@@ -254,7 +255,7 @@ describe("shared schema: a transaction's round trips", () => {
     const events = async () => (await query<{ n: number }>(knex, "SELECT count(*)::int AS n FROM audit_events WHERE sku_code = 'TRIP-A'"))[0]!.n;
     const take = (trx: PgTransaction, id: number, units: number, aliveForMs: number | null) =>
       applyCounterChanges(trx, [{ sku: "TRIP-A", operation: "STOCK_ADJUSTED", onHand: -units }], { actor: "test", requestId: `r-${id}` }, {
-        alongside: { ctes: "probe AS (INSERT INTO trip_probe (id, label) VALUES (?, 'alongside'))", params: [id] },
+        alongside: { ctes: "probe AS (INSERT INTO trip_probe (id, label) VALUES (?, 'alongside') RETURNING id), written AS (SELECT * FROM probe)", params: [id] },
         finish: { aliveForMs },
       });
 
@@ -281,12 +282,47 @@ describe("shared schema: a transaction's round trips", () => {
       expect(await labels()).to.deep.equal([1, 3, 9]);
     });
 
+    it("writes the rows alongside before it locks the counter's row, so the row is locked for the UPDATE, the event and the commit only", async () => {
+      // The alongside insert waits for another transaction's uncommitted row with its
+      // key: while it waits, the counter's row must not be locked yet. (PostgreSQL
+      // would run the CTEs after the UPDATE, the row locked all along, but for the
+      // one-time filter that reads `written`.) A change of 0 units: it locks the row all
+      // the same, and leaves the stock to the tests after it.
+      const others = createKnex({ url: fx.db.url, poolMax: 3 });
+      const [before] = (await counters()) as { version: number }[];
+      try {
+        const other = await others.transaction();
+        let change: Promise<unknown> | undefined;
+        try {
+          await query(other, insert, [14, "other"]);
+          change = transaction(knex, (trx) => take(trx, 14, 0, 60_000));
+          change.catch(() => undefined);
+          await untilALockWait(others, "the alongside insert waiting for the other transaction's row");
+          const probe = await others.transaction();
+          try {
+            // Fails with 55P03 (lock_not_available) if the UPDATE came first.
+            expect(await query(probe, "SELECT on_hand FROM inventory WHERE sku_code = 'TRIP-A' FOR NO KEY UPDATE NOWAIT")).to.have.length(1);
+          } finally {
+            await probe.rollback();
+          }
+        } finally {
+          await other.rollback();
+        }
+        await change;
+      } finally {
+        await others.destroy();
+      }
+      expect(await counters()).to.deep.equal([{ on_hand: 1, version: before!.version + 1 }]);
+      expect(await labels()).to.include(14);
+    });
+
     it("commits the change, its event and the rows alongside when the guard lets it through in time", async () => {
       const [before] = (await counters()) as { version: number }[];
+      const eventsBefore = await events();
       await transaction(knex, (trx) => take(trx, 13, 1, 60_000));
       expect(await counters()).to.deep.equal([{ on_hand: 0, version: before!.version + 1 }]);
-      expect(await events()).to.equal(1);
-      expect(await labels()).to.deep.equal([1, 3, 9, 13]);
+      expect(await events()).to.equal(eventsBefore + 1);
+      expect(await labels()).to.deep.equal([1, 3, 9, 13, 14]);
     });
   });
 });

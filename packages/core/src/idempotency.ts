@@ -99,7 +99,8 @@ export interface Claimed<R, Row = never> {
   record(response: R): Promise<void>;
   /**
    * Records the response as part of the caller's next statement: a data-modifying
-   * statement to put in its WITH clause, with its parameters (saves a round trip).
+   * statement (with RETURNING) to put in its WITH clause, with its parameters (saves
+   * a round trip).
    */
   recordInline(response: R): { sql: string; params: unknown[] };
 }
@@ -119,6 +120,13 @@ const DEADLINE_BOUND = `CASE WHEN ?::int IS NULL THEN NULL ELSE set_config('stat
 
 const COMPLETE = `UPDATE idempotency_records SET state = 'COMPLETED', status_code = ?, response = ?, completed_at = now()
                    WHERE caller = ? AND request_id = ?`;
+/**
+ * COMPLETE as a CTE of the caller's statement (Claimed.recordInline): RETURNING, so
+ * that the statement can read it, and so write it when it chooses (before the hot
+ * row's lock: ledger.ts, `alongside`).
+ */
+const COMPLETE_INLINE = `${COMPLETE}
+                   RETURNING 1`;
 const completeParams = (key: IdempotencyKey, statusCode: number, response: Uint8Array) => [statusCode, Buffer.from(response), key.caller, key.requestId];
 
 export class Idempotency {
@@ -176,7 +184,7 @@ export class Idempotency {
             },
             recordInline: (response) => {
               recorded = true;
-              return { sql: COMPLETE, params: completeParams(key, 0, toBinary(schema, response)) };
+              return { sql: COMPLETE_INLINE, params: completeParams(key, 0, toBinary(schema, response)) };
             },
           };
           const value = await work(trx, claimed);
@@ -428,7 +436,8 @@ export type KeyOutcome<D extends DescMessage> = { key: IdempotencyKey; schema: D
  * Records the outcomes of keys claimed by this transaction (claimKeys), and forgets
  * the claims of `released` (handed to another path, which claims them again), as
  * part of the caller's next statement: data-modifying statements to put in its WITH
- * clause, with their parameters. `windowMs`: the claim's window (claimKeys).
+ * clause (`recorded`, a row per outcome, and `released`), with their parameters.
+ * `windowMs`: the claim's window (claimKeys).
  *
  * The outcomes are written by an upsert through the primary key, not by an UPDATE
  * joined to the keys' arrays. The claim wrote every one of these rows in this
@@ -457,6 +466,7 @@ export function recordOutcomesInline<D extends DescMessage>(
               FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::int[], ?::bytea[]) AS o(caller, request_id, method, request_hash, status_code, response)
             ON CONFLICT (caller, request_id) DO UPDATE
                SET state = 'COMPLETED', status_code = EXCLUDED.status_code, response = EXCLUDED.response, completed_at = EXCLUDED.completed_at
+            RETURNING 1
           ), released AS (
             DELETE FROM idempotency_records r USING unnest(?::text[], ?::text[]) AS x(caller, request_id)
              WHERE r.caller = x.caller AND r.request_id = x.request_id

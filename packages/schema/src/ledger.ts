@@ -19,6 +19,8 @@
  *   write everything else first (reservation rows, the idempotency record) and call
  *   `applyCounterChanges` last, then commit; for one SKU, with the COMMIT in the
  *   same round trip (`finish`), so the lock is not held across a round trip at all.
+ *   Rows written in the counter change's own statement (`alongside`) are written
+ *   before its UPDATE too (a one-time filter), not after it as PostgreSQL would.
  * - GUARD. The UPDATE only touches rows whose counters stay valid (no counter
  *   negative, available >= 0) and, when asked, whose version is the expected one
  *   (compare-and-set). PostgreSQL re-evaluates that WHERE on the newest row version
@@ -78,6 +80,15 @@ export interface ApplyOptions {
    * for a change of one SKU, whose statement takes the row lock itself; they run
    * whether or not the guard refuses the change. The CTE names of the statement
    * (ch, expected, per_sku, u, ev) are taken.
+   *
+   * They must define `written`: a CTE whose reading writes their rows (it reads the
+   * data-modifying CTEs, which therefore need RETURNING). The UPDATE reads it first,
+   * as a one-time filter, so those rows are written BEFORE the row is locked and the
+   * lock covers only the UPDATE, the events and the commit (LOCK WINDOW). Left to
+   * themselves, PostgreSQL would run them at the end of the statement, after the
+   * UPDATE: inside the lock window (issue 8: a hot SKU's batch inserted its 90
+   * reservations, lines and records there). bench/pgbench/hold-one-statement.sql,
+   * the ceiling, is written the same way.
    */
   alongside?: { ctes: string; params: readonly unknown[] };
   /** False: the caller needs only `refused`, and `events` comes back empty. Default true. */
@@ -148,7 +159,7 @@ export async function readInventoryRows(db: Db, skus: readonly string[]): Promis
  *
  * ORDER BY in the INSERT's SELECT makes ids follow SKU order, then `ord`.
  */
-const APPLY_COUNTER_CHANGES = `
+const applyCounterChangesCtes = (writtenFirst: string) => `
 ch AS (
   SELECT *
     FROM unnest(?::int[], ?::text[], ?::text[], ?::uuid[], ?::bigint[], ?::bigint[], ?::bigint[], ?::text[], ?::text[], ?::text[])
@@ -187,7 +198,7 @@ u AS (
      AND (p.expected_version IS NULL OR i.version = p.expected_version)
      -- STRICT_FIFO: a new buyer takes nothing while anybody waits (plain qual on i, so
      -- re-checked on the newest row version like the rest).
-     AND (NOT p.yields OR i.waitlist_count = 0)
+     AND (NOT p.yields OR i.waitlist_count = 0)${writtenFirst}
   RETURNING i.sku_code, i.on_hand, i.reserved, i.allocated, i.version
 ),
 ev AS (
@@ -199,6 +210,15 @@ ev AS (
     FROM ch JOIN u ON u.sku_code = ch.sku_code
   WINDOW later AS (PARTITION BY ch.sku_code ORDER BY ch.ord ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING)
 )`;
+const APPLY_COUNTER_CHANGES = applyCounterChangesCtes('');
+/*
+ * With `alongside` CTEs: the UPDATE waits on a one-time filter (a qual without the
+ * row's columns: evaluated once, before the scan that locks the row) that reads their
+ * `written`, so their rows are written first. Always true; the planner cannot know.
+ */
+const APPLY_AFTER_ALONGSIDE = applyCounterChangesCtes(`
+     -- Rows first, counter last: the alongside rows are written before the row is locked.
+     AND (SELECT count(*) FROM written) >= 0`);
 const INSERT_EVENTS = `
 INSERT INTO audit_events (
   operation, sku_code, reservation_id, delta_on_hand, delta_reserved, delta_allocated,
@@ -236,9 +256,9 @@ SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM u) THEN holdfast_refuse('refused')
  * statement string back (its lookup on the way out is then cheap).
  */
 const WITH_ALONGSIDE = {
-  events: builtOnce((ctes) => `WITH ${ctes},\n${APPLY_COUNTER_CHANGES}${INSERT_EVENTS}${RETURNING_EVENTS}`),
-  skus: builtOnce((ctes) => `WITH ${ctes},\n${APPLY_COUNTER_CHANGES}${INSERT_EVENTS}${RETURNING_SKUS}`),
-  finish: builtOnce((ctes) => `WITH ${ctes},\n${APPLY_COUNTER_CHANGES}${FINISH}`),
+  events: builtOnce((ctes) => `WITH ${ctes},\n${APPLY_AFTER_ALONGSIDE}${INSERT_EVENTS}${RETURNING_EVENTS}`),
+  skus: builtOnce((ctes) => `WITH ${ctes},\n${APPLY_AFTER_ALONGSIDE}${INSERT_EVENTS}${RETURNING_SKUS}`),
+  finish: builtOnce((ctes) => `WITH ${ctes},\n${APPLY_AFTER_ALONGSIDE}${FINISH}`),
 };
 const APPLY_ALONE_FINISH = `WITH ${APPLY_COUNTER_CHANGES}${FINISH}`;
 

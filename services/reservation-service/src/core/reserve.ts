@@ -651,7 +651,13 @@ export interface PlannedInsert {
 /** One request's record (Claimed.recordInline's statement) as the `recorded` CTE. */
 const recordedCte = builtOnce((recordSql) => `recorded AS (\n       ${recordSql}\n     )`);
 
-/** The CTEs of `reservationInserts` around the data-modifying CTEs that record the outcomes. */
+/**
+ * The CTEs of `reservationInserts` around the data-modifying CTEs that record the
+ * outcomes (`recorded`, with RETURNING). `written` is for a counter change alongside
+ * (ledger.ts): its UPDATE reads it first, so the reservations (read by `lines`), their
+ * lines and the records are written before the hot row is locked. (A batch's
+ * `released` claims, nearly always none, are left to the statement's end.)
+ */
 const reservationInsertCtes = builtOnce(
   (recordCtes) => `h AS (
        INSERT INTO reservations (id, type, status, customer_id, caller, request_id, locking_strategy, expires_at, max_expires_at, confirmed_at)
@@ -667,7 +673,10 @@ const reservationInsertCtes = builtOnce(
        SELECT h.id, l.sku_code, l.quantity, h.status, h.expires_at, h.created_at
          FROM unnest(?::uuid[], ?::text[], ?::int[]) AS l(reservation_id, sku_code, quantity)
          JOIN h ON h.id = l.reservation_id
-     ), ${recordCtes}`,
+       RETURNING reservation_id
+     ), ${recordCtes}, written AS (
+       SELECT (SELECT count(*) FROM lines) + (SELECT count(*) FROM recorded) AS n
+     )`,
 );
 
 /** The CTEs of `reservationInserts` as a statement of their own. */
