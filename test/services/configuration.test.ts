@@ -56,7 +56,7 @@ describe("configuration", () => {
   });
 
   it("admission limits: twice the pool in flight (plus the hot-SKU batches in flight in the reservation-service) and twice that waiting unless set, bad values named", () => {
-    expect(loadReservationServiceConfig({ DATABASE_URL }).admission).to.deep.equal({ maxInFlight: 148, maxWaiting: 296, maxWaitMs: 500 });
+    expect(loadReservationServiceConfig({ DATABASE_URL }).admission).to.deep.equal({ maxInFlight: 532, maxWaiting: 1064, maxWaitMs: 500 });
     expect(loadReservationServiceConfig({ DATABASE_URL, DATABASE_POOL_MAX: "4", HOT_SKU_MAX_BATCH: "16" }).admission).to.deep.equal({ maxInFlight: 40, maxWaiting: 80, maxWaitMs: 500 });
     expect(loadReservationServiceConfig({ DATABASE_URL, DATABASE_POOL_MAX: "4", HOT_SKU_MAX_BATCH: "16", HOT_SKU_BATCHES_IN_FLIGHT: "1" }).admission).to.deep.equal({ maxInFlight: 24, maxWaiting: 48, maxWaitMs: 500 });
     expect(loadExpiryWorkerConfig({ DATABASE_URL }).admission).to.deep.equal({ maxInFlight: 20, maxWaiting: 40, maxWaitMs: 500 });

@@ -40,8 +40,8 @@ const environment = z
     // The request log of CreateHold attempts, for the flash-sale report (docs/fairness.md).
     REQUEST_LOG: envVar.boolean(true),
     OVERDUE_HOLD_GRACE_MS: envVar.positiveInt(60_000, 24 * 3_600_000),
-    // Holds per batch transaction of a GROUP_COMMIT SKU (docs/concurrency.md).
-    HOT_SKU_MAX_BATCH: envVar.positiveInt(64, 1_000),
+    // Holds per batch transaction of a GROUP_COMMIT SKU (docs/concurrency.md: 256 measured best).
+    HOT_SKU_MAX_BATCH: envVar.positiveInt(256, 1_000),
     // Batch transactions of one GROUP_COMMIT SKU in flight at once per process (docs/concurrency.md).
     HOT_SKU_BATCHES_IN_FLIGHT: envVar.positiveInt(2, 16),
   })
