@@ -153,15 +153,10 @@ async function promoteSku(db: Db, row: InventoryRow & SkuRow, origin: ChangeOrig
   );
   if (applied.refused.length > 0) throw new Error(`waitlist promotion refused on ${row.sku_code}: the locked row's available units disagree`);
 
-  const promoted = await query<WaitlistEntryRow>(
-    db,
-    `UPDATE waitlist_entries w
-        SET status = 'PROMOTED', reservation_id = p.reservation_id, promoted_at = clock_timestamp(), updated_at = clock_timestamp()
-       FROM unnest(?::uuid[], ?::uuid[]) AS p(entry_id, reservation_id)
-      WHERE w.id = p.entry_id AND w.status = 'WAITING'
-      RETURNING w.*`,
-    [chosen.map((e) => e.id), ids],
-  );
+  // A function planned on every call (migration 0008), like closeWaiting's and
+  // settlePromotedEntries': as a statement of the transaction, its generic plan, if
+  // made while the table looked empty, read every WAITING entry of every SKU to find these.
+  const promoted = await query<WaitlistEntryRow>(db, `SELECT * FROM holdfast_promote_entries(?::uuid[], ?::uuid[])`, [chosen.map((e) => e.id), ids]);
   await moveWaitlistCounters(db, row.sku_code, -chosen.length, -chosen.reduce((n, e) => n + e.quantity, 0));
   const byId = new Map(promoted.map((e) => [e.id, e]));
   return { promotions: chosen.map((e, i) => ({ entry: byId.get(e.id)!, reservationId: ids[i]!, expiresAt: expiresAt.get(ids[i]!)! })), expired };
@@ -231,13 +226,8 @@ async function expireLapsedWaiting(db: Db, sku: string): Promise<WaitlistEntryRo
 /** WAITING entries (locked by the caller, under the SKU's row lock) leave the queue. */
 export async function closeWaiting(db: Db, sku: string, entries: readonly WaitlistEntryRow[], status: 'EXPIRED' | 'CANCELLED'): Promise<WaitlistEntryRow[]> {
   if (entries.length === 0) return [];
-  const closed = await query<WaitlistEntryRow>(
-    db,
-    `UPDATE waitlist_entries SET status = ?, closed_at = now(), updated_at = now()
-      WHERE id = ANY(?::uuid[]) AND status = 'WAITING'
-      RETURNING *`,
-    [status, entries.map((e) => e.id)],
-  );
+  // Planned on every call (migration 0008; promoteSku says why).
+  const closed = await query<WaitlistEntryRow>(db, `SELECT * FROM holdfast_close_waiting(?, ?::uuid[])`, [status, entries.map((e) => e.id)]);
   await moveWaitlistCounters(db, sku, -closed.length, -closed.reduce((n, e) => n + e.quantity, 0));
   return closed;
 }
@@ -260,11 +250,6 @@ export async function moveWaitlistCounters(db: Db, sku: string, count: number, u
  */
 export async function settlePromotedEntries(db: Db, reservationIds: readonly string[], status: Extract<WaitlistStatus, 'CONFIRMED' | 'EXPIRED' | 'CANCELLED'>): Promise<WaitlistEntryRow[]> {
   if (reservationIds.length === 0) return [];
-  return query<WaitlistEntryRow>(
-    db,
-    `UPDATE waitlist_entries SET status = ?, closed_at = now(), updated_at = now()
-      WHERE reservation_id = ANY(?::uuid[]) AND status = 'PROMOTED'
-      RETURNING *`,
-    [status, [...reservationIds]],
-  );
+  // Planned on every call (migration 0008; promoteSku says why).
+  return query<WaitlistEntryRow>(db, `SELECT * FROM holdfast_settle_promoted(?, ?::uuid[])`, [status, [...reservationIds]]);
 }

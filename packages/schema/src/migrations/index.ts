@@ -18,6 +18,7 @@ import * as m0004 from './0004_fairness_controls.js';
 import * as m0005 from './0005_refuse.js';
 import * as m0006 from './0006_format_checks.js';
 import * as m0007 from './0007_ledger_delta_shape.js';
+import * as m0008 from './0008_planned_per_call.js';
 
 export interface HoldfastMigration {
   /** Recorded in the migrations table; sorts in application order. */
@@ -34,6 +35,7 @@ export const migrations: readonly HoldfastMigration[] = Object.freeze([
   { name: '0005_refuse', up: m0005.up, down: m0005.down },
   { name: '0006_format_checks', up: m0006.up, down: m0006.down },
   { name: '0007_ledger_delta_shape', up: m0007.up, down: m0007.down },
+  { name: '0008_planned_per_call', up: m0008.up, down: m0008.down },
 ]);
 
 /** A Knex `MigrationSource` over {@link migrations}; it never touches the file system. */
