@@ -323,6 +323,42 @@ describe("reservation-service: a single SKU's counter change sent with the COMMI
     await query(fx.sql, `UPDATE inventory SET on_hand = 10, version = version + 1, updated_at = now() WHERE sku_code = 'FIN-A'`);
   });
 
+  it("writes the reservation, its line and its record before it locks the SKU's row: the row is locked for the counter change and the commit only", async () => {
+    // The hold's reservation waits for another transaction's uncommitted reservation
+    // with the same request id (the unique index): meanwhile FIN-A's row must not be
+    // locked yet. PostgreSQL runs a statement's data-modifying CTEs after its UPDATE
+    // unless the UPDATE waits for them (ledger.ts, ApplyOptions.alongside).
+    const requestId = rid("rows-first");
+    const [{ reserved: reservedBefore }] = await query<{ reserved: number }>(fx.sql, `SELECT reserved FROM inventory WHERE sku_code = 'FIN-A'`);
+    const other = await fx.sql.transaction();
+    let call: Promise<unknown> | undefined;
+    try {
+      await query(
+        other,
+        `INSERT INTO reservations (type, status, customer_id, caller, request_id, locking_strategy, expires_at, max_expires_at)
+         VALUES ('HOLD', 'HELD', 'c-other', 'service:test-checkout', ?, 'PESSIMISTIC', now() + interval '1 hour', now() + interval '2 hours')`,
+        [requestId],
+      );
+      call = fx.client.createHold({ requestId, customerId: "c-first", lines: [{ sku: "FIN-A", quantity: 1 }] }, { timeoutMs: 15_000 });
+      call.catch(() => undefined);
+      await untilALockWait(fx.sql, "the hold's reservation waiting for the other transaction's");
+      const probe = await fx.sql.transaction();
+      try {
+        // Fails with 55P03 (lock_not_available) if the UPDATE came first.
+        expect(await query(probe, `SELECT 1 FROM inventory WHERE sku_code = 'FIN-A' FOR NO KEY UPDATE NOWAIT`)).to.have.length(1);
+      } finally {
+        await probe.rollback();
+      }
+    } finally {
+      await other.rollback();
+    }
+    const made = (await call) as Awaited<ReturnType<Grpc["createHold"]>>;
+    expect(made.reservation?.customerId).to.equal("c-first");
+    const [{ reserved }] = await query<{ reserved: number }>(fx.sql, `SELECT reserved FROM inventory WHERE sku_code = 'FIN-A'`);
+    expect(Number(reserved)).to.equal(Number(reservedBefore) + 1);
+    await fx.client.releaseHold({ requestId: rid("rows-first-release"), reservationId: made.reservation!.id });
+  });
+
   it("a hold whose read predates a reclaim that gave units back decides on a fresh read, not on the units it saw", async () => {
     // FIN-B: 6 units, 5 of them held for one second (then expired, still counted as reserved).
     await fx.client.createSku({ requestId: rid("sku"), sku: "FIN-B", name: "FIN-B", initialOnHand: 6n });

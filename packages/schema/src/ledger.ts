@@ -81,8 +81,11 @@ export interface ApplyOptions {
    * whether or not the guard refuses the change. The CTE names of the statement
    * (ch, expected, per_sku, u, ev) are taken.
    *
-   * They must define `written`: a CTE whose reading writes their rows (it reads the
-   * data-modifying CTEs, which therefore need RETURNING). The UPDATE reads it first,
+   * They must define `written`: a CTE whose rows are those of their data-modifying
+   * CTEs (`SELECT 1 FROM a UNION ALL SELECT 1 FROM b`; they need RETURNING), so that
+   * counting them writes them. (Not a sum of `(SELECT count(*) FROM a)`: PostgreSQL
+   * drops an output column nobody reads, and the CTE scans with it, as it did the
+   * first version of this.) The UPDATE reads it first,
    * as a one-time filter, so those rows are written BEFORE the row is locked and the
    * lock covers only the UPDATE, the events and the commit (LOCK WINDOW). Left to
    * themselves, PostgreSQL would run them at the end of the statement, after the
