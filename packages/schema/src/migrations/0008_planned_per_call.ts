@@ -20,6 +20,10 @@
  * SKU's row lock. test/schema/waitlist.test.ts, with 2,000 buyers waiting on another
  * SKU: 2,006, 2,001 and 2,001 rows read to promote, close and settle one entry; 5, 1
  * and 1 planned per call.
+ *
+ * PostgreSQL 18 plans a SQL function's statements through the plan cache, where the
+ * function's SET applies; older versions plan them without the parameters' values,
+ * and this helps nothing there (Holdfast runs on 18: embedded, docker-compose.yml).
  */
 import type { Knex } from 'knex';
 import { runSql } from './run-sql.js';
