@@ -28,32 +28,32 @@
 import type { Knex } from 'knex';
 import { runSql } from './run-sql.js';
 
-/** The functions: signature (as COMMENT and DROP name them), arguments, body. */
-const FUNCTIONS: readonly { signature: string; args: string; body: string }[] = [
+/**
+ * The functions: signature (with the arguments' names, which CREATE needs and
+ * COMMENT and DROP accept), body.
+ */
+const FUNCTIONS: readonly { signature: string; body: string }[] = [
   {
-    signature: 'holdfast_promote_entries(uuid[], uuid[])',
-    args: 'entry_ids uuid[], reservation_ids uuid[]',
+    signature: 'holdfast_promote_entries(entry_ids uuid[], reservation_ids uuid[])',
     body: `UPDATE waitlist_entries w
         SET status = 'PROMOTED', reservation_id = p.reservation_id, promoted_at = clock_timestamp(), updated_at = clock_timestamp()
        FROM unnest(entry_ids, reservation_ids) AS p(entry_id, reservation_id)
       WHERE w.id = p.entry_id AND w.status = 'WAITING'`,
   },
   {
-    signature: 'holdfast_close_waiting(text, uuid[])',
-    args: 'new_status text, ids uuid[]',
+    signature: 'holdfast_close_waiting(new_status text, ids uuid[])',
     body: `UPDATE waitlist_entries w SET status = new_status, closed_at = now(), updated_at = now()
       WHERE w.id = ANY(ids) AND w.status = 'WAITING'`,
   },
   {
-    signature: 'holdfast_settle_promoted(text, uuid[])',
-    args: 'new_status text, reservation_ids uuid[]',
+    signature: 'holdfast_settle_promoted(new_status text, reservation_ids uuid[])',
     body: `UPDATE waitlist_entries w SET status = new_status, closed_at = now(), updated_at = now()
       WHERE w.reservation_id = ANY(reservation_ids) AND w.status = 'PROMOTED'`,
   },
 ];
 
-const UP: readonly string[] = FUNCTIONS.flatMap(({ signature, args, body }) => [
-  `CREATE FUNCTION ${signature.slice(0, signature.indexOf('('))}(${args})
+const UP: readonly string[] = FUNCTIONS.flatMap(({ signature, body }) => [
+  `CREATE FUNCTION ${signature}
      RETURNS SETOF waitlist_entries LANGUAGE sql VOLATILE
      SET plan_cache_mode = force_custom_plan
    AS $$
